@@ -1,0 +1,78 @@
+"""Backend modes for the disk under test: a declarative registry.
+
+Each mode says how the domU's ``xvdb`` is attached (the xl disk spec, always with an
+explicit ``backendtype=``: without it libxl silently picks blkback for raw files), what
+dom0 must prepare first, and what xenstore must show once it is attached.
+See shared notes research-xen-flush.md section 4 for the xl/libxl facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# dom0 paths for the qcow2 mode: an ext4 filesystem on the disk under test holds the image.
+QCOW2_MOUNT = "/srv/dut"
+QCOW2_IMAGE = f"{QCOW2_MOUNT}/dut.qcow2"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str
+    backendtype: str            # "qdisk" or "phy": the xenstore backend dir is qdisk/ or vbd/
+    fmt: str = "raw"
+    direct_io_safe: bool = False
+    on_filesystem: bool = False  # the image is a qcow2 file in a dom0 ext4 on the device
+
+    @property
+    def xenstore_kind(self) -> str:
+        return "qdisk" if self.backendtype == "qdisk" else "vbd"
+
+    def target(self, dut_device: str) -> str:
+        return QCOW2_IMAGE if self.on_filesystem else dut_device
+
+    def xl_disk(self, dut_device: str, vdev: str = "xvdb") -> str:
+        """The xl disk spec (``target=`` must come last)."""
+        parts = [f"format={self.fmt}", f"vdev={vdev}", "access=rw", f"backendtype={self.backendtype}"]
+        if self.direct_io_safe:
+            parts.append("direct-io-safe")
+        parts.append(f"target={self.target(dut_device)}")
+        return ",".join(parts)
+
+    def dom0_prepare(self, dut_device: str, size_mib: int) -> str | None:
+        """A dom0 shell script run before ``xl create`` (None: nothing to do).
+
+        Idempotent: after a power cut the filesystem and image already exist and are reused.
+        """
+        if not self.on_filesystem:
+            return None
+        return (
+            "set -e\n"
+            f"dev={dut_device}\n"
+            "if ! blkid -o value -s TYPE \"$dev\" | grep -qx ext4; then mkfs.ext4 -q -F -L xdh-dut \"$dev\"; fi\n"
+            f"mkdir -p {QCOW2_MOUNT}\n"
+            f"mountpoint -q {QCOW2_MOUNT} || mount -o barrier=1 \"$dev\" {QCOW2_MOUNT}\n"
+            f"[ -e {QCOW2_IMAGE} ] || qemu-img create -q -f qcow2 {QCOW2_IMAGE} {size_mib}M\n"
+            "sync\n"
+        )
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("qdisk", "QEMU qdisk backend on the raw dom0 device, buffered (dom0 page cache)", "qdisk"),
+    Backend("qdisk-direct", "QEMU qdisk backend with direct-io-safe (O_DIRECT, bypasses dom0 page cache)",
+            "qdisk", direct_io_safe=True),
+    Backend("phy", "kernel blkback on the raw dom0 device", "phy"),
+    Backend("qdisk-qcow2", "QEMU qdisk backend on a qcow2 file in a dom0 ext4 on the device", "qdisk",
+            fmt="qcow2", on_filesystem=True),
+)}
+DEFAULT_BACKEND = "qdisk"
+
+
+def get(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend mode {name!r}",
+                          hint="choose one of: " + ", ".join(BACKENDS)) from None

@@ -1,0 +1,296 @@
+"""The outer QEMU ("the physical machine"): argv assembly and one class that owns the process.
+
+Patterned on QEMU's python/qemu/machine: launch = pre-launch, Popen, post-launch (QMP
+accept); on failure clean up first, then raise one rich error with the serial tail;
+shutdown escalates from QMP ``quit`` to SIGKILL with bounded waits. The process runs in
+its own session (Ctrl-C reaches us, not QEMU) and with PR_SET_PDEATHSIG, so it dies
+even if the harness is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .accel import AccelChoice
+from .errors import LaunchError
+
+LOG = logging.getLogger(__name__)
+
+QEMU_BINARY = "qemu-system-x86_64"
+# Seen on the console when a layer died: fail fast instead of waiting for a timeout.
+FATAL_CONSOLE = re.compile(r"\(XEN\) Panic on CPU|Kernel panic - not syncing|\(XEN\) \*\*\*\* Panic")
+
+
+def quote_optarg(value: str) -> str:
+    """QEMU option values escape a comma by doubling it."""
+    return value.replace(",", ",,")
+
+
+@dataclass(frozen=True)
+class Drive:
+    """One outer disk: a host file seen by dom0 as a virtio disk with a stable serial."""
+
+    node: str            # block node name, also the virtio serial (dom0: /dev/disk/by-id/virtio-<node>)
+    path: Path
+    fmt: str = "qcow2"   # "qcow2" or "raw"
+    readonly: bool = False
+
+    def args(self) -> list[str]:
+        file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
+        fmt_node = (f"driver={self.fmt},node-name={self.node},file={self.node}-file,"
+                    f"read-only={'on' if self.readonly else 'off'}")
+        return ["-blockdev", "driver=" + file_node + ",cache.direct=off,cache.no-flush=off",
+                "-blockdev", fmt_node,
+                "-device", f"virtio-blk-pci,drive={self.node},serial={self.node}"]
+
+
+@dataclass
+class MachineSpec:
+    """Everything that defines the outer QEMU's command line."""
+
+    accel: AccelChoice
+    hypervisor: Path                     # multiboot kernel (xen)
+    hypervisor_args: str
+    modules: list[tuple[Path, str]]      # multiboot modules: (path, command line)
+    drives: list[Drive]
+    ssh_port: int
+    memory_mib: int = 3072
+    smp: int = 2
+    binary: str = QEMU_BINARY
+    extra: list[str] = field(default_factory=list)
+
+
+def build_argv(spec: MachineSpec, qmp_socket: Path, serial_log: Path) -> list[str]:
+    """The full argv, as a list; never goes through a shell."""
+    modules = ",".join(quote_optarg(f"{p} {cmd}".strip()) for p, cmd in spec.modules)
+    argv = [spec.binary, "-name", "xdh-l0", "-nodefaults", "-display", "none", "-no-reboot",
+            *spec.accel.qemu_args(),
+            "-m", str(spec.memory_mib), "-smp", str(spec.smp),
+            "-chardev", f"socket,id=qmp,path={quote_optarg(str(qmp_socket))}",
+            "-mon", "chardev=qmp,mode=control",
+            "-chardev", f"file,id=serial0,path={quote_optarg(str(serial_log))}",
+            "-serial", "chardev:serial0",
+            "-kernel", str(spec.hypervisor), "-append", spec.hypervisor_args,
+            "-initrd", modules]
+    for d in spec.drives:
+        argv += d.args()
+    argv += ["-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+             "-device", "virtio-net-pci,netdev=net0"]
+    return argv + list(spec.extra)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (QEMU binds it; a rare race is retried by the caller)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child_setup() -> None:
+    """In the child: die with the parent (PR_SET_PDEATHSIG = 1)."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        data = path.read_bytes()[-64 * 1024:]
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+class QemuMachine:
+    """Owns one outer QEMU process: launch, QMP, power cut, shutdown; logs to ``log_dir``."""
+
+    def __init__(self, spec: MachineSpec, log_dir: Path, name: str = "l0"):
+        self.spec = spec
+        self.log_dir = log_dir
+        self.name = name
+        self.serial_log = log_dir / "serial.log"
+        self.qemu_log = log_dir / "qemu.log"
+        self._sock_dir: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._qemu_log_file = None
+        self.argv: list[str] = []
+        self.killed_on_purpose = False
+        self.exit_code: int | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> "QemuMachine":
+        self.launch()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def launch(self) -> None:
+        try:
+            self._launch()
+        except BaseException as exc:
+            self.shutdown(hard=True)
+            if isinstance(exc, (LaunchError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+                raise
+            raise LaunchError(f"QEMU failed to start: {exc}", log_tail=self._failure_text(),
+                              argv=self.argv) from exc
+
+    def _launch(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # unix socket paths are limited to 108 bytes: keep the socket in a short tmp dir
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="xdh-qmp-"))
+        qmp_path = self._sock_dir / "qmp.sock"
+        self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
+        self.argv = build_argv(self.spec, qmp_path, self.serial_log)
+        (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
+        LOG.debug("launching %s", self.argv)
+        self._qemu_log_file = open(self.qemu_log, "ab")
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._qemu_log_file,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=_child_setup)
+        try:
+            self._qmp.accept(timeout=30)
+        except Exception as exc:
+            self._proc.poll()
+            raise LaunchError(f"QEMU did not connect to QMP (exit code {self._proc.returncode})",
+                              log_tail=self._failure_text(), argv=self.argv) from exc
+        self._qmp.settimeout(60)
+
+    def _failure_text(self) -> str:
+        parts = []
+        q = tail(self.qemu_log, 10)
+        if q:
+            parts.append("[qemu] " + q.replace("\n", "\n[qemu] "))
+        s = tail(self.serial_log)
+        if s:
+            parts.append(s)
+        return "\n".join(parts)
+
+    def check_alive(self) -> None:
+        """Raise LaunchError if QEMU exited or a layer panicked on the console."""
+        if self._proc is None:
+            raise LaunchError("QEMU is not running")
+        if self._proc.poll() is not None:
+            raise LaunchError(f"QEMU exited unexpectedly (exit code {self._proc.returncode})",
+                              log_tail=self._failure_text(), argv=self.argv)
+        m = FATAL_CONSOLE.search(tail(self.serial_log, 200))
+        if m:
+            raise LaunchError(f"fatal message on the console: {m.group(0)!r}", log_tail=self._failure_text(),
+                              argv=self.argv)
+
+    # --- QMP -----------------------------------------------------------------
+    def qmp(self, cmd: str, **args):
+        if self._qmp is None:
+            raise LaunchError("QMP is not connected")
+        return self._qmp.cmd(cmd, **args)
+
+    def cut_power(self, method: str = "kill") -> None:
+        """Power cut: ``stop`` freezes the vCPUs at once, then the process goes away without
+        flushing anything: SIGKILL (``kill``) or QMP ``quit``. Every cache in guest RAM is lost."""
+        self.killed_on_purpose = True
+        try:
+            self.qmp("stop")
+        finally:
+            if method == "quit":
+                try:
+                    self.qmp("quit")
+                except Exception:  # the reply may race with the exit
+                    pass
+            self._hard_shutdown()
+            self._post_shutdown()
+
+    # --- shutdown ------------------------------------------------------------
+    def _hard_shutdown(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+        if self._proc:
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                LOG.error("QEMU pid %s did not die after SIGKILL", self._proc.pid)
+
+    def shutdown(self, hard: bool = False, timeout: float = 10.0) -> None:
+        """Idempotent: QMP quit and a bounded wait, then SIGKILL; always releases resources."""
+        try:
+            if self._proc and self._proc.poll() is None:
+                if not hard and self._qmp is not None:
+                    try:
+                        self._qmp.settimeout(timeout)
+                        self._qmp.cmd("quit")
+                        self._proc.wait(timeout=timeout)
+                    except Exception as exc:  # noqa: BLE001 - escalate on any failure
+                        LOG.debug("soft shutdown failed (%s); killing", exc)
+                self._hard_shutdown()
+        finally:
+            self._post_shutdown()
+
+    def _post_shutdown(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._qmp = None
+        if self._qemu_log_file is not None:
+            self._qemu_log_file.close()
+            self._qemu_log_file = None
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+        if self._proc is not None and self._proc.returncode is not None:
+            self.exit_code = self._proc.returncode
+            if self.exit_code < 0 and not self.killed_on_purpose and -self.exit_code != signal.SIGKILL:
+                LOG.warning("QEMU died from signal %d: %s", -self.exit_code, " ".join(self.argv))
+
+
+def host_port_in_use_error(qemu_log: Path) -> bool:
+    return "Could not set up host forwarding rule" in tail(qemu_log, 20)
+
+
+def pids_matching(fragment: str) -> list[int]:
+    """PIDs of processes whose command line contains ``fragment`` (leak checks in tests)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if fragment in cmd:
+            out.append(int(d.name))
+    return out
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 1.0, alive=None):
+    """Poll ``pred`` until it returns a truthy value; ``alive`` raises if the thing died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive:
+            alive()
+        val = pred()
+        if val:
+            return val
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
