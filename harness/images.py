@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 IMAGE_NAMES = ("dom0", "domu")
 # Bump when the build steps in this module change what an image contains.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SUITE = "bookworm"
 CLIENT_KEY = "id_ed25519"
 
@@ -53,6 +53,7 @@ class Recipe:
     mask: tuple[str, ...] = ()
     extract: dict[str, str] = field(default_factory=dict)
     install_guests: bool = False
+    append: dict[str, str] = field(default_factory=dict)   # path in tree -> text appended after install
 
     @property
     def recipe_dir(self) -> Path:
@@ -287,6 +288,9 @@ class ImageStore:
                 "--include=" + ",".join(recipe.packages),
                 "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
                 "--dpkgopt=path-exclude=/usr/share/locale/*",
+                # the overlay goes in before any package, so the kernel's initramfs is built
+                # with our initramfs-tools settings; it is copied again after install
+                f"--setup-hook=sync-in {recipe.recipe_dir / 'overlay'} /",
                 SUITE, str(tree), *apt_sources()]
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
@@ -314,6 +318,9 @@ class ImageStore:
         (tree / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {recipe.hostname}\n")
         (tree / "etc/fstab").write_text(f"{recipe.root_device} / ext4 defaults,errors=remount-ro 0 1\n")
         shutil.copytree(recipe.recipe_dir / "overlay", tree, dirs_exist_ok=True, symlinks=True)
+        for rel, text in recipe.append.items():   # settings in package conffiles
+            with open(tree / rel, "a") as f:
+                f.write(text)
         if recipe.install_guests:
             for p in sorted(paths.GUESTS_DIR.iterdir()):
                 if p.is_file() and not p.name.startswith("."):

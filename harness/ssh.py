@@ -22,7 +22,6 @@ import paramiko
 from .errors import GuestCommandError, LaunchError
 
 LOG = logging.getLogger(__name__)
-logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

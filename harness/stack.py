@@ -214,7 +214,13 @@ class XenStack:
         self._create_domu()
         self.info.timings["xl_create"] = self._elapsed()
         self._step("domU created; waiting for its SSH through dom0")
-        self.domu = self._wait_shell(self._connect_domu, "domU")
+        try:
+            self.domu = self._wait_shell(self._connect_domu, "domU")
+        except LaunchError as exc:
+            console = self.save_domu_console()
+            if console:
+                exc.log_tail = "[domU console]\n" + "\n".join(console.splitlines()[-30:])
+            raise
         self.info.timings["domu_ssh"] = self._elapsed()
         self._step("domU is up (SSH)")
         self.info.backend = asdict(self.check_backend())
@@ -222,6 +228,17 @@ class XenStack:
         b = self.info.backend
         self._step(f"disk under test: {self.backend.name}: {b['backend_kind']} params={b['params']} "
                    f"feature-flush-cache={b['feature_flush_cache']} write_cache={b['write_cache']!r}")
+
+    def save_domu_console(self) -> str:
+        """Copy the domU console log that xenconsoled keeps in dom0 into the run directory."""
+        if self.dom0 is None:
+            return ""
+        try:
+            text = self.dom0.get_bytes(f"/var/log/xen/console/guest-{DOMU_NAME}.log").decode(errors="replace")
+        except (OSError, paramiko.SSHException, XdhError):
+            return ""
+        (self.run_dir / "domu-console.log").write_text(text)
+        return text
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._t0, 1)

@@ -1,0 +1,283 @@
+"""The ``xdh`` command line. Every failure becomes one line and a distinct exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import backends, paths
+from .cleanup import EXIT_INTERRUPTED, install_signal_handlers
+from .errors import ConfigError, Interrupted, LaunchError, XdhError
+
+LOG = logging.getLogger("xdh")
+
+EXIT_OK = 0
+EXIT_HARNESS = 2
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _active_up_file() -> Path:
+    return paths.cache_dir() / "up.json"
+
+
+def _new_run_dir(kind: str, given: str | None) -> Path:
+    if given:
+        return Path(given).resolve()
+    return paths.runs_dir() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# --- images ------------------------------------------------------------------------------
+def cmd_images_build(args) -> int:
+    from .images import IMAGE_NAMES, ImageStore
+    store = ImageStore()
+    names = tuple(args.only) if args.only else IMAGE_NAMES
+    t0 = time.monotonic()
+    results = store.build(names, force=args.force, progress=_progress)
+    print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
+    for img, built in results:
+        print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
+              f"{img.size_bytes() / 2**20:8.0f}  {img.dir}")
+    print(f"total {time.monotonic() - t0:.0f} s; hypervisor: {results[0][0].artifacts.get('xen', '-')}"
+          if results and results[0][0].name == "dom0" else f"total {time.monotonic() - t0:.0f} s")
+    return EXIT_OK
+
+
+def cmd_images_list(args) -> int:
+    from .images import ImageStore
+    rows = ImageStore().list()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print("no images built; run `xdh images build`")
+        return EXIT_OK
+    print(f"{'image':6} {'digest':16} {'current':7} {'size MiB':>8} {'build s':>7}  built at")
+    for r in rows:
+        print(f"{r['name']:6} {r['digest']:16} {'yes' if r['current'] else 'stale':7} {r['size_mib']:8} "
+              f"{r['build_seconds']:7.0f}  {r['built_at']}")
+    return EXIT_OK
+
+
+def cmd_images_clean(args) -> int:
+    from .images import ImageStore
+    removed = ImageStore().clean(everything=args.all)
+    for d in removed:
+        print(f"removed {d}")
+    if not removed:
+        print("nothing to remove")
+    return EXIT_OK
+
+
+# --- stack -------------------------------------------------------------------------------
+def _stack_config(args):
+    from .stack import StackConfig
+    cfg = StackConfig(backend=args.backend, accel=args.accel, memory_mib=args.memory,
+                      domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout)
+    cfg.validate()
+    return cfg
+
+
+def cmd_up(args) -> int:
+    from .stack import DOMU_IP, XenStack
+    cfg = _stack_config(args)
+    run_dir = _new_run_dir("up", args.run_dir)
+    state = _active_up_file()
+    if state.exists():
+        old = json.loads(state.read_text())
+        if _pid_alive(old.get("pid")):
+            raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})", hint="run `xdh down` first")
+    dut = Path(args.dut).resolve() if args.dut else None
+    _progress(f"run directory: {run_dir}")
+    with XenStack(cfg, run_dir, dut=dut, progress=_progress) as stack:
+        assert stack.info is not None
+        key = stack.store.client_key
+        kh = run_dir / "known_hosts"
+        port = stack.info.ssh_port
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port}) + "\n")
+        common = f"-i {key} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+        print(f"\nstack is up in {stack.info.timings['domu_ssh']:.0f} s (backend {cfg.backend}); "
+              f"disk under test: {stack.dut}")
+        print(f"  dom0: ssh {common} -p {port} root@127.0.0.1")
+        print(f"  domU: ssh {common} -o ProxyCommand='ssh {common} -p {port} -W %h:%p root@127.0.0.1' root@{DOMU_IP}")
+        print("  or:   xdh ssh dom0 -- CMD   /   xdh ssh domu -- CMD")
+        print("stop with Ctrl-C or `xdh down`", flush=True)
+        try:
+            while True:
+                assert stack.machine is not None
+                stack.machine.check_alive()
+                time.sleep(2)
+        finally:
+            state.unlink(missing_ok=True)
+    return EXIT_OK
+
+
+def _pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _up_state() -> dict:
+    state = _active_up_file()
+    if not state.exists():
+        raise ConfigError("no stack is up", hint="start one with `xdh up`")
+    data = json.loads(state.read_text())
+    if not _pid_alive(data.get("pid")):
+        state.unlink(missing_ok=True)
+        raise ConfigError("the recorded stack is gone", hint="start one with `xdh up`")
+    return data
+
+
+def cmd_down(args) -> int:
+    data = _up_state()
+    os.kill(int(data["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _pid_alive(data["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _pid_alive(data["pid"]):
+        raise XdhError(f"xdh up (pid {data['pid']}) did not stop in 60 s")
+    print(f"stopped the stack in {data['run_dir']}")
+    return EXIT_OK
+
+
+def cmd_ssh(args) -> int:
+    from .images import ImageStore
+    from .ssh import Endpoint, Shell
+    from .stack import DOMU_IP
+    data = _up_state()
+    store = ImageStore()
+    cmd = args.command
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise ConfigError("no command given", hint="usage: xdh ssh dom0|domu -- CMD [ARG...]")
+    dom0 = Shell.connect(Endpoint("dom0", "127.0.0.1", data["ssh_port"], store.require("dom0").host_key),
+                         store.client_key)
+    target = dom0
+    try:
+        if args.guest == "domu":
+            target = Shell.connect(Endpoint("domu", DOMU_IP, 22, store.require("domu").host_key), store.client_key,
+                                   sock=dom0.jump_channel(DOMU_IP))
+        res = target.run(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout, check=False)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        return res.status
+    finally:
+        if target is not dom0:
+            target.close()
+        dom0.close()
+
+
+def cmd_backends(args) -> int:
+    for b in backends.BACKENDS.values():
+        print(f"{b.name:13} {b.summary}")
+    return EXIT_OK
+
+
+BACKENDS_HELP = "backend modes of the disk under test (xvdb in the domU):\n" + "\n".join(
+    f"  {b.name:13} {b.summary}" for b in backends.BACKENDS.values())
+
+
+# --- parser ------------------------------------------------------------------------------
+def _add_stack_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stack")
+    g.add_argument("--backend", default=backends.DEFAULT_BACKEND, metavar="MODE",
+                   help="backend mode of the disk under test: " + ", ".join(backends.BACKENDS)
+                   + f" (default {backends.DEFAULT_BACKEND}; `xdh backends` explains each)")
+    g.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                   help="outer QEMU accelerator; auto uses KVM only if a probe guest boots under it (default auto)")
+    g.add_argument("--memory", type=int, default=3072, metavar="MiB", help="outer machine memory (default 3072)")
+    g.add_argument("--domu-memory", type=int, default=512, metavar="MiB", help="domU memory (default 512)")
+    g.add_argument("--boot-timeout", type=float, default=300, metavar="S",
+                   help="seconds to wait for each of dom0 and the domU to answer SSH (default 300)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xdh",
+        description="Durability harness for Xen virtual block stacks: boots Xen PV guests inside QEMU, "
+                    "runs fsync workloads, cuts the power and checks that acknowledged writes survived.",
+        epilog="Images are cached in $XDH_CACHE (default ~/.cache/xdh); runs go to $XDH_RUNS (default ./runs).")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    img = sub.add_parser("images", help="build, list or clean the guest images")
+    isub = img.add_subparsers(dest="images_cmd", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="build missing or stale images (mmdebstrap, Debian 12 packages)")
+    b.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
+    b.set_defaults(func=cmd_images_build)
+    lst = isub.add_parser("list", help="list built images")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+    lst.set_defaults(func=cmd_images_list)
+    cl = isub.add_parser("clean", help="remove stale images (all with --all)")
+    cl.add_argument("--all", action="store_true", help="remove every image and the SSH client key")
+    cl.set_defaults(func=cmd_images_clean)
+
+    up = sub.add_parser("up", help="boot the stack and keep it running until Ctrl-C or `xdh down`",
+                        description="Boot outer QEMU -> Xen -> dom0 -> domU, print how to reach both guests, "
+                                    "and keep running until Ctrl-C or `xdh down`.",
+                        epilog=BACKENDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_stack_options(up)
+    up.add_argument("--run-dir", help="where logs and disks go (default ./runs/up-TIMESTAMP)")
+    up.add_argument("--dut", metavar="PATH", help="use this disk image as the disk under test (created if missing)")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the stack started by `xdh up`")
+    down.set_defaults(func=cmd_down)
+
+    ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")
+    ssh.add_argument("guest", choices=("dom0", "domu"))
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    ssh.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
+    ssh.set_defaults(func=cmd_ssh)
+
+    bk = sub.add_parser("backends", help="list the backend modes of the disk under test")
+    bk.set_defaults(func=cmd_backends)
+    return p
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    # paramiko logs every refused connection while a guest boots; qemu.qmp logs its EOF at quit
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    install_signal_handlers()
+    try:
+        return args.func(args)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        msg = str(exc) if isinstance(exc, Interrupted) else "interrupted by SIGINT"
+        print(f"xdh: {msg}; stopped cleanly", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except LaunchError as exc:
+        print(f"xdh: error: {exc.oneline()}", file=sys.stderr)
+        if exc.log_tail:
+            print("--- last lines of the logs ---\n" + exc.log_tail, file=sys.stderr)
+        return EXIT_HARNESS
+    except XdhError as exc:
+        print(f"xdh: error: {exc.oneline()}", file=sys.stderr)
+        return EXIT_HARNESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

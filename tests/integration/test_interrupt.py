@@ -1,0 +1,45 @@
+"""Interrupting a booting stack leaves nothing running and keeps the artifacts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.qemu import pids_matching
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--run-dir", str(run)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # wait until the outer QEMU is really booting: Xen has printed on the serial console
+        serial = run / "serial.log"
+        deadline = time.monotonic() + 120
+        while not (serial.exists() and b"(XEN)" in serial.read_bytes()):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "QEMU never started booting"
+            time.sleep(0.5)
+        assert pids_matching(str(run)), "no QEMU process found for the run"
+        time.sleep(3)
+        os.kill(proc.pid, sig)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "stopped cleanly" in out and "Traceback" not in out
+    time.sleep(0.5)
+    assert not pids_matching(str(run)), "QEMU outlived the interrupted xdh"
+    assert serial.stat().st_size > 0          # artifacts are kept
