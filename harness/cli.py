@@ -19,6 +19,7 @@ LOG = logging.getLogger("xdh")
 
 EXIT_OK = 0
 EXIT_HARNESS = 2
+EXIT_DIFFERENT = 4   # reproduce: the verdict differs from the recorded one
 
 
 def _progress(msg: str) -> None:
@@ -182,6 +183,112 @@ def cmd_ssh(args) -> int:
         dom0.close()
 
 
+# --- torture -----------------------------------------------------------------------------
+def _range(text: str, kind=int):
+    try:
+        lo, _, hi = text.partition("-")
+        return kind(lo), kind(hi or lo)
+    except ValueError:
+        raise ConfigError(f"bad range {text!r}", hint="use LO-HI, e.g. 20-200") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = text.split("/")
+        return int(i), int(n)
+    except ValueError:
+        raise ConfigError(f"bad shard {text!r}", hint="use I/N, e.g. --shard 2/4") from None
+
+
+def _torture_config(args):
+    from .torture import TortureConfig
+    cfg = TortureConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                        cut=args.cut, cut_acks=_range(args.cut_acks), cut_seconds=_range(args.cut_seconds, float),
+                        canary=not args.no_canary, shard=_shard(args.shard), keep_images=args.keep_images,
+                        sync=args.sync, journal=args.journal, stack=_stack_config(args))
+    cfg.validate()
+    return cfg
+
+
+def _versions() -> dict:
+    from .images import ImageStore
+    from .stack import versions
+    store = ImageStore()
+    return versions(store.require("dom0"), store.require("domu"))
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    from . import report
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(report.table(summary))
+        print(f"run directory: {summary['run_dir']} (summary.json, junit.xml)")
+
+
+def cmd_torture(args) -> int:
+    from .torture import run_campaign
+    cfg = _torture_config(args)
+    run_dir = _new_run_dir("torture", args.run_dir)
+    summary = run_campaign(cfg, run_dir, _progress, _versions())
+    _print_summary(summary, args.json)
+    return summary["exit_code"]
+
+
+def cmd_reproduce(args) -> int:
+    from . import report
+    from .torture import Iteration, load_iteration, run_campaign
+    it_dir = Path(args.iteration).resolve()
+    it = load_iteration(it_dir, _progress)
+    if args.rerun:
+        cfg = it.cfg
+        cfg.canary = False
+        out = it_dir.parent.parent / f"rerun-{it.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _progress(f"rerunning {it.name} (seed {it.seed}) with its config into {out}")
+        rerun = Iteration(cfg, it.index, it.seed, out, _progress, name=it.name)
+        res = rerun.run()
+        print(f"{it.name}: {res.status.upper()} acked={res.acked} lost={res.lost_acked}")
+        for v in res.violations:
+            print(f"  {v}")
+        return {"pass": report.EXIT_CLEAN, "loss": report.EXIT_LOSS}.get(res.status, report.EXIT_HARNESS)
+    out = it_dir / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    _progress(f"re-verifying the crash image of {it.name} on a fresh stack ({out})")
+    verdict = it.reverify(out)
+    (out / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
+    old = json.loads((it_dir / "verdict.json").read_text())
+    same = [v["kind"] + v["what"] + v["found"] for v in old["violations"]] == \
+           [v.kind + v.what + v.found for v in verdict.violations]
+    print(f"{it.name}: {'LOSS' if not verdict.ok else 'PASS'} acked={verdict.acked} lost={verdict.lost_acked}; "
+          f"same verdict as recorded: {'yes' if same else 'NO'}")
+    for v in verdict.violations:
+        print(f"  {v.line()}")
+    if not same:
+        return EXIT_DIFFERENT
+    return report.EXIT_CLEAN if verdict.ok else report.EXIT_LOSS
+
+
+def cmd_report_merge(args) -> int:
+    from . import report
+    out = Path(args.output).resolve()
+    summary = report.merge([Path(d).resolve() for d in args.runs], out)
+    _print_summary(summary, args.json)
+    return summary["exit_code"]
+
+
+def cmd_list(args) -> int:
+    from . import faults, workloads
+    print("workloads:")
+    for w in workloads.WORKLOADS.values():
+        print(f"  {w.name:10} {w.summary}")
+    print("faults:")
+    for f in faults.FAULTS.values():
+        print(f"  {f.name:10} {f.summary}")
+    print("backend modes:")
+    for b in backends.BACKENDS.values():
+        print(f"  {b.name:13} {b.summary}")
+    return EXIT_OK
+
+
 def cmd_backends(args) -> int:
     for b in backends.BACKENDS.values():
         print(f"{b.name:13} {b.summary}")
@@ -248,7 +355,66 @@ def make_parser() -> argparse.ArgumentParser:
 
     bk = sub.add_parser("backends", help="list the backend modes of the disk under test")
     bk.set_defaults(func=cmd_backends)
+
+    ls = sub.add_parser("list", help="list workloads, faults and backend modes")
+    ls.set_defaults(func=cmd_list)
+
+    t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, verified after reboot",
+                       description="Run crash iterations: boot, run an fsync workload in the domU, cut the power "
+                                   "at a seeded random point (QMP stop + kill), boot a fresh stack on the crash "
+                                   "image and check that every acknowledged write survived. A canary iteration "
+                                   "(drop-flush on append) runs first and must be caught.",
+                       epilog=TORTURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_torture_options(t)
+    _add_stack_options(t)
+    t.set_defaults(func=cmd_torture)
+
+    r = sub.add_parser("reproduce", help="re-verify a saved crash image on a fresh stack (or --rerun it)",
+                       description="Boot a fresh stack on an overlay of the iteration's saved crash image, verify "
+                                   "and judge again; the verdict should match the recorded one. Exit 0 clean, "
+                                   "1 loss, 2 harness error, 4 verdict differs from the recorded one.")
+    r.add_argument("iteration", metavar="RUN/iterations/iter-NNNN", help="an iteration directory")
+    r.add_argument("--rerun", action="store_true",
+                   help="instead, run the iteration again from scratch with its config and seed")
+    r.set_defaults(func=cmd_reproduce)
+
+    rep = sub.add_parser("report", help="combine run directories")
+    rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
+    m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file")
+    m.add_argument("runs", nargs="+", metavar="RUN")
+    m.add_argument("-o", "--output", default="runs/merged", help="output directory (default runs/merged)")
+    m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
+    m.set_defaults(func=cmd_report_merge)
     return p
+
+
+TORTURE_EPILOG = """exit codes: 0 clean, 1 acknowledged writes lost, 2 harness error, 3 canary not caught
+(this configuration cannot see a lost flush, so a clean result would prove nothing).
+
+examples:
+  xdh torture                                   3 iterations of append on qdisk, no fault
+  xdh torture --fault drop-flush --workload direct --iterations 10
+  xdh torture --shard 2/4 --seed 42 --iterations 40     one machine of a nightly matrix
+"""
+
+
+def _add_torture_options(t: argparse.ArgumentParser) -> None:
+    g = t.add_argument_group("campaign")
+    g.add_argument("--workload", default="append", help="append, replace, direct or sqlite (default append)")
+    g.add_argument("--fault", default="none", help="none, drop-flush, nobarrier or flush-eio (default none)")
+    g.add_argument("--iterations", type=int, default=3, help="crash iterations (default 3)")
+    g.add_argument("--seed", type=int, help="campaign seed (default: random, recorded in the run directory)")
+    g.add_argument("--cut", choices=("acks", "time"), default="acks",
+                   help="cut after a random number of acks or a random delay (default acks)")
+    g.add_argument("--cut-acks", default="20-200", metavar="LO-HI", help="ack range for --cut acks (default 20-200)")
+    g.add_argument("--cut-seconds", default="1-8", metavar="LO-HI", help="delay range for --cut time (default 1-8)")
+    g.add_argument("--no-canary", action="store_true", help="skip the drop-flush positive control at the start")
+    g.add_argument("--shard", default="1/1", metavar="I/N", help="run only iterations with index %% N == I-1")
+    g.add_argument("--keep-images", action="store_true", help="keep the crash image of passing iterations too")
+    g.add_argument("--sync", choices=("fsync", "fdatasync"), default="fsync", help="append: sync call (default fsync)")
+    g.add_argument("--journal", choices=("wal", "delete"), default="wal", help="sqlite: journal mode (default wal)")
+    g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
 
 def setup_logging(verbose: bool) -> None:

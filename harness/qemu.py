@@ -47,13 +47,19 @@ class Drive:
     path: Path
     fmt: str = "qcow2"   # "qcow2" or "raw"
     readonly: bool = False
+    blkdebug: Path | None = None   # blkdebug rules file: a fault-injecting filter under the format node
 
     def args(self) -> list[str]:
         file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
-        fmt_node = (f"driver={self.fmt},node-name={self.node},file={self.node}-file,"
+        args = ["-blockdev", "driver=" + file_node + ",cache.direct=off,cache.no-flush=off"]
+        child = f"{self.node}-file"
+        if self.blkdebug is not None:
+            args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
+                                  f"config={quote_optarg(str(self.blkdebug))},image={child}"]
+            child = f"{self.node}-dbg"
+        fmt_node = (f"driver={self.fmt},node-name={self.node},file={child},"
                     f"read-only={'on' if self.readonly else 'off'}")
-        return ["-blockdev", "driver=" + file_node + ",cache.direct=off,cache.no-flush=off",
-                "-blockdev", fmt_node,
+        return [*args, "-blockdev", fmt_node,
                 "-device", f"virtio-blk-pci,drive={self.node},serial={self.node}"]
 
 

@@ -77,6 +77,10 @@ class Shell:
         transport.set_keepalive(15)
         return cls(endpoint, client)
 
+    def is_active(self) -> bool:
+        t = self.client.get_transport()
+        return t is not None and t.is_active()
+
     def run(self, cmd: Sequence[str] | str, timeout: float = 120.0, check: bool = True,
             stdin: bytes | None = None) -> Result:
         """Run a command, wait for it (bounded), return its output."""

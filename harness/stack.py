@@ -31,12 +31,15 @@ LOG = logging.getLogger(__name__)
 
 DOMU_NAME = "domu"
 DOMU_IP = "169.254.77.2"
+DOM0_BRIDGE_IP = "169.254.77.1"
 DOMU_MAC = "00:16:3e:77:00:02"
 DUT_VDEV = "xvdb"
 DUT_DEVID = 51728          # xenstore device id of xvdb: 202 << 8 | 16
 XEN_ARGS = "console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M dom0_max_vcpus=2 noreboot"
-DOM0_ARGS = "console=hvc0 root=/dev/vda rw net.ifnames=0 quiet"
-DOMU_ARGS = "root=/dev/xvda rw console=hvc0 net.ifnames=0 quiet"
+# cpufreq.off: udev would load powernow_k8 for the AMD-flavoured TCG CPU; in a Xen PV guest the
+# boot then hung intermittently right after "powernow_k8: Power state transitions not supported".
+DOM0_ARGS = "console=hvc0 root=/dev/vda rw net.ifnames=0 cpufreq.off=1 quiet"
+DOMU_ARGS = "root=/dev/xvda rw console=hvc0 net.ifnames=0 cpufreq.off=1"
 
 
 @dataclass
@@ -48,7 +51,7 @@ class StackConfig:
     memory_mib: int = 3072
     dom0_mem_mib: int = 1536
     domu_mem_mib: int = 512
-    domu_vcpus: int = 2
+    domu_vcpus: int = 1
     dut_size_mib: int = 1024
     boot_timeout: float = 300.0
 
@@ -134,13 +137,14 @@ class XenStack:
     """
 
     def __init__(self, config: StackConfig, run_dir: Path, store: ImageStore | None = None,
-                 dut: Path | None = None, progress=None):
+                 dut: Path | None = None, progress=None, dut_blkdebug: Path | None = None):
         config.validate()
         self.config = config
         self.backend = backends.get(config.backend)
         self.run_dir = run_dir
         self.store = store or ImageStore()
         self.dut = dut or (run_dir / "dut.img")
+        self.dut_blkdebug = dut_blkdebug
         self.progress = progress or (lambda msg: LOG.info("%s", msg))
         self.machine: QemuMachine | None = None
         self.dom0: Shell | None = None
@@ -180,7 +184,8 @@ class XenStack:
         self._step(f"accelerator: {choice.accel} ({choice.reason})")
         drives = [Drive("dom0-root", self.run_dir / "dom0-root.qcow2", "qcow2"),
                   Drive("domu-root", self.run_dir / "domu-root.qcow2", "qcow2"),
-                  Drive("dut", self.dut, "qcow2" if self.dut.suffix == ".qcow2" else "raw")]
+                  Drive("dut", self.dut, "qcow2" if self.dut.suffix == ".qcow2" else "raw",
+                        blkdebug=self.dut_blkdebug)]
         c = self.config
         modules = [(dom0_img.artifact("kernel"), DOM0_ARGS), (dom0_img.artifact("initrd"), "")]
         for attempt in range(3):
@@ -202,7 +207,7 @@ class XenStack:
         self._step(f"QEMU started (pid {self.machine.pid}, dom0 ssh on 127.0.0.1:{spec.ssh_port})")
         self.info.timings["qemu_started"] = self._elapsed()
 
-        dom0_ep = Endpoint("dom0", "127.0.0.1", spec.ssh_port, dom0_img.host_key)
+        dom0_ep = self.dom0_endpoint = Endpoint("dom0", "127.0.0.1", spec.ssh_port, dom0_img.host_key)
         self.domu_endpoint = Endpoint("domu", DOMU_IP, 22, domu_img.host_key)
         (self.run_dir / "known_hosts").write_text(dom0_ep.known_hosts_line() + "\n"
                                                   + self.domu_endpoint.known_hosts_line() + "\n")
@@ -218,8 +223,10 @@ class XenStack:
             self.domu = self._wait_shell(self._connect_domu, "domU")
         except LaunchError as exc:
             console = self.save_domu_console()
-            if console:
-                exc.log_tail = "[domU console]\n" + "\n".join(console.splitlines()[-30:])
+            diag = self.dom0_diagnostics()
+            exc.log_tail = "\n".join(x for x in (
+                "[domU console]\n" + "\n".join(console.splitlines()[-20:]) if console else "",
+                "[dom0 diagnostics]\n" + "\n".join(diag.splitlines()[-25:]) if diag else "") if x) or exc.log_tail
             raise
         self.info.timings["domu_ssh"] = self._elapsed()
         self._step("domU is up (SSH)")
@@ -240,6 +247,20 @@ class XenStack:
         (self.run_dir / "domu-console.log").write_text(text)
         return text
 
+    def dom0_diagnostics(self) -> str:
+        """What dom0 knows about the domU's disks and network; saved to the run directory."""
+        if self.dom0 is None:
+            return ""
+        script = ("xl list; xl network-list domu; xl block-list domu; ip -br addr; ip -br link show master xenbr0; "
+                  f"ping -c1 -W2 {DOMU_IP}; tail -n 20 /var/log/xen/xen-hotplug.log")
+        try:
+            res = self.dom0.run(["sh", "-c", script], check=False, timeout=60)
+        except XdhError:
+            return ""
+        text = res.stdout + res.stderr
+        (self.run_dir / "dom0-diagnostics.txt").write_text(text)
+        return text
+
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._t0, 1)
 
@@ -249,6 +270,9 @@ class XenStack:
 
     def _connect_domu(self) -> Shell:
         assert self.dom0 is not None
+        if not self.dom0.is_active():
+            LOG.warning("dom0 SSH connection dropped while waiting for the domU; reconnecting")
+            self.dom0 = self._wait_shell(lambda: Shell.connect(self.dom0_endpoint, self.store.client_key), "dom0")
         sock = self.dom0.jump_channel(DOMU_IP, 22)
         try:
             return Shell.connect(self.domu_endpoint, self.store.client_key, sock=sock)
@@ -289,6 +313,9 @@ class XenStack:
                        "cp \"$(ls $m/boot/vmlinuz-* | tail -n1)\" /run/xdh/vmlinuz; "
                        "cp \"$(ls $m/boot/initrd.img-* | tail -n1)\" /run/xdh/initrd.img; umount $m",
                        "sh", root_dev], timeout=120)
+        # the domU's network: a bridge local to dom0, link-local addresses, routed nowhere
+        self.dom0.run(["sh", "-c", "ip link show xenbr0 >/dev/null 2>&1 || ip link add xenbr0 type bridge; "
+                       f"ip addr replace {DOM0_BRIDGE_IP}/24 dev xenbr0; ip link set xenbr0 up"])
         cfg = self.domu_config(root_dev, dut_dev)
         (self.run_dir / "domu.cfg").write_text(cfg)
         self.dom0.put_bytes(cfg.encode(), "/run/xdh/domu.cfg")

@@ -1,0 +1,425 @@
+"""Torture: crash iterations. Each one boots the stack on a fresh disk under test, runs a
+workload, cuts the power at a seeded random point, boots a fresh stack on the crash image
+and applies the oracle.
+
+The crash image (``dut.img``) is never written after the cut: the verifying boot runs on a
+qcow2 overlay over it, so ``xdh reproduce`` can verify the very same state again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import faults as faults_mod
+from . import workloads as workloads_mod
+from .errors import ConfigError, XdhError
+from .kernlog import KernelLogTap, evidence
+from .oracle import Ack, Verdict, judge
+from .stack import StackConfig, XenStack, make_overlay
+
+LOG = logging.getLogger(__name__)
+
+CUT_MODES = ("acks", "time")
+
+
+@dataclass
+class TortureConfig:
+    """One campaign. Every random choice derives from ``seed``."""
+
+    workload: str = "append"
+    fault: str = "none"
+    iterations: int = 3
+    seed: int | None = None
+    cut: str = "acks"
+    cut_acks: tuple[int, int] = (20, 200)
+    cut_seconds: tuple[float, float] = (1.0, 8.0)
+    canary: bool = True
+    shard: tuple[int, int] = (1, 1)
+    keep_images: bool = False
+    sync: str = "fsync"
+    journal: str = "wal"
+    record_size: int = 512
+    ack_timeout: float = 120.0
+    stack: StackConfig = field(default_factory=StackConfig)
+
+    def validate(self) -> None:
+        w = workloads_mod.get(self.workload)
+        f = faults_mod.get(self.fault)
+        self.stack.validate()
+        if f.needs_fs and not w.needs_fs:
+            raise ConfigError(f"fault {f.name} needs a filesystem workload, and {w.name} writes the raw disk",
+                              hint="use --workload append, replace or sqlite")
+        if f.outer_blkdebug and self.stack.backend == "qdisk-qcow2":
+            raise ConfigError("fault flush-eio fails dom0's own filesystem flushes in mode qdisk-qcow2",
+                              hint="use --backend qdisk, qdisk-direct or phy")
+        if self.iterations < 1:
+            raise ConfigError("--iterations must be at least 1")
+        if self.cut not in CUT_MODES:
+            raise ConfigError(f"unknown cut mode {self.cut!r}", hint="use acks or time")
+        lo, hi = self.cut_acks
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"bad --cut-acks range {lo}-{hi}", hint="use LO-HI with 1 <= LO <= HI")
+        lo_s, hi_s = self.cut_seconds
+        if not 0 < lo_s <= hi_s:
+            raise ConfigError(f"bad --cut-seconds range {lo_s}-{hi_s}", hint="use LO-HI with 0 < LO <= HI")
+        i, n = self.shard
+        if not 1 <= i <= n:
+            raise ConfigError(f"bad shard {i}/{n}", hint="use --shard I/N with 1 <= I <= N")
+        if self.sync not in ("fsync", "fdatasync") or self.journal not in ("wal", "delete"):
+            raise ConfigError("bad --sync or --journal value")
+
+    def params(self) -> dict:
+        return {"record_size": self.record_size, "sync": self.sync if self.workload == "append" else None,
+                "journal": self.journal if self.workload == "sqlite" else None,
+                "block_size": 4096 if self.workload == "direct" else None,
+                "blocks": 64 if self.workload == "direct" else None}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TortureConfig":
+        d = dict(d)
+        d["stack"] = StackConfig(**d["stack"])
+        d["cut_acks"] = tuple(d["cut_acks"])
+        d["cut_seconds"] = tuple(d["cut_seconds"])
+        d["shard"] = tuple(d["shard"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def iteration_seed(campaign_seed: int, index: int) -> int:
+    """Deterministic per-iteration seed, the same on every shard."""
+    h = hashlib.sha256(f"xdh:{campaign_seed}:{index}".encode()).digest()
+    return int.from_bytes(h[:7], "little")
+
+
+def shard_indices(iterations: int, shard: tuple[int, int]) -> list[int]:
+    i, n = shard
+    return [k for k in range(iterations) if k % n == i - 1]
+
+
+@dataclass
+class CutPlan:
+    mode: str
+    after_acks: int | None = None
+    after_seconds: float | None = None
+
+    @classmethod
+    def draw(cls, cfg: TortureConfig, seed: int) -> "CutPlan":
+        rng = random.Random(seed)
+        if cfg.cut == "acks":
+            return cls("acks", after_acks=rng.randint(*cfg.cut_acks))
+        return cls("time", after_seconds=round(rng.uniform(*cfg.cut_seconds), 3))
+
+    def describe(self) -> str:
+        return f"{self.after_acks} acks" if self.mode == "acks" else f"{self.after_seconds:.2f} s"
+
+
+@dataclass
+class IterationResult:
+    index: int
+    seed: int
+    name: str
+    status: str                 # pass, loss, error
+    workload: str
+    fault: str
+    backend: str
+    cut: dict
+    acked: int = 0
+    lost_acked: int = 0
+    violations: list[str] = field(default_factory=list)
+    error: str = ""
+    seconds: dict = field(default_factory=dict)
+    crash_image: str | None = None
+    fsync_latency_us: dict = field(default_factory=dict)
+
+
+class AckReader:
+    """Reads the workload's stdout in a thread; every ack is kept with its arrival time."""
+
+    def __init__(self, stream, acks_path: Path, other_path: Path):
+        self.stream = stream
+        self.acks: list[Ack] = []
+        self.ended = threading.Event()
+        self._acks_file = open(acks_path, "w", buffering=1)
+        self._other = open(other_path, "w", buffering=1)
+        self._thread = threading.Thread(target=self._pump, name="acks", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            for t, line in self.stream.lines():
+                ack = Ack.parse(line, t)
+                if ack is None:
+                    self._other.write(line + "\n")
+                    continue
+                self.acks.append(ack)
+                self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us}) + "\n")
+        except Exception as exc:  # noqa: BLE001 - the channel dies with the cut
+            self._other.write(f"# stream ended: {exc}\n")
+        finally:
+            self.ended.set()
+
+    def finish(self, timeout: float = 15.0) -> None:
+        """Drain what the SSH channel still holds after the cut, then close the files."""
+        self._thread.join(timeout)
+        self._acks_file.close()
+        self._other.close()
+
+
+def load_acks(path: Path) -> list[Ack]:
+    out = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        out.append(Ack(d["id"], d["t"], d.get("latency_us", 0)))
+    return out
+
+
+def latency_stats(acks: list[Ack]) -> dict:
+    lat = sorted(a.latency_us for a in acks)
+    if not lat:
+        return {}
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    span = acks[-1].t - acks[0].t if len(acks) > 1 else 0
+    return {"p50": pick(0.5), "p99": pick(0.99), "ops_per_s": round((len(acks) - 1) / span, 1) if span else None}
+
+
+class Iteration:
+    """One crash iteration in its own directory."""
+
+    def __init__(self, cfg: TortureConfig, index: int, seed: int, it_dir: Path, progress, name: str | None = None):
+        self.cfg = cfg
+        self.index = index
+        self.seed = seed
+        self.dir = it_dir
+        self.progress = progress
+        self.name = name or f"iter-{index:04d}"
+        self.workload = workloads_mod.get(cfg.workload)
+        self.fault = faults_mod.get(cfg.fault)
+        self.plan = CutPlan.draw(cfg, seed)
+        self.dut = it_dir / "dut.img"
+
+    def _say(self, msg: str) -> None:
+        self.progress(f"  {self.name}: {msg}")
+
+    def run(self) -> IterationResult:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "iteration.json").write_text(json.dumps({
+            "index": self.index, "seed": self.seed, "name": self.name, "cut": asdict(self.plan),
+            "config": self.cfg.to_json()}, indent=2) + "\n")
+        res = IterationResult(self.index, self.seed, self.name, "error", self.cfg.workload, self.cfg.fault,
+                              self.cfg.stack.backend, asdict(self.plan))
+        t0 = time.monotonic()
+        try:
+            acks, cut_t = self._crash_run(res)
+            res.acked = len(acks)
+            res.fsync_latency_us = latency_stats(acks)
+            t1 = time.monotonic()
+            report = self._verify_boot(self.dir / "boot-b")
+            (self.dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
+            res.seconds["verify_boot"] = round(time.monotonic() - t1, 1)
+            verdict = self._judge(acks, cut_t, report, [self.dir / "boot-b"])
+            res.status = "pass" if verdict.ok else "loss"
+            res.lost_acked = verdict.lost_acked
+            res.violations = [v.line() for v in verdict.violations]
+        except XdhError as exc:
+            res.status = "error"
+            res.error = exc.oneline()
+            self._say(f"harness error: {res.error}")
+        finally:
+            res.seconds["total"] = round(time.monotonic() - t0, 1)
+            if self.dut.exists():
+                if res.status == "pass" and not self.cfg.keep_images:
+                    self.dut.unlink()
+                else:
+                    res.crash_image = str(self.dut)
+            for overlay in self.dir.glob("boot-*/*.qcow2"):
+                overlay.unlink()   # throwaway overlays (the crash image itself is kept above)
+            (self.dir / "result.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
+        return res
+
+    # --- the crash run ---------------------------------------------------------------
+    def _crash_run(self, res: IterationResult) -> tuple[list[Ack], float]:
+        boot = self.dir / "boot-a"
+        boot.mkdir(parents=True, exist_ok=True)
+        blkdebug = None
+        if self.fault.outer_blkdebug:
+            blkdebug = boot / "blkdebug.conf"
+            blkdebug.write_text(self.fault.outer_blkdebug)
+        t0 = time.monotonic()
+        stack = XenStack(self.cfg.stack, boot, dut=self.dut, progress=lambda m: None, dut_blkdebug=blkdebug)
+        taps: list[KernelLogTap] = []
+        reader = None
+        try:
+            stack.start()
+            res.seconds["boot"] = round(time.monotonic() - t0, 1)
+            assert stack.domu is not None and stack.dom0 is not None and stack.machine is not None
+            taps = [KernelLogTap(stack.domu, self.dir / "kmsg-domu-a.log"),
+                    KernelLogTap(stack.dom0, self.dir / "kmsg-dom0-a.log")]
+            if self.workload.needs_fs:
+                stack.domu.run(["sh", "-c", workloads_mod.setup_script()], timeout=300)
+            if self.fault.domu_script:
+                out = stack.domu.run(["sh", "-c", self.fault.domu_script], timeout=60).stdout.strip()
+                self._say(f"fault {self.fault.name} injected: {out}")
+            params = self.cfg.params() | {"ops": 1 << 30}
+            argv = self.workload.argv("run", self.seed, params)
+            stream = stack.domu.stream(argv)
+            reader = AckReader(stream, self.dir / "acks.jsonl", self.dir / "workload-output.log")
+            t_start = time.monotonic()
+            self._wait_for_cut(reader, t_start, stack)
+            cut_t = time.time()
+            stack.machine.cut_power("kill")
+            res.seconds["workload"] = round(time.monotonic() - t_start, 2)
+        finally:
+            stack.stop()
+            for tap in taps:
+                tap.stop()
+            if reader is not None:
+                reader.finish()
+        acks = load_acks(self.dir / "acks.jsonl")
+        (self.dir / "cut.json").write_text(json.dumps({"cut_t": cut_t, "acks_at_cut": len(acks),
+                                                       "plan": asdict(self.plan)}) + "\n")
+        self._say(f"cut after {len(acks)} acks ({self.plan.describe()} planned)")
+        return acks, cut_t
+
+    def _wait_for_cut(self, reader: AckReader, t_start: float, stack: XenStack) -> None:
+        last_n, last_change = 0, time.monotonic()
+        while True:
+            n = len(reader.acks)
+            now = time.monotonic()
+            if self.plan.mode == "acks" and n >= (self.plan.after_acks or 0):
+                return
+            if self.plan.mode == "time" and now - t_start >= (self.plan.after_seconds or 0):
+                return
+            if n != last_n:
+                last_n, last_change = n, now
+            if reader.ended.is_set():
+                out = (self.dir / "workload-output.log").read_text()[-300:]
+                raise XdhError(f"the workload ended before the cut after {n} acks: {out.strip()}")
+            if now - last_change > self.cfg.ack_timeout:
+                raise XdhError(f"no ack from the workload for {self.cfg.ack_timeout:.0f} s (after {n} acks)")
+            assert stack.machine is not None
+            stack.machine.check_alive()
+            time.sleep(0.02)
+
+    # --- verification ----------------------------------------------------------------
+    def _verify_boot(self, boot: Path) -> dict:
+        """Boot a fresh stack on an overlay of the crash image and run the workload's verify."""
+        boot.mkdir(parents=True, exist_ok=True)
+        overlay = boot / "dut-verify.qcow2"
+        make_overlay(self.dut, overlay)
+        stack = XenStack(self.cfg.stack, boot, dut=overlay, progress=lambda m: None)
+        taps: list[KernelLogTap] = []
+        try:
+            stack.start()
+            assert stack.domu is not None and stack.dom0 is not None
+            taps = [KernelLogTap(stack.domu, boot / "kmsg-domu.log"), KernelLogTap(stack.dom0, boot / "kmsg-dom0.log")]
+            report: dict = {}
+            if self.workload.needs_fs:
+                m = stack.domu.run(["sh", "-c", f"mkdir -p {workloads_mod.MOUNT} && "
+                                    f"mount {workloads_mod.DEVICE} {workloads_mod.MOUNT}"], check=False, timeout=300)
+                if m.status != 0:
+                    fsck = stack.domu.run(["fsck.ext4", "-n", workloads_mod.DEVICE], check=False, timeout=300)
+                    report = {"mount_error": (m.stderr.strip() or m.stdout.strip())[-300:],
+                              "fsck": fsck.stdout[-2000:]}
+            if not report:
+                out = stack.domu.run(self.workload.argv("verify", self.seed, self.cfg.params()), timeout=600).stdout
+                report = json.loads(out)
+        finally:
+            for tap in taps:
+                tap.stop()
+            stack.stop()
+        return report
+
+    def _judge(self, acks: list[Ack], cut_t: float, report: dict, verify_dirs: list[Path]) -> Verdict:
+        logs = [self.dir / "kmsg-domu-a.log", self.dir / "kmsg-dom0-a.log"]
+        logs += [d / n for d in verify_dirs for n in ("kmsg-domu.log", "kmsg-dom0.log")]
+        verdict = judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
+        (self.dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
+        return verdict
+
+    def reverify(self, out_dir: Path) -> Verdict:
+        """Verify the saved crash image again on a fresh stack (``xdh reproduce``)."""
+        if not self.dut.exists():
+            raise XdhError(f"no crash image in {self.dir}",
+                           hint="only failing iterations keep one; rerun with --keep-images, or use --rerun")
+        acks = load_acks(self.dir / "acks.jsonl")
+        cut_t = json.loads((self.dir / "cut.json").read_text())["cut_t"]
+        report = self._verify_boot(out_dir)
+        for overlay in out_dir.glob("*.qcow2"):
+            overlay.unlink()
+        (out_dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
+        logs = [out_dir / "kmsg-domu.log", out_dir / "kmsg-dom0.log"]
+        return judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
+
+
+def load_iteration(it_dir: Path, progress) -> Iteration:
+    try:
+        meta = json.loads((it_dir / "iteration.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{it_dir} is not an iteration directory (no iteration.json)",
+                          hint="pass RUN/iterations/iter-NNNN") from None
+    cfg = TortureConfig.from_json(meta["config"])
+    return Iteration(cfg, meta["index"], meta["seed"], it_dir, progress, name=meta.get("name"))
+
+
+def canary_config(cfg: TortureConfig) -> TortureConfig:
+    """The positive control: drop-flush on append, same stack, a short run."""
+    return dataclasses.replace(cfg, workload="append", fault="drop-flush", cut="acks", cut_acks=(60, 120),
+                               sync="fsync", keep_images=False)
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) -> dict:
+    """The main job: canary, then this shard's iterations; writes everything to ``run_dir``."""
+    from . import report
+
+    cfg.validate()
+    if cfg.seed is None:
+        cfg.seed = random.SystemRandom().randrange(1, 2**48)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_json(), "seed": cfg.seed,
+                                                     "versions": versions}, indent=2) + "\n")
+    indices = shard_indices(cfg.iterations, cfg.shard)
+    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
+             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}); run directory {run_dir}")
+    t0 = time.monotonic()
+    canary = None
+    results: list[IterationResult] = []
+
+    try:
+        if cfg.canary:
+            progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
+            it = Iteration(canary_config(cfg), -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress,
+                           name="canary")
+            canary = it.run()
+            progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost, "
+                     f"{canary.seconds.get('total', 0):.0f} s)")
+        for n, idx in enumerate(indices if canary is None or canary.status == "loss" else []):
+            seed = iteration_seed(cfg.seed, idx)
+            it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress)
+            r = it.run()
+            results.append(r)
+            elapsed = time.monotonic() - t0
+            eta = elapsed / (n + 1) * (len(indices) - n - 1)
+            detail = r.error or (r.violations[0] if r.violations else "")
+            progress(f"{progress_bar(n + 1, len(indices))} {r.name} seed={seed} {r.status.upper()} "
+                     f"acked={r.acked} lost={r.lost_acked} ({r.seconds.get('total', 0):.0f} s, ETA {eta / 60:.0f} min)"
+                     + (f": {detail[:120]}" if detail else ""))
+    finally:  # also on Ctrl-C: what ran so far is summarized
+        summary = report.summarize(run_dir, cfg.to_json(), cfg.seed, canary, results, time.monotonic() - t0)
+        report.write(summary, run_dir)
+    return summary
