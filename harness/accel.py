@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 
 ACCELS = ("auto", "kvm", "tcg")
 PROBE_TIMEOUT = 25.0
+TCG_CPU = "max,-smap,-smep,-xsave,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq"
 # A kernel that got this far really ran under the accelerator.
 PROBE_OK = re.compile(rb"Kernel panic|VFS: Unable to mount root|Run /init|Freeing unused kernel")
 
@@ -38,8 +39,10 @@ class AccelChoice:
     def qemu_args(self) -> list[str]:
         if self.accel == "kvm":
             return ["-accel", "kvm", "-cpu", "host"]
-        # one TCG thread per vCPU; SMAP/SMEP hidden for Xen PV dom0 under TCG
-        return ["-accel", "tcg,thread=multi", "-cpu", "max,-smap,-smep"]
+        # one TCG thread per vCPU; SMAP/SMEP hidden for Xen PV dom0 under TCG (else #PF in
+        # create_bounce_frame). XSAVE/AVX hidden too: with QEMU 7.2's new TCG AVX2, processes in
+        # the domU crashed at random ("malloc(): corrupted top size", sshd failing to start).
+        return ["-accel", "tcg,thread=multi", "-cpu", TCG_CPU]
 
 
 def decide(requested: str, kvm_usable: bool | None, probe_reason: str) -> AccelChoice:
@@ -55,7 +58,7 @@ def decide(requested: str, kvm_usable: bool | None, probe_reason: str) -> AccelC
         return AccelChoice("kvm", "requested with --accel kvm")
     if kvm_usable:
         return AccelChoice("kvm", f"KVM probe booted a kernel: {probe_reason}")
-    return AccelChoice("tcg", f"KVM not usable ({probe_reason}); TCG with -cpu max,-smap,-smep")
+    return AccelChoice("tcg", f"KVM not usable ({probe_reason}); TCG with -cpu {TCG_CPU}")
 
 
 def kvm_device_ok() -> tuple[bool, str]:
