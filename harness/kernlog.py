@@ -10,8 +10,9 @@ from pathlib import Path
 
 from .ssh import Shell
 
-EVIDENCE = re.compile(r"blkfront|blkback|I/O error|EXT4-fs|JBD2|XFS|Buffer I/O|flush|barrier|EIO|"
-                      r"blk_update_request|critical|qdisk|xen_block", re.IGNORECASE)
+# lines about the disk under test (xvdb in the domU, vdc in dom0) or about failing I/O and flushes
+EVIDENCE = re.compile(r"xvdb|\bvdc\b|I/O error|Buffer I/O|flush op failed|barrier or flush|flush diskcache|"
+                      r"blk_update_request|critical medium|JBD2: .*error|EXT4-fs error|xen_block|qdisk", re.IGNORECASE)
 
 
 class KernelLogTap:

@@ -141,6 +141,7 @@ class IterationResult:
     seconds: dict = field(default_factory=dict)
     crash_image: str | None = None
     fsync_latency_us: dict = field(default_factory=dict)
+    fault_applied: str = ""     # what the domU said after the fault was injected
 
 
 class AckReader:
@@ -269,6 +270,7 @@ class Iteration:
                 stack.domu.run(["sh", "-c", workloads_mod.setup_script()], timeout=300)
             if self.fault.domu_script:
                 out = stack.domu.run(["sh", "-c", self.fault.domu_script], timeout=60).stdout.strip()
+                res.fault_applied = out
                 self._say(f"fault {self.fault.name} injected: {out}")
             params = self.cfg.params() | {"ops": 1 << 30}
             argv = self.workload.argv("run", self.seed, params)
