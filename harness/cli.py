@@ -237,7 +237,7 @@ def cmd_torture(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from . import report
-    from .torture import Iteration, load_iteration, run_campaign
+    from .torture import Iteration, load_iteration
     it_dir = Path(args.iteration).resolve()
     it = load_iteration(it_dir, _progress)
     if args.rerun:

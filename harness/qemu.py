@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,7 +157,7 @@ class QemuMachine:
             self.shutdown(hard=True)
             if isinstance(exc, (LaunchError, KeyboardInterrupt)) or not isinstance(exc, Exception):
                 raise
-            raise LaunchError(f"QEMU failed to start: {exc}", log_tail=self._failure_text(),
+            raise LaunchError(f"QEMU failed to start: {exc}", log_tail=self.failure_text(),
                               argv=self.argv) from exc
 
     def _launch(self) -> None:
@@ -179,10 +178,10 @@ class QemuMachine:
         except Exception as exc:
             self._proc.poll()
             raise LaunchError(f"QEMU did not connect to QMP (exit code {self._proc.returncode})",
-                              log_tail=self._failure_text(), argv=self.argv) from exc
+                              log_tail=self.failure_text(), argv=self.argv) from exc
         self._qmp.settimeout(60)
 
-    def _failure_text(self) -> str:
+    def failure_text(self) -> str:
         parts = []
         q = tail(self.qemu_log, 10)
         if q:
@@ -198,10 +197,10 @@ class QemuMachine:
             raise LaunchError("QEMU is not running")
         if self._proc.poll() is not None:
             raise LaunchError(f"QEMU exited unexpectedly (exit code {self._proc.returncode})",
-                              log_tail=self._failure_text(), argv=self.argv)
+                              log_tail=self.failure_text(), argv=self.argv)
         m = FATAL_CONSOLE.search(tail(self.serial_log, 200))
         if m:
-            raise LaunchError(f"fatal message on the console: {m.group(0)!r}", log_tail=self._failure_text(),
+            raise LaunchError(f"fatal message on the console: {m.group(0)!r}", log_tail=self.failure_text(),
                               argv=self.argv)
 
     # --- QMP -----------------------------------------------------------------
@@ -286,17 +285,3 @@ def pids_matching(fragment: str) -> list[int]:
         if fragment in cmd:
             out.append(int(d.name))
     return out
-
-
-def wait_until(pred, timeout: float, what: str, interval: float = 1.0, alive=None):
-    """Poll ``pred`` until it returns a truthy value; ``alive`` raises if the thing died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if alive:
-            alive()
-        val = pred()
-        if val:
-            return val
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)

@@ -105,13 +105,14 @@ def write(summary: dict, run_dir: Path) -> None:
 
 def merge(run_dirs: list[Path], out_dir: Path) -> dict:
     """Join shards (or any runs) into one summary; iterations keep their run directory."""
-    its, canaries, seconds, configs = [], [], 0.0, []
+    its, canaries, seconds, configs, seeds = [], [], 0.0, [], []
     for d in run_dirs:
         p = d / "summary.json"
         if not p.exists():
             raise ConfigError(f"{d} has no summary.json", hint="pass run directories written by `xdh torture`")
         s = json.loads(p.read_text())
         configs.append(s["config"])
+        seeds.append(s["seed"])
         seconds += s["wall_seconds"]
         for it in s["iterations"]:
             its.append(it | {"run_dir": str(d), "name": it["name"]})
@@ -120,7 +121,7 @@ def merge(run_dirs: list[Path], out_dir: Path) -> dict:
     its.sort(key=lambda i: (i["backend"], i["fault"], i["workload"], i["index"]))
     worst_canary = next((c for c in canaries if c["status"] != "loss"), canaries[0] if canaries else None)
     merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs},
-                       configs[0].get("seed", 0) if configs else 0, worst_canary, its, seconds)
+                       seeds[0] if len(set(seeds)) == 1 else seeds, worst_canary, its, seconds)
     merged["merged_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out_dir.mkdir(parents=True, exist_ok=True)
     write(merged, out_dir)

@@ -22,7 +22,7 @@ import paramiko
 from . import accel as accel_mod
 from . import backends
 from .cleanup import signals_ignored
-from .errors import ConfigError, GuestCommandError, LaunchError, XdhError
+from .errors import ConfigError, LaunchError, XdhError
 from .images import BuiltImage, ImageStore
 from .qemu import Drive, MachineSpec, QemuMachine, free_port, host_port_in_use_error
 from .ssh import Endpoint, Shell, wait_for_shell
@@ -252,7 +252,7 @@ class XenStack:
         if self.dom0 is None:
             return ""
         script = ("xl list; xl network-list domu; xl block-list domu; ip -br addr; ip -br link show master xenbr0; "
-                  f"ping -c1 -W2 {DOMU_IP}; tail -n 20 /var/log/xen/xen-hotplug.log")
+                  "tail -n 20 /var/log/xen/xen-hotplug.log")
         try:
             res = self.dom0.run(["sh", "-c", script], check=False, timeout=60)
         except XdhError:
@@ -266,7 +266,11 @@ class XenStack:
 
     def _wait_shell(self, connect, what: str) -> Shell:
         assert self.machine is not None
-        return wait_for_shell(connect, self.config.boot_timeout, what, alive=self.machine.check_alive)
+        try:
+            return wait_for_shell(connect, self.config.boot_timeout, what, alive=self.machine.check_alive)
+        except LaunchError as exc:
+            exc.log_tail = exc.log_tail or self.machine.failure_text()
+            raise
 
     def _connect_domu(self) -> Shell:
         assert self.dom0 is not None
@@ -291,7 +295,7 @@ class XenStack:
                 return
             if time.monotonic() > deadline:
                 raise LaunchError(f"Xen toolstack not ready in dom0 after 120 s: {res.stderr.strip()}",
-                                  log_tail=self.machine._failure_text())
+                                  log_tail=self.machine.failure_text())
             time.sleep(2)
 
     def _dom0_device(self, serial: str) -> str:
@@ -323,7 +327,7 @@ class XenStack:
         res = self.dom0.run(["xl", "create", "/run/xdh/domu.cfg"], check=False, timeout=180)
         if res.status != 0:
             raise LaunchError(f"xl create failed: {(res.stderr.strip() or res.stdout.strip())[-500:]}",
-                              log_tail=self.machine._failure_text() if self.machine else "")
+                              log_tail=self.machine.failure_text() if self.machine else "")
 
     def domu_config(self, root_dev: str, dut_dev: str) -> str:
         c = self.config

@@ -103,7 +103,7 @@ def test_replace_clean_and_newer_is_fine(tmp_path):
 
 
 def test_replace_stale_version(tmp_path):
-    acks = run("replace", tmp_path, 3)
+    run("replace", tmp_path, 3)
     later = [Ack(str(v), 10.0 + v) for v in range(1, 6)]               # acked up to 5, disk has 3
     v = judge("replace", later, verify("replace", tmp_path))
     assert kinds(v) == ["stale"] and "version 3" in v.violations[0].found

@@ -1,0 +1,97 @@
+"""Campaign logic that needs no VM: seeds, shards, cut plans, config checks, reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import report
+from harness.errors import ConfigError
+from harness.torture import CutPlan, IterationResult, TortureConfig, iteration_seed, latency_stats, shard_indices
+from harness.oracle import Ack
+
+
+def test_iteration_seeds_are_deterministic_and_distinct():
+    a = [iteration_seed(42, i) for i in range(50)]
+    assert a == [iteration_seed(42, i) for i in range(50)]
+    assert len(set(a)) == 50 and iteration_seed(43, 0) != a[0]
+
+
+def test_shards_partition_the_iterations():
+    parts = [shard_indices(10, (i, 3)) for i in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == list(range(10))
+    assert parts[0] == [0, 3, 6, 9]
+
+
+def test_cut_plan_follows_the_seed():
+    cfg = TortureConfig(cut_acks=(20, 200))
+    plans = [CutPlan.draw(cfg, s).after_acks for s in range(30)]
+    assert plans == [CutPlan.draw(cfg, s).after_acks for s in range(30)]
+    assert all(20 <= p <= 200 for p in plans) and len(set(plans)) > 5
+    t = CutPlan.draw(TortureConfig(cut="time", cut_seconds=(1.0, 2.0)), 7)
+    assert t.mode == "time" and 1.0 <= t.after_seconds <= 2.0
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"workload": "direct", "fault": "nobarrier"}, "needs a filesystem"),
+    ({"fault": "flush-eio", "stack": __import__("harness.stack", fromlist=["StackConfig"]).StackConfig(backend="qdisk-qcow2")},
+     "qdisk-qcow2"),
+    ({"workload": "mmap"}, "unknown workload"),
+    ({"fault": "bitflip"}, "unknown fault"),
+    ({"cut_acks": (50, 10)}, "bad --cut-acks"),
+    ({"shard": (3, 2)}, "bad shard"),
+    ({"iterations": 0}, "at least 1"),
+])
+def test_bad_campaigns_are_rejected(kw, fragment):
+    with pytest.raises(ConfigError) as ei:
+        TortureConfig(**kw).validate()
+    assert fragment in ei.value.oneline()
+
+
+def test_config_round_trips_through_json():
+    cfg = TortureConfig(workload="sqlite", journal="delete", seed=5, shard=(2, 4))
+    back = TortureConfig.from_json(json.loads(json.dumps(cfg.to_json())))
+    assert back == cfg
+
+
+def _it(name, status, lost=0):
+    return IterationResult(0, 1, name, status, "append", "none", "qdisk", {"mode": "acks", "after_acks": 5},
+                           acked=10, lost_acked=lost, violations=["lost: x"] if lost else [],
+                           seconds={"total": 100.0})
+
+
+@pytest.mark.parametrize("canary, its, code", [
+    (None, ["pass", "pass"], report.EXIT_CLEAN),
+    (None, ["pass", "loss"], report.EXIT_LOSS),
+    (None, ["pass", "error"], report.EXIT_HARNESS),
+    (None, ["error", "loss"], report.EXIT_LOSS),
+    ("pass", [], report.EXIT_CANARY),
+    ("loss", ["pass"], report.EXIT_CLEAN),
+])
+def test_exit_codes(canary, its, code, tmp_path):
+    c = _it("canary", canary, 3 if canary == "loss" else 0) if canary else None
+    s = report.summarize(tmp_path, {}, 1, c, [_it(f"iter-{i}", st, 2 if st == "loss" else 0)
+                                              for i, st in enumerate(its)], 10.0)
+    assert s["exit_code"] == code
+
+
+def test_junit_and_merge(tmp_path):
+    for name, st in (("a", "pass"), ("b", "loss")):
+        d = tmp_path / name
+        d.mkdir()
+        report.write(report.summarize(d, {}, 9, None, [_it("iter-0000", st, 4 if st == "loss" else 0)], 50.0), d)
+    junit = (tmp_path / "b" / "junit.xml").read_text()
+    assert 'failures="1"' in junit and "4 acknowledged writes lost" in junit
+    merged = report.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    assert merged["counts"] == {"pass": 1, "loss": 1, "error": 0}
+    assert merged["exit_code"] == report.EXIT_LOSS and merged["wall_seconds"] == 100.0
+    assert (tmp_path / "m" / "junit.xml").read_text().count("<testcase") == 2
+    with pytest.raises(ConfigError):
+        report.merge([tmp_path / "nothing"], tmp_path / "m2")
+
+
+def test_latency_stats():
+    acks = [Ack(str(i), 10.0 + i * 0.1, 1000 + i) for i in range(101)]
+    st = latency_stats(acks)
+    assert st["p50"] == 1050 and st["p99"] == 1099 and st["ops_per_s"] == pytest.approx(10.0)
