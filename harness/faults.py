@@ -13,6 +13,7 @@ BLKDEBUG_FLUSH_EIO = """# xdh flush-eio: the first flush that reaches the outer 
 event = "flush_to_disk"
 errno = "5"
 once = "on"
+iotype = "flush"
 """
 
 
