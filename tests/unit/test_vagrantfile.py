@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is not installed")
 def test_vagrant_validate():
-    res = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # --ignore-provider: the provider plugins (libvirt, virtualbox) need not be installed to check syntax
+    res = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
