@@ -328,6 +328,22 @@ class XenStack:
         if res.status != 0:
             raise LaunchError(f"xl create failed: {(res.stderr.strip() or res.stdout.strip())[-500:]}",
                               log_tail=self.machine.failure_text() if self.machine else "")
+        self._check_device_model()
+
+    def _check_device_model(self) -> None:
+        """qdisk backends are created by the domU's QEMU in dom0; libxl does not notice when that
+        fails, and the domU then waits for its disk forever. Read the device model's log instead."""
+        assert self.dom0 is not None
+        log = self.dom0.run(["sh", "-c", f"cat /var/log/xen/qemu-dm-{DOMU_NAME}.log 2>/dev/null"], check=False).stdout
+        failed = [l for l in log.splitlines() if "failed to create" in l]
+        if failed:
+            (self.run_dir / "qemu-dm.log").write_text(log)
+            hint = ""
+            if "aio=native" in failed[0]:
+                hint = ("Debian 12's qemu-system-xen is built without linux-aio, which qdisk needs for "
+                        "direct-io-safe; use another backend mode")
+            raise LaunchError(f"backend {self.backend.name}: dom0's device model could not create the disk: "
+                              f"{failed[0].strip()}", hint=hint)
 
     def domu_config(self, root_dev: str, dut_dev: str) -> str:
         c = self.config
