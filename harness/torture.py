@@ -236,6 +236,11 @@ class Iteration:
             res.status = "error"
             res.error = exc.oneline()
             self._say(f"harness error: {res.error}")
+        except Exception as exc:  # noqa: BLE001 - one broken iteration must not end the campaign
+            LOG.debug("iteration failed", exc_info=True)
+            res.status = "error"
+            res.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self._say(f"harness error: {res.error}")
         finally:
             res.seconds["total"] = round(time.monotonic() - t0, 1)
             if self.dut.exists():
