@@ -137,7 +137,8 @@ class XenStack:
     """
 
     def __init__(self, config: StackConfig, run_dir: Path, store: ImageStore | None = None,
-                 dut: Path | None = None, progress=None, dut_blkdebug: Path | None = None):
+                 dut: Path | None = None, progress=None, dut_blkdebug: Path | None = None,
+                 images: tuple[BuiltImage, BuiltImage] | None = None):
         config.validate()
         self.config = config
         self.backend = backends.get(config.backend)
@@ -145,6 +146,7 @@ class XenStack:
         self.store = store or ImageStore()
         self.dut = dut or (run_dir / "dut.img")
         self.dut_blkdebug = dut_blkdebug
+        self.images = images      # (dom0, domU) pinned by a campaign, so both boots use the same
         self.progress = progress or (lambda msg: LOG.info("%s", msg))
         self.machine: QemuMachine | None = None
         self.dom0: Shell | None = None
@@ -172,8 +174,7 @@ class XenStack:
 
     def _start(self) -> None:
         self._t0 = time.monotonic()
-        dom0_img = self.store.require("dom0")
-        domu_img = self.store.require("domu")
+        dom0_img, domu_img = self.images or (self.store.require("dom0"), self.store.require("domu"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         make_overlay(dom0_img.rootfs, self.run_dir / "dom0-root.qcow2")
         make_overlay(domu_img.rootfs, self.run_dir / "domu-root.qcow2")

@@ -23,6 +23,7 @@ from . import workloads as workloads_mod
 from .errors import ConfigError, XdhError
 from .kernlog import KernelLogTap, evidence
 from .oracle import Ack, Verdict, judge
+from .images import ImageStore
 from .stack import StackConfig, XenStack, make_overlay
 
 LOG = logging.getLogger(__name__)
@@ -197,8 +198,10 @@ def latency_stats(acks: list[Ack]) -> dict:
 class Iteration:
     """One crash iteration in its own directory."""
 
-    def __init__(self, cfg: TortureConfig, index: int, seed: int, it_dir: Path, progress, name: str | None = None):
+    def __init__(self, cfg: TortureConfig, index: int, seed: int, it_dir: Path, progress, name: str | None = None,
+                 images=None):
         self.cfg = cfg
+        self.images = images      # (dom0, domU) BuiltImage pinned for the campaign
         self.index = index
         self.seed = seed
         self.dir = it_dir
@@ -262,7 +265,8 @@ class Iteration:
             blkdebug = boot / "blkdebug.conf"
             blkdebug.write_text(self.fault.outer_blkdebug)
         t0 = time.monotonic()
-        stack = XenStack(self.cfg.stack, boot, dut=self.dut, progress=lambda m: None, dut_blkdebug=blkdebug)
+        stack = XenStack(self.cfg.stack, boot, dut=self.dut, progress=lambda m: None, dut_blkdebug=blkdebug,
+                         images=self.images)
         taps: list[KernelLogTap] = []
         reader = None
         try:
@@ -324,7 +328,7 @@ class Iteration:
         boot.mkdir(parents=True, exist_ok=True)
         overlay = boot / "dut-verify.qcow2"
         make_overlay(self.dut, overlay)
-        stack = XenStack(self.cfg.stack, boot, dut=overlay, progress=lambda m: None)
+        stack = XenStack(self.cfg.stack, boot, dut=overlay, progress=lambda m: None, images=self.images)
         taps: list[KernelLogTap] = []
         try:
             stack.start()
@@ -401,6 +405,9 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_json(), "seed": cfg.seed,
                                                      "versions": versions}, indent=2) + "\n")
     indices = shard_indices(cfg.iterations, cfg.shard)
+    # every boot of the campaign uses the images it started with, even if a rebuild happens meanwhile
+    store = ImageStore()
+    images = (store.require("dom0"), store.require("domu"))
     progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
              f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}); run directory {run_dir}")
     t0 = time.monotonic()
@@ -411,13 +418,13 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
         if cfg.canary:
             progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
             it = Iteration(canary_config(cfg), -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress,
-                           name="canary")
+                           name="canary", images=images)
             canary = it.run()
             progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost, "
                      f"{canary.seconds.get('total', 0):.0f} s)")
         for n, idx in enumerate(indices if canary is None or canary.status == "loss" else []):
             seed = iteration_seed(cfg.seed, idx)
-            it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress)
+            it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress, images=images)
             r = it.run()
             results.append(r)
             elapsed = time.monotonic() - t0

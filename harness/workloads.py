@@ -33,7 +33,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("append", "fixed-size checksummed records appended to a file, fsync (or fdatasync) after each"),
     Workload("replace", "new version to a temp file, fsync, rename over the target, fsync the directory"),
     Workload("direct", "O_DIRECT versioned blocks on the raw xvdb + fdatasync: empty flushes", needs_fs=False),
-    Workload("sqlite", "one-row transactions, synchronous=FULL, journal WAL or DELETE"),
+    Workload("sqlite", "one-row transactions, journal WAL (synchronous=FULL) or DELETE (synchronous=EXTRA)"),
 )}
 
 
