@@ -17,8 +17,7 @@ from .errors import ConfigError, Interrupted, LaunchError, XdhError
 
 LOG = logging.getLogger("xdh")
 
-EXIT_OK = 0
-EXIT_HARNESS = 2
+from .report import EXIT_CLEAN as EXIT_OK, EXIT_HARNESS  # noqa: E402 - one table of exit codes
 EXIT_DIFFERENT = 4   # reproduce: the verdict differs from the recorded one
 
 

@@ -11,7 +11,6 @@ import base64
 import logging
 import shlex
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +157,6 @@ class Stream:
     def __init__(self, chan: paramiko.Channel):
         self.chan = chan
         self._buf = bytearray()
-        self._lock = threading.Lock()
 
     def lines(self, idle_timeout: float | None = None) -> Iterator[tuple[float, str]]:
         self.chan.settimeout(idle_timeout)
