@@ -27,6 +27,11 @@ class Backend:
     on_filesystem: bool = False  # the image is a qcow2 file in a dom0 ext4 on the device
 
     @property
+    def fast_verify(self) -> bool:
+        """The crash image is the domU's disk itself, so the fast verifier can read it."""
+        return not self.on_filesystem
+
+    @property
     def xenstore_kind(self) -> str:
         return "qdisk" if self.backendtype == "qdisk" else "vbd"
 

@@ -204,7 +204,8 @@ def _torture_config(args):
     cfg = TortureConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                         cut=args.cut, cut_acks=_range(args.cut_acks), cut_seconds=_range(args.cut_seconds, float),
                         canary=not args.no_canary, shard=_shard(args.shard), keep_images=args.keep_images,
-                        sync=args.sync, journal=args.journal, stack=_stack_config(args))
+                        sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
+                        stack=_stack_config(args))
     cfg.validate()
     return cfg
 
@@ -236,24 +237,48 @@ def cmd_torture(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from . import report
-    from .torture import Iteration, load_iteration
+    from .images import ImageStore
+    from .torture import Fastpath, Iteration, load_iteration
     it_dir = Path(args.iteration).resolve()
     it = load_iteration(it_dir, _progress)
+    store = ImageStore()
+    images = (store.require("dom0"), store.require("domu"))
     if args.rerun:
         cfg = it.cfg
         cfg.canary = False
         out = it_dir.parent.parent / f"rerun-{it.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         _progress(f"rerunning {it.name} (seed {it.seed}) with its config into {out}")
-        rerun = Iteration(cfg, it.index, it.seed, out, _progress, name=it.name)
-        res = rerun.run()
+        fast = None
+        try:
+            fast = Fastpath(cfg, out, store, images, _progress)
+            rerun = Iteration(cfg, it.index, it.seed, out, _progress, name=it.name, images=images,
+                              snapshot=fast.snapshot, verifier=fast.verifier)
+            res = rerun.run()
+        finally:
+            if fast is not None:
+                fast.stop()
         print(f"{it.name}: {res.status.upper()} acked={res.acked} lost={res.lost_acked}")
         for v in res.violations:
             print(f"  {v}")
         return {"pass": report.EXIT_CLEAN, "loss": report.EXIT_LOSS}.get(res.status, report.EXIT_HARNESS)
     out = it_dir / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    _progress(f"re-verifying the crash image of {it.name} on a fresh stack ({out})")
-    verdict = it.reverify(out)
-    (out / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
+    path = args.verify
+    _progress(f"re-verifying the crash image of {it.name} ({'fresh stack' if path == 'reboot' else 'fast verifier'}; "
+              f"{out})")
+    verifier = None
+    try:
+        if path == "fast":
+            from .verify import FastVerifier
+            verifier = FastVerifier(out / "verifier", images[1], store, accel=it.cfg.stack.accel, progress=_progress)
+            verifier.start()
+            it.verifier = verifier
+        it.images = images
+        verdict = it.reverify(out, path)
+    finally:
+        if verifier is not None:
+            verifier.stop()
+            for f in (out / "verifier").glob("*.qcow2"):
+                f.unlink()
     old = json.loads((it_dir / "verdict.json").read_text())
     same = [v["kind"] + v["what"] + v["found"] for v in old["violations"]] == \
            [v.kind + v.what + v.found for v in verdict.violations]
@@ -373,6 +398,8 @@ def make_parser() -> argparse.ArgumentParser:
                                    "and judge again; the verdict should match the recorded one. Exit 0 clean, "
                                    "1 loss, 2 harness error, 4 verdict differs from the recorded one.")
     r.add_argument("iteration", metavar="RUN/iterations/iter-NNNN", help="an iteration directory")
+    r.add_argument("--verify", choices=("reboot", "fast"), default="reboot",
+                   help="re-verify by a full reboot of the stack (default) or with the fast verifier VM")
     r.add_argument("--rerun", action="store_true",
                    help="instead, run the iteration again from scratch with its config and seed")
     r.set_defaults(func=cmd_reproduce)
@@ -414,6 +441,14 @@ def _add_torture_options(t: argparse.ArgumentParser) -> None:
     g.add_argument("--journal", choices=("wal", "delete"), default="wal", help="sqlite: journal mode (default wal)")
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
     g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    f = t.add_argument_group("speed (see docs/performance.md)")
+    f.add_argument("--reset", choices=("snapshot", "boot"), default="snapshot",
+                   help="snapshot: boot the stack once, save it, restore it for every crash run (seconds); "
+                        "boot: a full boot per crash run (default snapshot)")
+    f.add_argument("--verify", choices=("auto", "fast", "reboot", "both"), default="auto",
+                   help="fast: hot-plug each crash image into one verifier VM (domU kernel, no Xen); reboot: boot "
+                        "the whole stack on it; both: both, and they must agree; auto: fast where the backend "
+                        "allows (not qdisk-qcow2). The canary always includes a reboot (default auto)")
 
 
 def setup_logging(verbose: bool) -> None:

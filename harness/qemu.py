@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,36 +65,52 @@ class Drive:
 
 @dataclass
 class MachineSpec:
-    """Everything that defines the outer QEMU's command line."""
+    """Everything that defines an outer QEMU's command line.
+
+    ``kernel``/``append``/``initrds`` are Xen and its multiboot modules for the nested stack,
+    or a Linux kernel and its one initramfs for the fast verifier: QEMU takes both the same way.
+    """
 
     accel: AccelChoice
-    hypervisor: Path                     # multiboot kernel (xen)
-    hypervisor_args: str
-    modules: list[tuple[Path, str]]      # multiboot modules: (path, command line)
+    kernel: Path
+    append: str
+    initrds: list[tuple[Path, str]]      # multiboot modules (path, command line), or one initramfs
     drives: list[Drive]
     ssh_port: int
     memory_mib: int = 3072
     smp: int = 2
     binary: str = QEMU_BINARY
+    name: str = "xdh-l0"
+    net_options: str = ""                # extra -netdev user options, e.g. net=/host= for a static guest
+    guest_ssh: str = ""                  # guest address of the SSH forward ("": slirp's default guest)
+    scsi_hotplug: bool = False           # a virtio-scsi bus to hot-plug disks into (the fast verifier)
+    incoming_fd: int | None = None       # restore a saved state from this inherited fd (snapshot reset)
     extra: list[str] = field(default_factory=list)
 
 
 def build_argv(spec: MachineSpec, qmp_socket: Path, serial_log: Path) -> list[str]:
     """The full argv, as a list; never goes through a shell."""
-    modules = ",".join(quote_optarg(f"{p} {cmd}".strip()) for p, cmd in spec.modules)
-    argv = [spec.binary, "-name", "xdh-l0", "-nodefaults", "-display", "none", "-no-reboot",
+    initrd = ",".join(quote_optarg(f"{p} {cmd}".strip()) for p, cmd in spec.initrds)
+    argv = [spec.binary, "-name", spec.name, "-nodefaults", "-display", "none", "-no-reboot",
             *spec.accel.qemu_args(),
             "-m", str(spec.memory_mib), "-smp", str(spec.smp),
             "-chardev", f"socket,id=qmp,path={quote_optarg(str(qmp_socket))}",
             "-mon", "chardev=qmp,mode=control",
             "-chardev", f"file,id=serial0,path={quote_optarg(str(serial_log))}",
             "-serial", "chardev:serial0",
-            "-kernel", str(spec.hypervisor), "-append", spec.hypervisor_args,
-            "-initrd", modules]
+            "-kernel", str(spec.kernel), "-append", spec.append,
+            "-initrd", initrd]
     for d in spec.drives:
         argv += d.args()
-    argv += ["-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+    net = "user,id=net0,restrict=on"
+    if spec.net_options:
+        net += "," + spec.net_options
+    argv += ["-netdev", f"{net},hostfwd=tcp:127.0.0.1:{spec.ssh_port}-{spec.guest_ssh}:22",
              "-device", "virtio-net-pci,netdev=net0"]
+    if spec.scsi_hotplug:
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    if spec.incoming_fd is not None:
+        argv += ["-incoming", f"fd:{spec.incoming_fd}"]
     return argv + list(spec.extra)
 
 
@@ -170,9 +187,10 @@ class QemuMachine:
         (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
         LOG.debug("launching %s", self.argv)
         self._qemu_log_file = open(self.qemu_log, "ab")
+        pass_fds = () if self.spec.incoming_fd is None else (self.spec.incoming_fd,)
         self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._qemu_log_file,
                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=_child_setup)
+                                      preexec_fn=_child_setup, pass_fds=pass_fds)
         try:
             self._qmp.accept(timeout=30)
         except Exception as exc:
@@ -209,6 +227,17 @@ class QemuMachine:
             raise LaunchError("QMP is not connected")
         return self._qmp.cmd(cmd, **args)
 
+    def wait_event(self, name: str, timeout: float, **data) -> dict | None:
+        """The next QMP event ``name`` whose data matches ``data``, or None after ``timeout``."""
+        if self._qmp is None:
+            raise LaunchError("QMP is not connected")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self._qmp.pull_event(wait=min(0.5, max(0.01, deadline - time.monotonic())))
+            if ev and ev.get("event") == name and all(ev.get("data", {}).get(k) == v for k, v in data.items()):
+                return ev
+        return None
+
     def cut_power(self, method: str = "kill") -> None:
         """Power cut: ``stop`` freezes the vCPUs at once, then the process goes away without
         flushing anything: SIGKILL (``kill``) or QMP ``quit``. Every cache in guest RAM is lost."""
@@ -223,6 +252,49 @@ class QemuMachine:
                     pass
             self._hard_shutdown()
             self._post_shutdown()
+
+    def save_state(self, path: Path, timeout: float = 900.0) -> float:
+        """Pause the machine and write its whole state (RAM, devices) to ``path``: QMP ``migrate``
+        to a file descriptor passed over the QMP socket (no shell, unlike ``exec:``). On success
+        QEMU has flushed and released every disk, so the disk files match the state from now on.
+        Returns the seconds taken; the machine stays paused."""
+        t0 = time.monotonic()
+        self.qmp("stop")
+        with open(path, "wb") as f:
+            assert self._qmp is not None
+            self._qmp.send_fd_scm(f.fileno())
+            self.qmp("getfd", fdname="xdh-state")
+            self.qmp("migrate", uri="fd:xdh-state")
+            while True:
+                info = self.qmp("query-migrate")
+                status = info.get("status")
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled"):
+                    raise LaunchError(f"saving the machine state failed: {info.get('error-desc', status)}",
+                                      log_tail=self.failure_text())
+                if time.monotonic() - t0 > timeout:
+                    raise LaunchError(f"saving the machine state took more than {timeout:.0f} s")
+                self.check_alive()
+                time.sleep(0.2)
+        return time.monotonic() - t0
+
+    def wait_running(self, timeout: float = 300.0) -> float:
+        """After an ``-incoming`` launch: wait until the state is loaded and the vCPUs run."""
+        t0 = time.monotonic()
+        while True:
+            status = self.qmp("query-status").get("status")
+            if status == "running":
+                return time.monotonic() - t0
+            if status == "paused" or status == "postmigrate":
+                self.qmp("cont")
+            elif status not in ("inmigrate", "prelaunch", "restore-vm"):
+                raise LaunchError(f"restoring the machine state failed: status {status!r}",
+                                  log_tail=self.failure_text())
+            if time.monotonic() - t0 > timeout:
+                raise LaunchError(f"the saved state did not load in {timeout:.0f} s", log_tail=self.failure_text())
+            self.check_alive()
+            time.sleep(0.1)
 
     # --- shutdown ------------------------------------------------------------
     def _hard_shutdown(self) -> None:

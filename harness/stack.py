@@ -10,8 +10,10 @@ Every boot goes through ``XenStack``. Outer disks, each its own host file:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +26,7 @@ from . import backends
 from .cleanup import signals_ignored
 from .errors import ConfigError, LaunchError, XdhError
 from .images import BuiltImage, ImageStore
+from .snapshot import Snapshot, check_restorable, qemu_version
 from .qemu import Drive, MachineSpec, QemuMachine, free_port, host_port_in_use_error
 from .ssh import Endpoint, Shell, wait_for_shell
 
@@ -98,12 +101,14 @@ class StackInfo:
     timings: dict = field(default_factory=dict)
     backend: dict | None = None
     versions: dict = field(default_factory=dict)
+    snapshot: str | None = None        # key of the snapshot this boot was restored from
 
 
-def make_overlay(base: Path, overlay: Path) -> None:
-    """A throwaway qcow2 overlay over a read-only raw base."""
+def make_overlay(base: Path, overlay: Path, base_fmt: str | None = None) -> None:
+    """A throwaway qcow2 overlay over a base that is never written (raw unless it ends in .qcow2)."""
     overlay.unlink(missing_ok=True)
-    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
+    fmt = base_fmt or ("qcow2" if base.suffix == ".qcow2" else "raw")
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(overlay)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise LaunchError(f"qemu-img create {overlay.name} failed: {proc.stderr.strip()}")
@@ -118,14 +123,20 @@ def make_dut(path: Path, size_mib: int) -> None:
 def versions(dom0: BuiltImage, domu: BuiltImage) -> dict:
     def pick(pkgs: dict, *names: str) -> dict:
         return {n: pkgs[n] for n in names if n in pkgs}
-    host_qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
     return {
-        "host_qemu": host_qemu.splitlines()[0] if host_qemu else "?",
+        "host_qemu": qemu_version(),
         "dom0": pick(dom0.packages, "xen-hypervisor-4.17-amd64", "xen-utils-4.17", "qemu-system-xen", "linux-image-amd64"),
         "domu": pick(domu.packages, "linux-image-amd64", "python3", "sqlite3", "xfsprogs"),
         "images": {"dom0": dom0.digest, "domu": domu.digest},
         "dom0_kernel": dom0.artifacts.get("kernel"),
     }
+
+
+def machine_identity(config: StackConfig, store: ImageStore, dom0: BuiltImage) -> dict:
+    """What a saved machine state depends on besides images and config (the snapshot key)."""
+    choice = accel_mod.choose(config.accel, "qemu-system-x86_64", dom0.artifact("kernel"), store.root)
+    return {"accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
+            "xen_args": XEN_ARGS, "dom0_args": DOM0_ARGS, "domu_args": DOMU_ARGS, "bridge": DOM0_BRIDGE_IP}
 
 
 class XenStack:
@@ -138,7 +149,8 @@ class XenStack:
 
     def __init__(self, config: StackConfig, run_dir: Path, store: ImageStore | None = None,
                  dut: Path | None = None, progress=None, dut_blkdebug: Path | None = None,
-                 images: tuple[BuiltImage, BuiltImage] | None = None):
+                 images: tuple[BuiltImage, BuiltImage] | None = None, snapshot: Snapshot | None = None,
+                 guest_seed: int = 0):
         config.validate()
         self.config = config
         self.backend = backends.get(config.backend)
@@ -147,6 +159,8 @@ class XenStack:
         self.dut = dut or (run_dir / "dut.img")
         self.dut_blkdebug = dut_blkdebug
         self.images = images      # (dom0, domU) pinned by a campaign, so both boots use the same
+        self.snapshot = snapshot  # restore this saved stack instead of booting (see snapshot.py)
+        self.guest_seed = guest_seed
         self.progress = progress or (lambda msg: LOG.info("%s", msg))
         self.machine: QemuMachine | None = None
         self.dom0: Shell | None = None
@@ -176,10 +190,18 @@ class XenStack:
         self._t0 = time.monotonic()
         dom0_img, domu_img = self.images or (self.store.require("dom0"), self.store.require("domu"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        make_overlay(dom0_img.rootfs, self.run_dir / "dom0-root.qcow2")
-        make_overlay(domu_img.rootfs, self.run_dir / "domu-root.qcow2")
-        if not self.dut.exists():
-            make_dut(self.dut, self.config.dut_size_mib)
+        snap = self.snapshot
+        if snap is None:
+            make_overlay(dom0_img.rootfs, self.run_dir / "dom0-root.qcow2")
+            make_overlay(domu_img.rootfs, self.run_dir / "domu-root.qcow2")
+            if not self.dut.exists():
+                make_dut(self.dut, self.config.dut_size_mib)
+        else:
+            check_restorable(snap)
+            make_overlay(snap.disk("dom0-root.qcow2"), self.run_dir / "dom0-root.qcow2")
+            make_overlay(snap.disk("domu-root.qcow2"), self.run_dir / "domu-root.qcow2")
+            if not self.dut.exists():
+                make_overlay(snap.disk("dut.img"), self.dut, "raw")
         choice = accel_mod.choose(self.config.accel, "qemu-system-x86_64", dom0_img.artifact("kernel"),
                                   self.store.root)
         self._step(f"accelerator: {choice.accel} ({choice.reason})")
@@ -189,23 +211,32 @@ class XenStack:
                         blkdebug=self.dut_blkdebug)]
         c = self.config
         modules = [(dom0_img.artifact("kernel"), DOM0_ARGS), (dom0_img.artifact("initrd"), "")]
-        for attempt in range(3):
-            spec = MachineSpec(accel=choice, hypervisor=dom0_img.artifact("xen"),
-                               hypervisor_args=XEN_ARGS.format(mem=c.dom0_mem_mib), modules=modules,
-                               drives=drives, ssh_port=free_port(), memory_mib=c.memory_mib)
-            self.machine = QemuMachine(spec, self.run_dir)
-            try:
-                self.machine.launch()
-                break
-            except LaunchError:
-                if attempt < 2 and host_port_in_use_error(self.machine.qemu_log):
-                    continue
-                raise
+        state_fd = os.open(snap.state, os.O_RDONLY) if snap else None
+        try:
+            for attempt in range(3):
+                spec = MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"),
+                                   append=XEN_ARGS.format(mem=c.dom0_mem_mib), initrds=modules,
+                                   drives=drives, ssh_port=free_port(), memory_mib=c.memory_mib,
+                                   incoming_fd=state_fd)
+                self.machine = QemuMachine(spec, self.run_dir)
+                try:
+                    self.machine.launch()
+                    break
+                except LaunchError:
+                    if attempt < 2 and host_port_in_use_error(self.machine.qemu_log):
+                        if state_fd is not None:
+                            os.lseek(state_fd, 0, os.SEEK_SET)
+                        continue
+                    raise
+        finally:
+            if state_fd is not None:
+                os.close(state_fd)
         assert self.machine is not None
         self.info = StackInfo(config=asdict(c), accel=accel_mod.to_json(choice), ssh_port=spec.ssh_port,
                               versions=versions(dom0_img, domu_img))
         self._write_info()
-        self._step(f"QEMU started (pid {self.machine.pid}, dom0 ssh on 127.0.0.1:{spec.ssh_port})")
+        self._step(f"QEMU started (pid {self.machine.pid}, dom0 ssh on 127.0.0.1:{spec.ssh_port})"
+                   + (f", restoring snapshot {snap.key}" if snap else ""))
         self.info.timings["qemu_started"] = self._elapsed()
 
         dom0_ep = self.dom0_endpoint = Endpoint("dom0", "127.0.0.1", spec.ssh_port, dom0_img.host_key)
@@ -213,6 +244,9 @@ class XenStack:
         (self.run_dir / "known_hosts").write_text(dom0_ep.known_hosts_line() + "\n"
                                                   + self.domu_endpoint.known_hosts_line() + "\n")
         key = self.store.client_key
+        if snap is not None:
+            self._resume(snap)
+            return
         self.dom0 = self._wait_shell(lambda: Shell.connect(dom0_ep, key), "dom0")
         self.info.timings["dom0_ssh"] = self._elapsed()
         self._step("dom0 is up (SSH)")
@@ -236,6 +270,29 @@ class XenStack:
         b = self.info.backend
         self._step(f"disk under test: {self.backend.name}: {b['backend_kind']} params={b['params']} "
                    f"feature-flush-cache={b['feature_flush_cache']} write_cache={b['write_cache']!r}")
+
+    def _resume(self, snap: Snapshot) -> None:
+        """After a restore: wait for the state to load, re-open SSH, and give each guest the
+        host's time and fresh entropy derived from the seed (see snapshot.py)."""
+        assert self.machine is not None and self.info is not None
+        self.machine.wait_running(timeout=self.config.boot_timeout)
+        self.info.timings["state_loaded"] = self._elapsed()
+        self._step(f"state loaded from snapshot {snap.key}")
+        self.dom0 = self._wait_shell(lambda: Shell.connect(self.dom0_endpoint, self.store.client_key), "dom0")
+        self._refresh_guest(self.dom0, "dom0")
+        self.domu = self._wait_shell(self._connect_domu, "domU")
+        self._refresh_guest(self.domu, "domu")
+        self.info.timings["domu_ssh"] = self._elapsed()
+        saved = snap.stack_info
+        self.info.dom0_device = saved.get("dom0_device", {})
+        self.info.backend = saved.get("backend")
+        self.info.snapshot = snap.key
+        self._write_info()
+        self._step("domU is up (SSH, restored)")
+
+    def _refresh_guest(self, shell: Shell, name: str) -> None:
+        entropy = hashlib.sha256(f"xdh-entropy:{self.guest_seed}:{name}".encode()).hexdigest()
+        shell.run(["sh", "-c", f"date -u -s @{time.time():.3f} >/dev/null && echo {entropy} > /dev/urandom"])
 
     def save_domu_console(self) -> str:
         """Copy the domU console log that xenconsoled keeps in dom0 into the run directory."""
@@ -408,11 +465,11 @@ class XenStack:
     # --- teardown ---------------------------------------------------------------------
     def cut_power(self, method: str = "kill") -> None:
         """The deliberate crash: freeze, then kill QEMU; nothing above the outer disk survives."""
-        self._close_shells()
+        self.close_shells()
         if self.machine:
             self.machine.cut_power(method)
 
-    def _close_shells(self) -> None:
+    def close_shells(self) -> None:
         for sh in (self.domu, self.dom0):
             if sh is not None:
                 try:
@@ -424,6 +481,6 @@ class XenStack:
     def stop(self) -> None:
         """Idempotent; always leaves no QEMU behind (a second Ctrl-C cannot skip it)."""
         with signals_ignored():
-            self._close_shells()
+            self.close_shells()
             if self.machine is not None:
                 self.machine.shutdown()

@@ -13,22 +13,28 @@ import hashlib
 import json
 import logging
 import random
+import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import backends
 from . import faults as faults_mod
 from . import workloads as workloads_mod
 from .errors import ConfigError, XdhError
 from .kernlog import KernelLogTap, evidence
 from .oracle import Ack, Verdict, judge
 from .images import ImageStore
-from .stack import StackConfig, XenStack, make_overlay
+from .snapshot import Snapshot, ensure_snapshot
+from .stack import StackConfig, XenStack, machine_identity, make_overlay
+from .verify import FastVerifier, verify_on
 
 LOG = logging.getLogger(__name__)
 
 CUT_MODES = ("acks", "time")
+RESET_MODES = ("snapshot", "boot")
+VERIFY_CHOICES = ("auto", "fast", "reboot", "both")
 
 
 @dataclass
@@ -49,6 +55,8 @@ class TortureConfig:
     journal: str = "wal"
     record_size: int = 512
     ack_timeout: float = 120.0
+    reset: str = "snapshot"     # snapshot: restore a saved stack per iteration; boot: full boot
+    verify: str = "auto"        # fast (hot-plug verifier VM), reboot (full Xen boot), both, auto
     stack: StackConfig = field(default_factory=StackConfig)
 
     def validate(self) -> None:
@@ -76,6 +84,19 @@ class TortureConfig:
             raise ConfigError(f"bad shard {i}/{n}", hint="use --shard I/N with 1 <= I <= N")
         if self.sync not in ("fsync", "fdatasync") or self.journal not in ("wal", "delete"):
             raise ConfigError("bad --sync or --journal value")
+        if self.reset not in RESET_MODES:
+            raise ConfigError(f"unknown reset mode {self.reset!r}", hint="use snapshot or boot")
+        if self.verify not in VERIFY_CHOICES:
+            raise ConfigError(f"unknown verify mode {self.verify!r}", hint="use " + ", ".join(VERIFY_CHOICES))
+        if self.verify in ("fast", "both") and not backends.get(self.stack.backend).fast_verify:
+            raise ConfigError(f"backend {self.stack.backend} keeps its disk in a dom0 file: the fast verifier "
+                              "cannot read it", hint="use --verify reboot (or auto)")
+
+    def verify_mode(self) -> str:
+        """The verification path actually used: auto means fast wherever the backend allows it."""
+        if self.verify == "auto":
+            return "fast" if backends.get(self.stack.backend).fast_verify else "reboot"
+        return self.verify
 
     def params(self) -> dict:
         return {"record_size": self.record_size, "sync": self.sync if self.workload == "append" else None,
@@ -143,6 +164,9 @@ class IterationResult:
     crash_image: str | None = None
     fsync_latency_us: dict = field(default_factory=dict)
     fault_applied: str = ""     # what the domU said after the fault was injected
+    reset: str = "boot"
+    verify: str = "reboot"
+    verdicts: dict = field(default_factory=dict)   # per verification path, when more than one ran
 
 
 class AckReader:
@@ -199,9 +223,11 @@ class Iteration:
     """One crash iteration in its own directory."""
 
     def __init__(self, cfg: TortureConfig, index: int, seed: int, it_dir: Path, progress, name: str | None = None,
-                 images=None):
+                 images=None, snapshot: Snapshot | None = None, verifier: FastVerifier | None = None):
         self.cfg = cfg
         self.images = images      # (dom0, domU) BuiltImage pinned for the campaign
+        self.snapshot = snapshot  # reset == snapshot: the saved stack every crash run starts from
+        self.verifier = verifier  # verify fast/both: the campaign's verifier VM
         self.index = index
         self.seed = seed
         self.dir = it_dir
@@ -210,7 +236,15 @@ class Iteration:
         self.workload = workloads_mod.get(cfg.workload)
         self.fault = faults_mod.get(cfg.fault)
         self.plan = CutPlan.draw(cfg, seed)
-        self.dut = it_dir / "dut.img"
+        self.dut = self._find_dut(it_dir, snapshot is not None)
+
+    @staticmethod
+    def _find_dut(it_dir: Path, restored: bool) -> Path:
+        """The crash image: a qcow2 overlay over the snapshot's disk, or a raw disk of its own."""
+        for name in ("dut.qcow2", "dut.img"):
+            if (it_dir / name).exists():
+                return it_dir / name
+        return it_dir / ("dut.qcow2" if restored else "dut.img")
 
     def _say(self, msg: str) -> None:
         self.progress(f"  {self.name}: {msg}")
@@ -221,20 +255,27 @@ class Iteration:
             "index": self.index, "seed": self.seed, "name": self.name, "cut": asdict(self.plan),
             "config": self.cfg.to_json()}, indent=2) + "\n")
         res = IterationResult(self.index, self.seed, self.name, "error", self.cfg.workload, self.cfg.fault,
-                              self.cfg.stack.backend, asdict(self.plan))
+                              self.cfg.stack.backend, asdict(self.plan),
+                              reset="snapshot" if self.snapshot else "boot", verify=self.cfg.verify_mode())
         t0 = time.monotonic()
         try:
             acks, cut_t = self._crash_run(res)
             res.acked = len(acks)
             res.fsync_latency_us = latency_stats(acks)
-            t1 = time.monotonic()
-            report = self._verify_boot(self.dir / "boot-b")
-            (self.dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
-            res.seconds["verify_boot"] = round(time.monotonic() - t1, 1)
-            verdict = self._judge(acks, cut_t, report, [self.dir / "boot-b"])
+            verdicts = {}
+            for n, path in enumerate(("reboot", "fast") if res.verify == "both" else (res.verify,)):
+                t1 = time.monotonic()
+                verdicts[path] = self.verify(path, acks, cut_t, record=n == 0)
+                res.seconds[f"verify_{path}"] = round(time.monotonic() - t1, 1)
+            verdict = next(iter(verdicts.values()))
             res.status = "pass" if verdict.ok else "loss"
             res.lost_acked = verdict.lost_acked
             res.violations = [v.line() for v in verdict.violations]
+            if len(verdicts) > 1:
+                res.verdicts = {p: {"ok": v.ok, "lost_acked": v.lost_acked, "violations": len(v.violations)}
+                                for p, v in verdicts.items()}
+                if len({(v["ok"], v["lost_acked"], v["violations"]) for v in res.verdicts.values()}) > 1:
+                    raise XdhError(f"the fast and reboot verifiers disagree: {res.verdicts}")
         except XdhError as exc:
             res.status = "error"
             res.error = exc.oneline()
@@ -250,6 +291,7 @@ class Iteration:
                 if res.status == "pass" and not self.cfg.keep_images:
                     self.dut.unlink()
                 else:
+                    self._make_standalone()
                     res.crash_image = str(self.dut)
             for overlay in self.dir.glob("boot-*/*.qcow2"):
                 overlay.unlink()   # throwaway overlays (the crash image itself is kept above)
@@ -266,7 +308,7 @@ class Iteration:
             blkdebug.write_text(self.fault.outer_blkdebug)
         t0 = time.monotonic()
         stack = XenStack(self.cfg.stack, boot, dut=self.dut, progress=lambda m: None, dut_blkdebug=blkdebug,
-                         images=self.images)
+                         images=self.images, snapshot=self.snapshot, guest_seed=self.seed)
         taps: list[KernelLogTap] = []
         reader = None
         try:
@@ -323,6 +365,39 @@ class Iteration:
             time.sleep(0.02)
 
     # --- verification ----------------------------------------------------------------
+    def _make_standalone(self) -> None:
+        """A kept crash image must not depend on the snapshot cache: pull the backing data in."""
+        if self.dut.suffix != ".qcow2":
+            return
+        proc = subprocess.run(["qemu-img", "rebase", "-q", "-f", "qcow2", "-b", "", str(self.dut)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            LOG.warning("could not make %s standalone: %s", self.dut, proc.stderr.strip())
+
+    def verify(self, path: str, acks: list[Ack], cut_t: float, out_dir: Path | None = None,
+               record: bool = False) -> Verdict:
+        """Verify the crash image by one path (fast or reboot), write its report and verdict
+        (``record``: also as the iteration's own verify.json and verdict.json)."""
+        if path == "fast":
+            if self.verifier is None:
+                raise XdhError("no fast verifier is running for this iteration")
+            out_dir = out_dir or self.dir / "verify-fast"
+            report = self.verifier.verify(self.dut, self.workload, self.seed, self.cfg.params(), out_dir)
+            logs = [out_dir / "kmsg-verifier.log"]
+        else:
+            out_dir = out_dir or self.dir / "boot-b"
+            report = self._verify_boot(out_dir)
+            logs = [out_dir / "kmsg-domu.log", out_dir / "kmsg-dom0.log"]
+        (out_dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
+        if record:
+            (self.dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
+        logs = [self.dir / "kmsg-domu-a.log", self.dir / "kmsg-dom0-a.log", *logs]
+        verdict = judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
+        (out_dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
+        if record:
+            (self.dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
+        return verdict
+
     def _verify_boot(self, boot: Path) -> dict:
         """Boot a fresh stack on an overlay of the crash image and run the workload's verify."""
         boot.mkdir(parents=True, exist_ok=True)
@@ -334,43 +409,21 @@ class Iteration:
             stack.start()
             assert stack.domu is not None and stack.dom0 is not None
             taps = [KernelLogTap(stack.domu, boot / "kmsg-domu.log"), KernelLogTap(stack.dom0, boot / "kmsg-dom0.log")]
-            report: dict = {}
-            if self.workload.needs_fs:
-                m = stack.domu.run(["sh", "-c", f"mkdir -p {workloads_mod.MOUNT} && "
-                                    f"mount {workloads_mod.DEVICE} {workloads_mod.MOUNT}"], check=False, timeout=300)
-                if m.status != 0:
-                    fsck = stack.domu.run(["fsck.ext4", "-n", workloads_mod.DEVICE], check=False, timeout=300)
-                    report = {"mount_error": (m.stderr.strip() or m.stdout.strip())[-300:],
-                              "fsck": fsck.stdout[-2000:]}
-            if not report:
-                out = stack.domu.run(self.workload.argv("verify", self.seed, self.cfg.params()), timeout=600).stdout
-                report = json.loads(out)
+            return verify_on(stack.domu, workloads_mod.DEVICE, self.workload, self.seed, self.cfg.params())
         finally:
             for tap in taps:
                 tap.stop()
             stack.stop()
-        return report
+            overlay.unlink(missing_ok=True)
 
-    def _judge(self, acks: list[Ack], cut_t: float, report: dict, verify_dirs: list[Path]) -> Verdict:
-        logs = [self.dir / "kmsg-domu-a.log", self.dir / "kmsg-dom0-a.log"]
-        logs += [d / n for d in verify_dirs for n in ("kmsg-domu.log", "kmsg-dom0.log")]
-        verdict = judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
-        (self.dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
-        return verdict
-
-    def reverify(self, out_dir: Path) -> Verdict:
-        """Verify the saved crash image again on a fresh stack (``xdh reproduce``)."""
+    def reverify(self, out_dir: Path, path: str = "reboot") -> Verdict:
+        """Verify the saved crash image again (``xdh reproduce``), by a full reboot or the fast verifier."""
         if not self.dut.exists():
             raise XdhError(f"no crash image in {self.dir}",
                            hint="only failing iterations keep one; rerun with --keep-images, or use --rerun")
         acks = load_acks(self.dir / "acks.jsonl")
         cut_t = json.loads((self.dir / "cut.json").read_text())["cut_t"]
-        report = self._verify_boot(out_dir)
-        for overlay in out_dir.glob("*.qcow2"):
-            overlay.unlink()
-        (out_dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
-        logs = [out_dir / "kmsg-domu.log", out_dir / "kmsg-dom0.log"]
-        return judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
+        return self.verify(path, acks, cut_t, out_dir=out_dir)
 
 
 def load_iteration(it_dir: Path, progress) -> Iteration:
@@ -384,14 +437,42 @@ def load_iteration(it_dir: Path, progress) -> Iteration:
 
 
 def canary_config(cfg: TortureConfig) -> TortureConfig:
-    """The positive control: drop-flush on append, same stack, a short run."""
+    """The positive control: drop-flush on append, same stack, a short run. Verified by a full
+    reboot (and, where possible, by the fast verifier too, which must agree)."""
+    both = backends.get(cfg.stack.backend).fast_verify and cfg.verify_mode() == "fast"
     return dataclasses.replace(cfg, workload="append", fault="drop-flush", cut="acks", cut_acks=(60, 120),
-                               sync="fsync", keep_images=False)
+                               sync="fsync", keep_images=False, verify="both" if both else "reboot")
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
     filled = int(width * done / total) if total else width
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+class Fastpath:
+    """What a campaign sets up once for the fast path: the saved stack and the verifier VM."""
+
+    def __init__(self, cfg: TortureConfig, run_dir: Path, store: ImageStore, images, progress):
+        self.snapshot: Snapshot | None = None
+        self.verifier: FastVerifier | None = None
+        self.setup_seconds: dict = {}
+        t0 = time.monotonic()
+        if cfg.reset == "snapshot":
+            self.snapshot = ensure_snapshot(cfg.stack, images, store, progress,
+                                            machine_identity(cfg.stack, store, images[0]))
+            self.setup_seconds["snapshot"] = round(time.monotonic() - t0, 1)
+        if cfg.verify_mode() in ("fast", "both"):
+            t1 = time.monotonic()
+            self.verifier = FastVerifier(run_dir / "verifier", images[1], store, accel=cfg.stack.accel,
+                                         progress=progress, boot_timeout=cfg.stack.boot_timeout)
+            self.verifier.start()
+            self.setup_seconds["verifier"] = round(time.monotonic() - t1, 1)
+
+    def stop(self) -> None:
+        if self.verifier is not None:
+            self.verifier.stop()
+            for f in self.verifier.run_dir.glob("*.qcow2"):
+                f.unlink()
 
 
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) -> dict:
@@ -409,22 +490,26 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
     store = ImageStore()
     images = (store.require("dom0"), store.require("domu"))
     progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
-             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}); run directory {run_dir}")
+             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
+             f"{cfg.verify_mode()}); run directory {run_dir}")
     t0 = time.monotonic()
     canary = None
     results: list[IterationResult] = []
-
+    fast = None
     try:
+        fast = Fastpath(cfg, run_dir, store, images, progress)
+        kit = {"images": images, "snapshot": fast.snapshot, "verifier": fast.verifier}
         if cfg.canary:
             progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
             it = Iteration(canary_config(cfg), -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress,
-                           name="canary", images=images)
+                           name="canary", **kit)
             canary = it.run()
-            progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost, "
-                     f"{canary.seconds.get('total', 0):.0f} s)")
+            both = f", fast and reboot verifiers agree" if canary.verdicts else ""
+            progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost{both}, "
+                     f"{canary.seconds.get('total', 0):.0f} s)" + (f": {canary.error}" if canary.error else ""))
         for n, idx in enumerate(indices if canary is None or canary.status == "loss" else []):
             seed = iteration_seed(cfg.seed, idx)
-            it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress, images=images)
+            it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress, **kit)
             r = it.run()
             results.append(r)
             elapsed = time.monotonic() - t0
@@ -434,6 +519,12 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
                      f"acked={r.acked} lost={r.lost_acked} ({r.seconds.get('total', 0):.0f} s, ETA {eta / 60:.0f} min)"
                      + (f": {detail[:120]}" if detail else ""))
     finally:  # also on Ctrl-C: what ran so far is summarized
+        if fast is not None:
+            fast.stop()
         summary = report.summarize(run_dir, cfg.to_json(), cfg.seed, canary, results, time.monotonic() - t0)
+        if fast is not None:
+            summary["setup_seconds"] = fast.setup_seconds
+            if fast.snapshot is not None:
+                summary["snapshot"] = fast.snapshot.key
         report.write(summary, run_dir)
     return summary

@@ -21,7 +21,7 @@ class Workload:
     def argv(self, mode: str, seed: int, params: dict) -> list[str]:
         """``xdh-workload run|verify NAME --seed S ...`` with this workload's parameters."""
         argv = [PROGRAM, mode, self.name, "--seed", str(seed)]
-        for key in ("record_size", "block_size", "blocks", "sync", "journal"):
+        for key in ("record_size", "block_size", "blocks", "sync", "journal", "device"):
             if key in params and params[key] is not None:
                 argv += [f"--{key.replace('_', '-')}", str(params[key])]
         if mode == "run":

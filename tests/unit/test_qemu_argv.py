@@ -9,9 +9,9 @@ from harness.qemu import Drive, MachineSpec, build_argv, quote_optarg
 def _spec(accel="tcg", port=40022):
     return MachineSpec(
         accel=AccelChoice(accel, "test"),
-        hypervisor=Path("/c/xen-4.17-amd64"),
-        hypervisor_args="console=com1 dom0_mem=1536M,max:1536M",
-        modules=[(Path("/c/vmlinuz"), "console=hvc0 root=/dev/vda"), (Path("/c/initrd.img"), "")],
+        kernel=Path("/c/xen-4.17-amd64"),
+        append="console=com1 dom0_mem=1536M,max:1536M",
+        initrds=[(Path("/c/vmlinuz"), "console=hvc0 root=/dev/vda"), (Path("/c/initrd.img"), "")],
         drives=[Drive("dom0-root", Path("/r/dom0-root.qcow2")), Drive("dut", Path("/r/a,b/dut.img"), "raw")],
         ssh_port=port,
     )

@@ -1,0 +1,191 @@
+"""Verifying a crash image: the guest-side steps, and the fast verifier VM.
+
+Both verification paths run the same steps (``verify_on``) with the same domU kernel and
+the same ``xdh-workload verify``: mount the disk under test (ext4 replays its journal, as
+after a reboot), read it, report JSON. They differ only in how the crash image reaches the
+kernel: through a full Xen boot (``--verify reboot``: xvdb via the backend under test), or
+hot-plugged into one small VM that stays up (``--verify fast``: the domU's own kernel and
+root booted directly under QEMU, no Xen, the crash image on a virtio-scsi disk). A crash
+image is a plain disk either way; no backend is involved in reading it back, except for
+``qdisk-qcow2``, whose disk lives in a qcow2 file inside dom0's filesystem: that mode is
+always verified by a reboot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from pathlib import Path
+
+from . import accel as accel_mod
+from .errors import LaunchError, XdhError
+from .images import BuiltImage, ImageStore
+from .qemu import Drive, MachineSpec, QemuMachine, free_port, host_port_in_use_error
+from .ssh import Endpoint, Shell, wait_for_shell
+from .workloads import MOUNT, Workload
+
+LOG = logging.getLogger(__name__)
+
+VERIFY_MODES = ("fast", "reboot")
+VERIFIER_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 cpufreq.off=1 quiet"
+# the domU image's network config is static 169.254.77.2/24 on eth0: give slirp that subnet
+VERIFIER_NET = "net=169.254.77.0/24,host=169.254.77.1"
+VERIFIER_GUEST_IP = "169.254.77.2"
+
+
+def verify_on(shell: Shell, device: str, workload: Workload, seed: int, params: dict) -> dict:
+    """Mount (filesystem workloads), run the workload's verify, unmount; the JSON report.
+    A filesystem that does not mount is a finding: the report carries the error and fsck -n."""
+    if workload.needs_fs:
+        m = shell.run(["sh", "-c", f"mkdir -p {MOUNT} && mount {shlex.quote(device)} {MOUNT}"],
+                      check=False, timeout=300)
+        if m.status != 0:
+            fsck = shell.run(["fsck.ext4", "-n", device], check=False, timeout=300)
+            return {"mount_error": (m.stderr.strip() or m.stdout.strip())[-300:], "fsck": fsck.stdout[-2000:]}
+    try:
+        out = shell.run(workload.argv("verify", seed, params | {"device": device}), timeout=600).stdout
+        return json.loads(out)
+    finally:
+        if workload.needs_fs:
+            shell.run(["umount", MOUNT], check=False, timeout=120)
+
+
+class FastVerifier:
+    """One VM that stays up for a whole campaign and verifies crash images hot-plugged over QMP
+    (``blockdev-add`` + ``device_add scsi-hd``; ``device_del`` + ``blockdev-del`` after).
+    Each image is opened through a fresh qcow2 overlay, so the crash image is never written."""
+
+    def __init__(self, run_dir: Path, domu: BuiltImage, store: ImageStore, accel: str = "auto",
+                 memory_mib: int = 1024, progress=None, boot_timeout: float = 300.0):
+        self.run_dir = run_dir
+        self.image = domu
+        self.store = store
+        self.accel = accel
+        self.memory_mib = memory_mib
+        self.boot_timeout = boot_timeout
+        self.progress = progress or (lambda m: LOG.info("%s", m))
+        self.machine: QemuMachine | None = None
+        self.shell: Shell | None = None
+        self.boot_seconds = 0.0
+        self._n = 0
+
+    def __enter__(self) -> "FastVerifier":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        from .stack import make_overlay
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        root = self.run_dir / "root.qcow2"
+        make_overlay(self.image.rootfs, root)
+        kernel = self.image.artifact("kernel")
+        if "initrd" not in self.image.artifacts:
+            raise LaunchError("the domU image has no extracted kernel/initrd for the fast verifier",
+                              hint="rebuild it: xdh images build")
+        choice = accel_mod.choose(self.accel, "qemu-system-x86_64", kernel, self.store.root)
+        for attempt in range(3):
+            spec = MachineSpec(accel=choice, kernel=kernel, append=VERIFIER_ARGS,
+                               initrds=[(self.image.artifact("initrd"), "")], drives=[Drive("root", root)],
+                               ssh_port=free_port(), memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
+                               net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True)
+            self.machine = QemuMachine(spec, self.run_dir, name="verifier")
+            try:
+                self.machine.launch()
+                break
+            except LaunchError:
+                if attempt < 2 and host_port_in_use_error(self.machine.qemu_log):
+                    continue
+                raise
+        assert self.machine is not None
+        ep = Endpoint("verifier", "127.0.0.1", spec.ssh_port, self.image.host_key)
+        try:
+            self.shell = wait_for_shell(lambda: Shell.connect(ep, self.store.client_key), self.boot_timeout,
+                                        "the fast verifier", alive=self.machine.check_alive)
+        except LaunchError as exc:
+            exc.log_tail = exc.log_tail or self.machine.failure_text()
+            raise
+        self.boot_seconds = round(time.monotonic() - t0, 1)
+        self.progress(f"fast verifier up in {self.boot_seconds:.0f} s (domU kernel, no Xen; "
+                      f"ssh on 127.0.0.1:{spec.ssh_port})")
+
+    def verify(self, image: Path, workload: Workload, seed: int, params: dict, out_dir: Path) -> dict:
+        """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
+        The verifier's kernel lines for this image go to ``out_dir/kmsg-verifier.log``."""
+        from .stack import make_overlay
+        if self.machine is None or self.shell is None:
+            raise LaunchError("the fast verifier is not running")
+        self.machine.check_alive()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._n += 1
+        node, dev_id = f"crash{self._n}", f"crashdev{self._n}"
+        overlay = out_dir / "dut-verify.qcow2"
+        make_overlay(image, overlay)
+        marker = f"xdh-verify-begin {node}"
+        self.shell.run(["sh", "-c", f"echo {marker} > /dev/kmsg"])
+        plugged = added = False
+        try:
+            self.machine.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
+                                                "file": {"driver": "file", "filename": str(overlay)}})
+            added = True
+            self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
+            plugged = True
+            device = self._wait_device(node)
+            report = verify_on(self.shell, device, workload, seed, params)
+        finally:
+            self._save_kmsg(marker, out_dir / "kmsg-verifier.log")
+            if plugged:
+                self._unplug(dev_id)
+            if added:
+                self.machine.qmp("blockdev-del", **{"node-name": node})
+            overlay.unlink(missing_ok=True)
+        return report
+
+    def _wait_device(self, node: str, timeout: float = 60.0) -> str:
+        assert self.shell is not None
+        script = (f"for i in $(seq {int(timeout * 10)}); do "
+                  f"for l in /dev/disk/by-id/scsi-*_{node}; do [ -e \"$l\" ] && readlink -f \"$l\" && exit 0; done; "
+                  "sleep 0.1; done; exit 1")
+        res = self.shell.run(["sh", "-c", script], check=False, timeout=timeout + 30)
+        if res.status != 0:
+            raise XdhError(f"the hot-plugged crash image {node} did not appear in the fast verifier in {timeout:.0f} s")
+        return res.stdout.strip()
+
+    def _unplug(self, dev_id: str, timeout: float = 30.0) -> None:
+        assert self.machine is not None
+        self.machine.qmp("device_del", id=dev_id)
+        if not self.machine.wait_event("DEVICE_DELETED", timeout, device=dev_id):
+            raise XdhError(f"the fast verifier did not release {dev_id} in {timeout:.0f} s")
+
+    def _save_kmsg(self, marker: str, path: Path) -> None:
+        assert self.shell is not None
+        try:
+            out = self.shell.run(["dmesg", "--ctime"], check=False, timeout=60).stdout
+        except XdhError:
+            return
+        lines = out.splitlines()
+        start = max((i for i, l in enumerate(lines) if marker in l), default=-1)
+        stamp = time.strftime("%H:%M:%S", time.localtime()) + ".000"   # the format of kernlog.KernelLogTap
+        path.write_text("".join(f"{stamp} {l}\n" for l in lines[start + 1:]))
+
+    def stop(self) -> None:
+        if self.shell is not None:
+            try:
+                self.shell.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.shell = None
+        if self.machine is not None:
+            self.machine.shutdown()
