@@ -291,6 +291,23 @@ def cmd_reproduce(args) -> int:
     return report.EXIT_CLEAN if verdict.ok else report.EXIT_LOSS
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                            cut_acks=_range(args.cut_acks), modes=tuple(args.modes.split(",")),
+                            stack=_stack_config(args))
+    cfg.validate()
+    run_dir = _new_run_dir("bench", args.run_dir)
+    result = bench.run_bench(cfg, run_dir, _progress, _versions())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(bench.table(result))
+        print(f"run directory: {run_dir} (bench.json, bench.md, one campaign per mode)")
+    errors = any(s == "error" for f in result["modes"].values() for s in f["statuses"])
+    return EXIT_HARNESS if errors else EXIT_OK
+
+
 def cmd_report_merge(args) -> int:
     from . import report
     out = Path(args.output).resolve()
@@ -403,6 +420,22 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--rerun", action="store_true",
                    help="instead, run the iteration again from scratch with its config and seed")
     r.set_defaults(func=cmd_reproduce)
+
+    bn = sub.add_parser("bench", help="baseline (full reboots) vs fast path (snapshot + fast verifier), side by side",
+                        description="Run the same workload, fault and seed twice: the baseline (a full boot per "
+                                    "crash run and a full reboot per verification) and the fast path (snapshot "
+                                    "reset, fast verifier). Prints seconds per iteration, iterations per hour, "
+                                    "verified crash states per hour and the ratio. See docs/performance.md.")
+    bn.add_argument("--workload", default="append", help="workload (default append)")
+    bn.add_argument("--fault", default="none", help="fault (default none)")
+    bn.add_argument("--iterations", type=int, default=3, help="iterations per mode (default 3)")
+    bn.add_argument("--seed", type=int, default=1, help="campaign seed, the same for both modes (default 1)")
+    bn.add_argument("--cut-acks", default="20-200", metavar="LO-HI", help="ack range of the cut (default 20-200)")
+    bn.add_argument("--modes", default="baseline,fast", help="comma-separated: baseline, fast (default both)")
+    bn.add_argument("--run-dir", help="output directory (default ./runs/bench-TIMESTAMP)")
+    bn.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_stack_options(bn)
+    bn.set_defaults(func=cmd_bench)
 
     rep = sub.add_parser("report", help="combine run directories")
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)

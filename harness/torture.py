@@ -496,6 +496,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
     canary = None
     results: list[IterationResult] = []
     fast = None
+    first_loss: dict = {}
     try:
         fast = Fastpath(cfg, run_dir, store, images, progress)
         kit = {"images": images, "snapshot": fast.snapshot, "verifier": fast.verifier}
@@ -504,6 +505,8 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
             it = Iteration(canary_config(cfg), -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress,
                            name="canary", **kit)
             canary = it.run()
+            if canary.status == "loss":
+                first_loss["canary"] = round(time.monotonic() - t0, 1)
             both = f", fast and reboot verifiers agree" if canary.verdicts else ""
             progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost{both}, "
                      f"{canary.seconds.get('total', 0):.0f} s)" + (f": {canary.error}" if canary.error else ""))
@@ -512,6 +515,8 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
             it = Iteration(cfg, idx, seed, run_dir / "iterations" / f"iter-{idx:04d}", progress, **kit)
             r = it.run()
             results.append(r)
+            if r.status == "loss" and "iteration" not in first_loss:
+                first_loss["iteration"] = round(time.monotonic() - t0, 1)
             elapsed = time.monotonic() - t0
             eta = elapsed / (n + 1) * (len(indices) - n - 1)
             detail = r.error or (r.violations[0] if r.violations else "")
@@ -522,6 +527,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
         if fast is not None:
             fast.stop()
         summary = report.summarize(run_dir, cfg.to_json(), cfg.seed, canary, results, time.monotonic() - t0)
+        summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)
         if fast is not None:
             summary["setup_seconds"] = fast.setup_seconds
             if fast.snapshot is not None:

@@ -1,0 +1,105 @@
+"""The fast path's pure parts: restore/hot-plug argv, snapshot keys, verify-mode choice,
+bench arithmetic (no VM)."""
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from harness import bench
+from harness.accel import AccelChoice
+from harness.errors import ConfigError
+from harness.images import BuiltImage
+from harness.qemu import Drive, MachineSpec, build_argv
+from harness.snapshot import snapshot_key
+from harness.stack import StackConfig
+from harness.torture import TortureConfig, canary_config
+from harness.workloads import get as workload
+
+
+def _spec(**kw):
+    return MachineSpec(accel=AccelChoice("tcg", "t"), kernel=Path("/k"), append="root=/dev/vda",
+                       initrds=[(Path("/i"), "")], drives=[Drive("root", Path("/r.qcow2"))], ssh_port=4000, **kw)
+
+
+def test_restore_passes_the_state_as_an_inherited_fd():
+    argv = build_argv(_spec(incoming_fd=7), Path("/q"), Path("/s"))
+    assert argv[argv.index("-incoming") + 1] == "fd:7"
+    assert "-incoming" not in build_argv(_spec(), Path("/q"), Path("/s"))
+
+
+def test_verifier_machine_has_a_scsi_bus_and_a_static_guest_forward():
+    argv = build_argv(_spec(scsi_hotplug=True, net_options="net=169.254.77.0/24,host=169.254.77.1",
+                            guest_ssh="169.254.77.2"), Path("/q"), Path("/s"))
+    assert "virtio-scsi-pci,id=scsi0" in argv
+    netdev = argv[argv.index("-netdev") + 1].split(",")
+    assert "restrict=on" in netdev and "net=169.254.77.0/24" in netdev
+    assert "hostfwd=tcp:127.0.0.1:4000-169.254.77.2:22" in netdev
+    assert argv[argv.index("-initrd") + 1] == "/i"
+
+
+def _img(name, digest):
+    return BuiltImage(name=name, digest=digest, dir=None, host_key="ssh-ed25519 AAAA", artifacts={}, packages={},
+                      built_at="", build_seconds=0, root_device="/dev/vda")
+
+
+def test_snapshot_key_follows_everything_that_shapes_the_machine():
+    imgs = (_img("dom0", "a" * 16), _img("domu", "b" * 16))
+    cfg = asdict(StackConfig())
+    m = {"accel": "tcg", "qemu": "QEMU emulator version 7.2.x"}
+    k = snapshot_key(cfg, imgs, m)
+    assert k == snapshot_key(dict(cfg), imgs, dict(m))
+    assert k == snapshot_key(cfg | {"boot_timeout": 999.0}, imgs, m)     # not part of the machine
+    assert k != snapshot_key(cfg | {"backend": "phy"}, imgs, m)
+    assert k != snapshot_key(cfg, (imgs[0], _img("domu", "c" * 16)), m)
+    assert k != snapshot_key(cfg, imgs, m | {"qemu": "QEMU emulator version 8.0"})
+
+
+def test_verify_mode_auto_is_fast_except_where_the_disk_lives_in_a_dom0_file():
+    assert TortureConfig().verify_mode() == "fast"
+    q = TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))
+    assert q.verify_mode() == "reboot"
+    with pytest.raises(ConfigError, match="fast verifier cannot read") as e:
+        replace(q, verify="fast").validate()
+    assert "--verify reboot" in e.value.hint
+    with pytest.raises(ConfigError, match="reset"):
+        TortureConfig(reset="fork").validate()
+
+
+def test_canary_is_always_verified_by_a_reboot():
+    assert canary_config(TortureConfig()).verify == "both"
+    assert canary_config(TortureConfig(verify="reboot")).verify == "reboot"
+    assert canary_config(TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))).verify == "reboot"
+
+
+def test_config_round_trip_keeps_the_fast_path_choice():
+    cfg = TortureConfig(reset="boot", verify="both")
+    again = TortureConfig.from_json(cfg.to_json())
+    assert (again.reset, again.verify) == ("boot", "both")
+
+
+def test_verify_argv_names_the_device():
+    argv = workload("direct").argv("verify", 5, {"blocks": 64, "device": "/dev/sda"})
+    assert argv[argv.index("--device") + 1] == "/dev/sda" and "--ops" not in argv
+
+
+def _summary(totals, statuses, setup=None):
+    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}} for t, st in zip(totals, statuses)]
+    return {"iterations": its, "setup_seconds": setup or {}}
+
+
+def test_bench_figures_and_ratio():
+    base = bench.mode_figures(_summary([180, 160], ["pass", "pass"]), wall=340)
+    fast = bench.mode_figures(_summary([12, 8], ["pass", "error"], {"snapshot": 90, "verifier": 30}), wall=140)
+    assert base["iterations_per_hour"] == 21.2 and base["mean_iteration_seconds"] == 170.0
+    assert fast["mean_iteration_seconds"] == 10.0 and fast["iterations_per_hour"] == 360.0
+    assert fast["verified"] == 1 and fast["verified_states_per_hour"] == 180.0   # an error verifies nothing
+    r = bench.ratios({"baseline": base, "fast": fast})
+    assert r["steady"] == round(360.0 / base["iterations_per_hour"], 1)
+    assert r["incl_setup"] == round(fast["iterations_per_hour_incl_setup"] / base["iterations_per_hour_incl_setup"], 1)
+    assert "ratio fast/baseline" in bench.table({"modes": {"baseline": base, "fast": fast}, "ratio": r})
+
+
+def test_bench_rejects_unknown_modes():
+    with pytest.raises(ConfigError, match="bench mode"):
+        bench.BenchConfig(modes=("baseline", "turbo")).validate()
