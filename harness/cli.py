@@ -69,7 +69,9 @@ def cmd_images_list(args) -> int:
 
 def cmd_images_clean(args) -> int:
     from .images import ImageStore
-    removed = ImageStore().clean(everything=args.all)
+    from .snapshot import clean_snapshots
+    store = ImageStore()
+    removed = clean_snapshots(store, everything=args.all) + store.clean(everything=args.all)
     for d in removed:
         print(f"removed {d}")
     if not removed:
@@ -372,7 +374,7 @@ def make_parser() -> argparse.ArgumentParser:
     lst = isub.add_parser("list", help="list built images")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=cmd_images_list)
-    cl = isub.add_parser("clean", help="remove stale images (all with --all)")
+    cl = isub.add_parser("clean", help="remove stale images and their saved stack snapshots (all with --all)")
     cl.add_argument("--all", action="store_true", help="remove every image and the SSH client key")
     cl.set_defaults(func=cmd_images_clean)
 

@@ -145,16 +145,26 @@ def check_restorable(snap: Snapshot) -> None:
                           hint=f"remove {snap.dir} and run again")
 
 
-def clean_snapshots(store: ImageStore, keep: set[str] | None = None) -> list[Path]:
-    """Remove saved snapshots (all, or all but ``keep``); returns what was removed."""
+def clean_snapshots(store: ImageStore, everything: bool = False) -> list[Path]:
+    """Remove snapshots of images that are no longer current (all with ``everything``)."""
+    from .images import IMAGE_NAMES
     root = snapshots_root(store)
-    removed = []
-    if root.exists():
-        for d in root.iterdir():
-            if d.is_dir() and d.name not in (keep or set()):
-                for f in d.rglob("*"):
-                    if f.is_file():
-                        f.chmod(0o644)
-                shutil.rmtree(d, ignore_errors=True)
-                removed.append(d)
+    removed: list[Path] = []
+    if not root.exists():
+        return removed
+    current = {n: img.digest for n in IMAGE_NAMES if (img := store.current(n))}
+    for d in sorted(root.iterdir()):
+        if d.name.endswith(".lock"):
+            continue
+        try:
+            used = Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
+        except (OSError, ValueError, TypeError):
+            used = {}     # incomplete or unreadable: remove
+        if not everything and used and all(current.get(n) == dg for n, dg in used.items()):
+            continue
+        for f in d.rglob("*"):
+            if f.is_file():
+                f.chmod(0o644)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
     return removed

@@ -7,10 +7,14 @@ iterations each so every oracle is proven on the real stack in every CI run.
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from harness import report
+from harness.images import ImageStore
+from harness.verify import FastVerifier
 from harness.stack import StackConfig
 from harness.torture import TortureConfig, load_iteration, run_campaign
 
@@ -18,23 +22,26 @@ pytestmark = pytest.mark.stack
 
 
 def _campaign(tmp_path, name, **kw):
-    cfg = TortureConfig(iterations=2, seed=kw.pop("seed", 20261125), canary=False, cut_acks=(30, 80),
-                        stack=StackConfig(), **kw)
+    cfg = TortureConfig(iterations=kw.pop("iterations", 2), seed=kw.pop("seed", 20261125), canary=False,
+                        cut_acks=(30, 80), stack=StackConfig(), **kw)
     return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={})
 
 
 @pytest.fixture(scope="module")
 def positive(images, tmp_path_factory):
-    """drop-flush on append: every iteration must lose acknowledged writes."""
+    """drop-flush on append, on the fast path: every iteration must lose acknowledged writes."""
     return _campaign(tmp_path_factory.mktemp("pos"), "run", workload="append", fault="drop-flush")
 
 
-def test_negative_control_reports_nothing(images, tmp_path):
-    s = _campaign(tmp_path, "neg", workload="append", fault="none")
+def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_path):
+    """Fast path crash runs; each crash image verified by the fast verifier and by a full reboot."""
+    s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both")
     assert s["counts"] == {"pass": 2, "loss": 0, "error": 0}, report.table(s)
     assert s["exit_code"] == report.EXIT_CLEAN
     for it in s["iterations"]:
         assert it["acked"] >= 30 and it["lost_acked"] == 0 and it["crash_image"] is None
+        assert it["reset"] == "snapshot" and set(it["verdicts"]) == {"fast", "reboot"}
+        assert all(v["ok"] for v in it["verdicts"].values())
 
 
 def test_positive_control_is_caught(positive):
@@ -43,15 +50,44 @@ def test_positive_control_is_caught(positive):
     assert s["exit_code"] == report.EXIT_LOSS
     for it in s["iterations"]:
         assert it["lost_acked"] > 0 and it["crash_image"]
-    junit = (__import__("pathlib").Path(s["run_dir"]) / "junit.xml").read_text()
+        assert (it["reset"], it["verify"]) == ("snapshot", "fast")
+        # the fast path: restore, workload and verify in well under a full boot (~85 s here)
+        assert it["seconds"]["boot"] < 60, it["seconds"]
+    assert s["first_loss_seconds"]["iteration"] > 0
+    junit = Path(s["run_dir"], "junit.xml").read_text()
     assert junit.count("<failure") == 2
 
 
-def test_reproduce_gives_the_same_verdict(positive, tmp_path):
-    it_dir = __import__("pathlib").Path(positive["iterations"][0]["crash_image"]).parent
+@pytest.mark.parametrize("path", ["reboot", "fast"])
+def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
+    """The kept crash image is standalone (no snapshot needed) and gives the recorded verdict on
+    a fresh stack and in a fresh fast verifier."""
+    it_dir = Path(positive["iterations"][0]["crash_image"]).parent
+    crash = Path(positive["iterations"][0]["crash_image"])
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(crash)], capture_output=True, text=True, check=True)
+    assert "backing-filename" not in json.loads(info.stdout)
     recorded = json.loads((it_dir / "verdict.json").read_text())
     it = load_iteration(it_dir, lambda m: None)
-    again = it.reverify(tmp_path / "reproduce")
+    verifier = None
+    try:
+        if path == "fast":
+            store = ImageStore()
+            verifier = FastVerifier(tmp_path / "verifier", store.require("domu"), store)
+            verifier.start()
+            it.verifier = verifier
+        again = it.reverify(tmp_path / "reproduce", path)
+    finally:
+        if verifier is not None:
+            verifier.stop()
     assert [(v.kind, v.what, v.found) for v in again.violations] == \
         [(v["kind"], v["what"], v["found"]) for v in recorded["violations"]]
     assert again.lost_acked == recorded["lost_acked"] > 0
+
+
+def test_baseline_path_catches_the_positive_control(images, tmp_path):
+    """The full path (a boot per crash run, a reboot per verification) stays available and correct."""
+    s = _campaign(tmp_path, "base", workload="append", fault="drop-flush", iterations=1, reset="boot",
+                  verify="reboot")
+    assert s["counts"]["loss"] == 1, report.table(s)
+    it = s["iterations"][0]
+    assert (it["reset"], it["verify"]) == ("boot", "reboot") and it["lost_acked"] > 0

@@ -1,0 +1,41 @@
+"""Snapshot fast reset on the real stack: one saved stack, restored twice; each restore is
+isolated (fresh overlays), has the host's time, working SSH, and the backend as saved."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.qemu import pids_matching
+from harness.snapshot import ensure_snapshot
+from harness.stack import StackConfig, XenStack, machine_identity
+
+pytestmark = pytest.mark.stack
+
+MARK = "xdh-snapshot-isolation"
+
+
+def test_restores_are_fast_isolated_and_fresh(images, tmp_path):
+    cfg = StackConfig()
+    imgs = (images.require("dom0"), images.require("domu"))
+    snap = ensure_snapshot(cfg, imgs, images, lambda m: print(m, flush=True), machine_identity(cfg, images, imgs[0]))
+    assert snap.state.stat().st_size > 50 * 2**20
+    seen = []
+    for n in range(2):
+        run = tmp_path / f"r{n}"
+        t0 = time.monotonic()
+        with XenStack(cfg, run, store=images, dut=run / "dut.qcow2", images=imgs, snapshot=snap,
+                      guest_seed=n) as stack:
+            restore_s = time.monotonic() - t0
+            assert restore_s < 60, f"restore took {restore_s:.0f} s"
+            assert stack.info.snapshot == snap.key and stack.info.backend["backend_kind"] == "qdisk"
+            guest_now = float(stack.domu.run(["date", "+%s.%N"]).stdout)
+            assert abs(guest_now - time.time()) < 15
+            # what the previous restore wrote to the disk under test must not be here
+            seen.append(stack.domu.run(["sh", "-c", f"head -c 4096 /dev/xvdb | grep -c {MARK} || true"]).stdout.strip())
+            stack.domu.run(["sh", "-c", f"printf '{MARK} %4090s' x | dd of=/dev/xvdb oflag=direct,dsync bs=4096 "
+                                        "count=1 status=none"])
+            assert stack.domu.run(["sh", "-c", f"head -c 4096 /dev/xvdb | grep -c {MARK}"]).stdout.strip() == "1"
+    assert seen == ["0", "0"]
+    assert not pids_matching(str(tmp_path))
