@@ -89,13 +89,21 @@ class WriteLog:
                 or self.entries[i].flags & DISCARD]
 
 
-def parse(path: Path) -> WriteLog:
-    """Read a dm-log-writes log. Raises LogError on a bad super block or a malformed entry."""
+def parse(path: Path, sectorsize_hint: int = 512) -> WriteLog:
+    """Read a dm-log-writes log. Raises LogError on a bad super block or a malformed entry.
+
+    QEMU writes the super block only at the first flush (or after 4096 entries): a log of a
+    run that never flushed has an all-zero super block. It is read with ``sectorsize_hint``
+    (the ``log-sector-size`` the harness gave QEMU) and zero committed entries."""
     with open(path, "rb") as f:
         head = f.read(SUPER.size)
         if len(head) < SUPER.size:
+            if not head.strip(b"\0"):
+                return WriteLog(path, sectorsize_hint, 0)      # nothing logged yet
             raise LogError(f"{path}: too short for a write-log super block")
         magic, version, nr_entries, sectorsize = SUPER.unpack(head)
+        if magic == version == nr_entries == sectorsize == 0:
+            magic, version, sectorsize = MAGIC, VERSION, sectorsize_hint
         if magic != MAGIC:
             raise LogError(f"{path}: bad magic {magic:#x} (not a dm-log-writes / blklogwrites log)")
         if version != VERSION:
@@ -170,8 +178,10 @@ class CrashState:
     note: str = ""
 
 
-def plan_states(log: WriteLog, seed: int, subsets: int, flush_points: int) -> list[CrashState]:
-    """Which crash states to build from ``log`` (seeded, reproducible)."""
+def plan_states(log: WriteLog, seed: int, subsets: int, flush_points: int, first_entry: int = 0) -> list[CrashState]:
+    """Which crash states to build from ``log`` (seeded, reproducible). Flush points are taken
+    from entry ``first_entry`` on (the workload's start: earlier ones are mkfs, not the workload);
+    ``flush_points`` < 0 means all of them."""
     rng = random.Random(f"xdh-crashstates:{seed}")
     last = log.last_flush()
     base = tuple(range(last + 1))
@@ -188,7 +198,7 @@ def plan_states(log: WriteLog, seed: int, subsets: int, flush_points: int) -> li
         seen.add(pick)
         states.append(CrashState(f"subset-{k}", "acked", base + pick,
                                  f"last flush + {len(pick)} of {len(tail)} unflushed writes"))
-    flushes = log.flushes()[:-1]
+    flushes = [f for f in log.flushes()[:-1] if f >= first_entry]
     chosen = flushes if flush_points < 0 or len(flushes) <= flush_points else \
         sorted(rng.sample(flushes, flush_points))
     for f in chosen:

@@ -25,6 +25,8 @@ class Fault:
     needs_fs: bool = False
     outer_blkdebug: str | None = None   # blkdebug config for the disk under test in the outer QEMU
     evidence: str = ""                  # kernel log pattern that shows the fault acting
+    outer_no_flush: bool = False        # the outer disk acknowledges flushes without doing them
+    device_model: str = ""              # qdisk modes: run dom0's device model through this wrapper
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -37,6 +39,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("flush-eio", "the outer disk fails the first flush with EIO (QEMU blkdebug); Linux 6.1 blkfront "
           "turns a failed empty flush into success and turns flushing off",
           outer_blkdebug=BLKDEBUG_FLUSH_EIO, evidence="empty flush op failed"),
+    Fault("disk-lies", "the outer disk acknowledges flushes and does nothing (QEMU cache.no-flush=on on the disk "
+          "under test); visible only with --disk-cache volatile", outer_no_flush=True),
+    Fault("backend-lies", "qdisk's fdatasync does nothing: dom0's device model runs under eatmydata "
+          "(device_model_override); qdisk modes only", device_model="/usr/local/sbin/xdh-qemu-eatmydata"),
 )}
 
 

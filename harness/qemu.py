@@ -43,11 +43,13 @@ def quote_optarg(value: str) -> str:
 class Drive:
     """One outer disk: a host file seen by dom0 as a virtio disk with a stable serial."""
 
-    node: str            # block node name, also the virtio serial (dom0: /dev/disk/by-id/virtio-<node>)
+    node: str            # name of the node the device uses, also the virtio serial (/dev/disk/by-id/virtio-<node>)
     path: Path
     fmt: str = "qcow2"   # "qcow2" or "raw"
     readonly: bool = False
     blkdebug: Path | None = None   # blkdebug rules file: a fault-injecting filter under the format node
+    write_log: Path | None = None  # record every write and flush here (blklogwrites, dm-log-writes format)
+    no_flush: bool = False         # the disk acknowledges flushes without doing them (cache.no-flush=on)
 
     def args(self) -> list[str]:
         file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
@@ -57,10 +59,21 @@ class Drive:
             args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
                                   f"config={quote_optarg(str(self.blkdebug))},image={child}"]
             child = f"{self.node}-dbg"
-        fmt_node = (f"driver={self.fmt},node-name={self.node},file={child},"
+        logged = self.write_log is not None
+        fmt_name = f"{self.node}-fmt" if logged else self.node
+        fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={child},"
                     f"read-only={'on' if self.readonly else 'off'}")
-        return [*args, "-blockdev", fmt_node,
-                "-device", f"virtio-blk-pci,drive={self.node},serial={self.node}"]
+        if self.no_flush and not logged:
+            fmt_node += ",cache.no-flush=on"
+        args += ["-blockdev", fmt_node]
+        if logged:
+            # above the format node, so the log holds guest-visible offsets of the disk
+            args += ["-blockdev", f"driver=file,node-name={self.node}-log,"
+                                  f"filename={quote_optarg(str(self.write_log))},cache.no-flush=off",
+                     "-blockdev", f"driver=blklogwrites,node-name={self.node},file={fmt_name},"
+                                  f"log={self.node}-log,log-sector-size=512,log-append=off"
+                                  + (",cache.no-flush=on" if self.no_flush else "")]
+        return [*args, "-device", f"virtio-blk-pci,drive={self.node},serial={self.node}"]
 
 
 @dataclass

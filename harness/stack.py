@@ -57,6 +57,7 @@ class StackConfig:
     domu_vcpus: int = 1
     dut_size_mib: int = 1024
     boot_timeout: float = 300.0
+    device_model: str = ""      # dom0 path of a wrapper run as the domU's device model (qdisk), "" = Xen's own
 
     def validate(self) -> None:
         backends.get(self.backend)
@@ -74,6 +75,8 @@ class StackConfig:
             raise ConfigError(f"disk-under-test size {self.dut_size_mib} MiB out of range", hint="use 64..1048576")
         if self.boot_timeout <= 0:
             raise ConfigError("boot timeout must be positive")
+        if self.device_model and not self.device_model.startswith("/"):
+            raise ConfigError(f"device model {self.device_model!r} is not an absolute dom0 path")
 
 
 @dataclass
@@ -150,7 +153,7 @@ class XenStack:
     def __init__(self, config: StackConfig, run_dir: Path, store: ImageStore | None = None,
                  dut: Path | None = None, progress=None, dut_blkdebug: Path | None = None,
                  images: tuple[BuiltImage, BuiltImage] | None = None, snapshot: Snapshot | None = None,
-                 guest_seed: int = 0):
+                 guest_seed: int = 0, dut_write_log: Path | None = None, dut_no_flush: bool = False):
         config.validate()
         self.config = config
         self.backend = backends.get(config.backend)
@@ -158,6 +161,8 @@ class XenStack:
         self.store = store or ImageStore()
         self.dut = dut or (run_dir / "dut.img")
         self.dut_blkdebug = dut_blkdebug
+        self.dut_write_log = dut_write_log   # volatile disk-cache model: record writes and flushes here
+        self.dut_no_flush = dut_no_flush     # disk-lies: the outer disk drops flushes
         self.images = images      # (dom0, domU) pinned by a campaign, so both boots use the same
         self.snapshot = snapshot  # restore this saved stack instead of booting (see snapshot.py)
         self.guest_seed = guest_seed
@@ -208,7 +213,7 @@ class XenStack:
         drives = [Drive("dom0-root", self.run_dir / "dom0-root.qcow2", "qcow2"),
                   Drive("domu-root", self.run_dir / "domu-root.qcow2", "qcow2"),
                   Drive("dut", self.dut, "qcow2" if self.dut.suffix == ".qcow2" else "raw",
-                        blkdebug=self.dut_blkdebug)]
+                        blkdebug=self.dut_blkdebug, write_log=self.dut_write_log, no_flush=self.dut_no_flush)]
         c = self.config
         modules = [(dom0_img.artifact("kernel"), DOM0_ARGS), (dom0_img.artifact("initrd"), "")]
         state_fd = os.open(snap.state, os.O_RDONLY) if snap else None
@@ -418,6 +423,8 @@ class XenStack:
             "disk = [ " + ", ".join(f'"{d}"' for d in disks) + " ]",
             f'vif = [ "bridge=xenbr0,mac={DOMU_MAC}" ]',
             'on_crash = "preserve"',
+            *([f'device_model_override = "{c.device_model}"', 'device_model_version = "qemu-xen"']
+              if c.device_model else []),
             "",
         ])
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import backends
+from . import crashstate
 from . import faults as faults_mod
 from . import workloads as workloads_mod
 from .errors import ConfigError, XdhError
@@ -27,14 +28,17 @@ from .kernlog import KernelLogTap, evidence
 from .oracle import Ack, Verdict, judge
 from .images import ImageStore
 from .snapshot import Snapshot, ensure_snapshot
-from .stack import StackConfig, XenStack, machine_identity, make_overlay
+from .stack import StackConfig, XenStack, machine_identity, make_dut, make_overlay
 from .verify import FastVerifier, verify_on
 
 LOG = logging.getLogger(__name__)
 
 CUT_MODES = ("acks", "time")
 RESET_MODES = ("snapshot", "boot")
+DISK_CACHES = ("none", "volatile")
 VERIFY_CHOICES = ("auto", "fast", "reboot", "both")
+# what an earlier flush point must satisfy without any ack: it mounts, holds no corrupt data, no holes
+INVARIANT_KINDS = ("unmountable", "corrupt", "hole", "integrity")
 
 
 @dataclass
@@ -56,6 +60,9 @@ class TortureConfig:
     record_size: int = 512
     ack_timeout: float = 120.0
     reset: str = "snapshot"     # snapshot: restore a saved stack per iteration; boot: full boot
+    disk_cache: str = "none"    # none: completed writes are durable; volatile: unflushed writes are lost
+    crash_subsets: int = 3      # volatile: random subsets of the unflushed writes, per iteration
+    flush_points: int = 2       # volatile: earlier flush points checked for integrity (-1: all)
     verify: str = "auto"        # fast (hot-plug verifier VM), reboot (full Xen boot), both, auto
     stack: StackConfig = field(default_factory=StackConfig)
 
@@ -88,9 +95,22 @@ class TortureConfig:
             raise ConfigError(f"unknown reset mode {self.reset!r}", hint="use snapshot or boot")
         if self.verify not in VERIFY_CHOICES:
             raise ConfigError(f"unknown verify mode {self.verify!r}", hint="use " + ", ".join(VERIFY_CHOICES))
+        f = faults_mod.get(self.fault)
+        if self.disk_cache not in DISK_CACHES:
+            raise ConfigError(f"unknown disk cache model {self.disk_cache!r}", hint="use none or volatile")
+        if f.device_model and backends.get(self.stack.backend).backendtype != "qdisk":
+            raise ConfigError(f"fault {f.name} needs a qdisk backend (it replaces dom0's device model)",
+                              hint="use --backend qdisk or qdisk-qcow2")
+        if self.crash_subsets < 0:
+            raise ConfigError("--crash-subsets must be 0 or more")
         if self.verify in ("fast", "both") and not backends.get(self.stack.backend).fast_verify:
             raise ConfigError(f"backend {self.stack.backend} keeps its disk in a dom0 file: the fast verifier "
                               "cannot read it", hint="use --verify reboot (or auto)")
+
+    def effective_stack(self) -> StackConfig:
+        """The stack this campaign boots: a fault may replace dom0's device model."""
+        dm = faults_mod.get(self.fault).device_model
+        return dataclasses.replace(self.stack, device_model=dm) if dm else self.stack
 
     def verify_mode(self) -> str:
         """The verification path actually used: auto means fast wherever the backend allows it."""
@@ -167,6 +187,9 @@ class IterationResult:
     reset: str = "boot"
     verify: str = "reboot"
     verdicts: dict = field(default_factory=dict)   # per verification path, when more than one ran
+    disk_cache: str = "none"
+    crash_states: int = 1       # crash states verified (the cut, plus the volatile model's)
+    states: list = field(default_factory=list)     # volatile: one summary per crash state from the log
 
 
 class AckReader:
@@ -237,6 +260,7 @@ class Iteration:
         self.fault = faults_mod.get(cfg.fault)
         self.plan = CutPlan.draw(cfg, seed)
         self.dut = self._find_dut(it_dir, snapshot is not None)
+        self.write_log = it_dir / "dut-writes.log"   # volatile model: the outer disk's writes and flushes
 
     @staticmethod
     def _find_dut(it_dir: Path, restored: bool) -> Path:
@@ -256,7 +280,8 @@ class Iteration:
             "config": self.cfg.to_json()}, indent=2) + "\n")
         res = IterationResult(self.index, self.seed, self.name, "error", self.cfg.workload, self.cfg.fault,
                               self.cfg.stack.backend, asdict(self.plan),
-                              reset="snapshot" if self.snapshot else "boot", verify=self.cfg.verify_mode())
+                              reset="snapshot" if self.snapshot else "boot", verify=self.cfg.verify_mode(),
+                              disk_cache=self.cfg.disk_cache)
         t0 = time.monotonic()
         try:
             acks, cut_t = self._crash_run(res)
@@ -276,6 +301,10 @@ class Iteration:
                                 for p, v in verdicts.items()}
                 if len({(v["ok"], v["lost_acked"], v["violations"]) for v in res.verdicts.values()}) > 1:
                     raise XdhError(f"the fast and reboot verifiers disagree: {res.verdicts}")
+            if self.cfg.disk_cache == "volatile":
+                t1 = time.monotonic()
+                self._verify_states(res, acks, cut_t, "fast" if res.verify == "both" else res.verify)
+                res.seconds["verify_states"] = round(time.monotonic() - t1, 1)
         except XdhError as exc:
             res.status = "error"
             res.error = exc.oneline()
@@ -293,6 +322,8 @@ class Iteration:
                 else:
                     self._make_standalone()
                     res.crash_image = str(self.dut)
+            if self.write_log.exists() and res.status == "pass" and not self.cfg.keep_images:
+                self.write_log.unlink()
             for overlay in self.dir.glob("boot-*/*.qcow2"):
                 overlay.unlink()   # throwaway overlays (the crash image itself is kept above)
             (self.dir / "result.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
@@ -307,10 +338,16 @@ class Iteration:
             blkdebug = boot / "blkdebug.conf"
             blkdebug.write_text(self.fault.outer_blkdebug)
         t0 = time.monotonic()
-        stack = XenStack(self.cfg.stack, boot, dut=self.dut, progress=lambda m: None, dut_blkdebug=blkdebug,
-                         images=self.images, snapshot=self.snapshot, guest_seed=self.seed)
+        log = None
+        if self.cfg.disk_cache == "volatile":
+            log = self.write_log
+            log.write_bytes(b"")
+        stack = XenStack(self.cfg.effective_stack(), boot, dut=self.dut, progress=lambda m: None,
+                         dut_blkdebug=blkdebug, images=self.images, snapshot=self.snapshot, guest_seed=self.seed,
+                         dut_write_log=log, dut_no_flush=self.fault.outer_no_flush)
         taps: list[KernelLogTap] = []
         reader = None
+        start_entry = 0
         try:
             stack.start()
             res.seconds["boot"] = round(time.monotonic() - t0, 1)
@@ -323,6 +360,8 @@ class Iteration:
                 out = stack.domu.run(["sh", "-c", self.fault.domu_script], timeout=60).stdout.strip()
                 res.fault_applied = out
                 self._say(f"fault {self.fault.name} injected: {out}")
+            if log is not None:
+                start_entry = self._log_entries()
             params = self.cfg.params() | {"ops": 1 << 30}
             argv = self.workload.argv("run", self.seed, params)
             stream = stack.domu.stream(argv)
@@ -340,7 +379,8 @@ class Iteration:
                 reader.finish()
         acks = load_acks(self.dir / "acks.jsonl")
         (self.dir / "cut.json").write_text(json.dumps({"cut_t": cut_t, "acks_at_cut": len(acks),
-                                                       "plan": asdict(self.plan)}) + "\n")
+                                                       "plan": asdict(self.plan),
+                                                       "workload_start_entry": start_entry}) + "\n")
         self._say(f"cut after {len(acks)} acks ({self.plan.describe()} planned)")
         return acks, cut_t
 
@@ -375,35 +415,37 @@ class Iteration:
             LOG.warning("could not make %s standalone: %s", self.dut, proc.stderr.strip())
 
     def verify(self, path: str, acks: list[Ack], cut_t: float, out_dir: Path | None = None,
-               record: bool = False) -> Verdict:
+               record: bool = False, image: Path | None = None, invariants: bool = False) -> Verdict:
         """Verify the crash image by one path (fast or reboot), write its report and verdict
         (``record``: also as the iteration's own verify.json and verdict.json)."""
         if path == "fast":
             if self.verifier is None:
                 raise XdhError("no fast verifier is running for this iteration")
             out_dir = out_dir or self.dir / "verify-fast"
-            report = self.verifier.verify(self.dut, self.workload, self.seed, self.cfg.params(), out_dir)
+            report = self.verifier.verify(image or self.dut, self.workload, self.seed, self.cfg.params(), out_dir)
             logs = [out_dir / "kmsg-verifier.log"]
         else:
             out_dir = out_dir or self.dir / "boot-b"
-            report = self._verify_boot(out_dir)
+            report = self._verify_boot(out_dir, image)
             logs = [out_dir / "kmsg-domu.log", out_dir / "kmsg-dom0.log"]
         (out_dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
         if record:
             (self.dir / "verify.json").write_text(json.dumps(report, indent=1) + "\n")
         logs = [self.dir / "kmsg-domu-a.log", self.dir / "kmsg-dom0-a.log", *logs]
         verdict = judge(self.cfg.workload, acks, report, cut_t=cut_t, seed=self.seed, kernel_lines=evidence(logs))
+        if invariants:   # no ack applies to an earlier flush point: only integrity counts
+            verdict.violations = [v for v in verdict.violations if v.kind in INVARIANT_KINDS]
         (out_dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
         if record:
             (self.dir / "verdict.json").write_text(json.dumps(verdict.to_json(), indent=2) + "\n")
         return verdict
 
-    def _verify_boot(self, boot: Path) -> dict:
+    def _verify_boot(self, boot: Path, image: Path | None = None) -> dict:
         """Boot a fresh stack on an overlay of the crash image and run the workload's verify."""
         boot.mkdir(parents=True, exist_ok=True)
         overlay = boot / "dut-verify.qcow2"
-        make_overlay(self.dut, overlay)
-        stack = XenStack(self.cfg.stack, boot, dut=overlay, progress=lambda m: None, images=self.images)
+        make_overlay(image or self.dut, overlay)
+        stack = XenStack(self.cfg.effective_stack(), boot, dut=overlay, progress=lambda m: None, images=self.images)
         taps: list[KernelLogTap] = []
         try:
             stack.start()
@@ -415,6 +457,52 @@ class Iteration:
                 tap.stop()
             stack.stop()
             overlay.unlink(missing_ok=True)
+
+    # --- the volatile disk-cache model ------------------------------------------------
+    def _log_entries(self) -> int:
+        """Entries in the write log so far (read live from the host)."""
+        try:
+            return len(crashstate.parse(self.write_log).entries)
+        except (OSError, crashstate.LogError):
+            return 0
+
+    def _replay_base(self) -> Path:
+        """The disk under test as it was when the crash run started."""
+        if self.snapshot is not None:
+            return self.snapshot.disk("dut.img")
+        base = self.dir / "states" / "base.img"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        make_dut(base, self.cfg.stack.dut_size_mib)
+        return base
+
+    def _verify_states(self, res: IterationResult, acks: list[Ack], cut_t: float, path: str) -> None:
+        """Build the crash states the write log allows (worst case, subsets, flush points) and
+        verify each like a reboot; any violation in any state is a loss."""
+        log = crashstate.parse(self.write_log)
+        start = json.loads((self.dir / "cut.json").read_text()).get("workload_start_entry", 0)
+        plan = crashstate.plan_states(log, self.seed, self.cfg.crash_subsets, self.cfg.flush_points, start)
+        base = self._replay_base()
+        summary = {"log_entries": len(log.entries), "flushes": len(log.flushes()), "workload_start_entry": start,
+                   "tail_writes": len(log.tail_writes())}
+        for st in plan:
+            sdir = self.dir / "states" / st.name
+            sdir.mkdir(parents=True, exist_ok=True)
+            img = crashstate.build(log, base, st, sdir / "crash.img")
+            v = self.verify(path, acks if st.kind == "acked" else [], cut_t, out_dir=sdir, image=img,
+                            invariants=st.kind == "invariants")
+            if v.ok and not self.cfg.keep_images:
+                img.unlink()
+            res.states.append({"name": st.name, "kind": st.kind, "note": st.note, "ok": v.ok,
+                               "lost_acked": v.lost_acked, "violations": [x.line() for x in v.violations[:5]]})
+            if not v.ok:
+                res.status = "loss"
+                res.lost_acked = max(res.lost_acked, v.lost_acked)
+                res.violations += [f"[{st.name}] {x.line()}" for x in v.violations]
+        res.crash_states = 1 + len(plan)
+        (self.dir / "states" / "states.json").write_text(json.dumps({"log": summary, "states": res.states},
+                                                                    indent=2) + "\n")
+        if base.parent == self.dir / "states":
+            base.unlink()
 
     def reverify(self, out_dir: Path, path: str = "reboot") -> Verdict:
         """Verify the saved crash image again (``xdh reproduce``), by a full reboot or the fast verifier."""
@@ -441,7 +529,8 @@ def canary_config(cfg: TortureConfig) -> TortureConfig:
     reboot (and, where possible, by the fast verifier too, which must agree)."""
     both = backends.get(cfg.stack.backend).fast_verify and cfg.verify_mode() == "fast"
     return dataclasses.replace(cfg, workload="append", fault="drop-flush", cut="acks", cut_acks=(60, 120),
-                               sync="fsync", keep_images=False, verify="both" if both else "reboot")
+                               sync="fsync", keep_images=False, verify="both" if both else "reboot",
+                               stack=cfg.effective_stack())
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -458,8 +547,8 @@ class Fastpath:
         self.setup_seconds: dict = {}
         t0 = time.monotonic()
         if cfg.reset == "snapshot":
-            self.snapshot = ensure_snapshot(cfg.stack, images, store, progress,
-                                            machine_identity(cfg.stack, store, images[0]))
+            stack = cfg.effective_stack()
+            self.snapshot = ensure_snapshot(stack, images, store, progress, machine_identity(stack, store, images[0]))
             self.setup_seconds["snapshot"] = round(time.monotonic() - t0, 1)
         if cfg.verify_mode() in ("fast", "both"):
             t1 = time.monotonic()

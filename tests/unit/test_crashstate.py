@@ -110,3 +110,22 @@ def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
     img = cs.build(log, base, st, tmp_path / "flush.img").read_bytes()
     assert img[:4096] == b"\xab" * 4096 and img[8192:16384] == b"\xcd" * 8192
     assert img[512:1536] == b"\xab" * 1024
+
+
+@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io (qemu-utils) not installed")
+def test_a_lying_disk_logs_no_flush_so_the_worst_state_keeps_nothing(tmp_path):
+    """disk-lies (cache.no-flush=on on the logging node): QEMU never logs a flush, never even
+    writes the super block; the worst crash state is the disk as it was before the run."""
+    data = _img(tmp_path, "data.img", 1 << 20)
+    base = _img(tmp_path, "base.img", 1 << 20)
+    logf = tmp_path / "qemu.log"
+    logf.write_bytes(b"")
+    opts = (f"driver=blklogwrites,cache.no-flush=on,file.driver=file,file.filename={data},"
+            f"log.driver=file,log.filename={logf},log-sector-size={SS}")
+    subprocess.run(["qemu-io", "--image-opts", opts, "-c", "write -P 0xab 0 4k", "-c", "flush",
+                    "-c", "write -P 0xcd 8k 4k"], check=True, capture_output=True)
+    log = cs.parse(logf)
+    assert log.nr_entries == 0 and log.flushes() == [] and len(log.tail_writes()) == 2
+    worst = cs.plan_states(log, 1, 0, 0)[0]
+    assert cs.build(log, base, worst, tmp_path / "w.img").read_bytes() == base.read_bytes()
+    assert data.read_bytes()[:4096] == b"\xab" * 4096          # the data itself did reach the file

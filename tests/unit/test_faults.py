@@ -2,15 +2,19 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from harness import faults
+from harness.errors import ConfigError
 from harness.qemu import Drive
+from harness.stack import StackConfig
+from harness.torture import TortureConfig, canary_config
 
 
 def test_registry():
-    assert set(faults.FAULTS) == {"none", "drop-flush", "nobarrier", "flush-eio"}
+    assert set(faults.FAULTS) == {"none", "drop-flush", "nobarrier", "flush-eio", "disk-lies", "backend-lies"}
     assert "write through" in faults.get("drop-flush").domu_script
     assert faults.get("nobarrier").needs_fs and "barrier=0" in faults.get("nobarrier").domu_script
 
@@ -38,3 +42,46 @@ def test_flush_eio_rule_fails_a_flush_and_not_a_write(tmp_path):
 
     assert qemu_io("write 0 4k", "write 4k 4k") == 0
     assert qemu_io("write 0 4k", "flush") == 1
+
+
+def _blockdevs(args):
+    return [dict(kv.split("=", 1) for kv in args[i + 1].split(",")) for i, a in enumerate(args) if a == "-blockdev"]
+
+
+def test_write_log_sits_above_the_format_node(tmp_path):
+    """The volatile model logs guest-visible offsets: blklogwrites is the node the device uses."""
+    args = Drive("dut", tmp_path / "dut.qcow2", "qcow2", write_log=tmp_path / "w.log").args()
+    nodes = {b["node-name"]: b for b in _blockdevs(args)}
+    top = nodes["dut"]
+    assert top["driver"] == "blklogwrites" and top["file"] == "dut-fmt" and top["log"] == "dut-log"
+    assert top["log-append"] == "off" and top["log-sector-size"] == "512"
+    assert nodes["dut-fmt"]["driver"] == "qcow2" and nodes["dut-log"]["filename"] == str(tmp_path / "w.log")
+    assert args[-1].startswith("virtio-blk-pci,drive=dut,")
+
+
+def test_disk_lies_drops_flushes_above_the_log():
+    """With the model, no flush may reach the log; without it, the format node drops them."""
+    logged = _blockdevs(Drive("dut", Path("/d.img"), "raw", write_log=Path("/w.log"), no_flush=True).args())
+    assert [b["node-name"] for b in logged if b.get("cache.no-flush") == "on"] == ["dut"]
+    plain = _blockdevs(Drive("dut", Path("/d.img"), "raw", no_flush=True).args())
+    assert [b["node-name"] for b in plain if b.get("cache.no-flush") == "on"] == ["dut"]
+    assert faults.get("disk-lies").outer_no_flush
+
+
+def test_backend_lies_replaces_the_device_model_in_qdisk_modes_only():
+    from harness.stack import XenStack
+    cfg = TortureConfig(fault="backend-lies")
+    assert cfg.effective_stack().device_model == faults.get("backend-lies").device_model
+    stack = XenStack(cfg.effective_stack(), Path("/nonexistent"))
+    text = stack.domu_config("/dev/vdb", "/dev/vdc")
+    assert f'device_model_override = "{faults.get("backend-lies").device_model}"' in text
+    assert "device_model_override" not in XenStack(StackConfig(), Path("/x")).domu_config("/dev/vdb", "/dev/vdc")
+    with pytest.raises(ConfigError, match="qdisk backend"):
+        TortureConfig(fault="backend-lies", stack=StackConfig(backend="phy")).validate()
+    assert canary_config(cfg).stack.device_model == cfg.effective_stack().device_model
+
+
+def test_volatile_model_is_validated():
+    TortureConfig(disk_cache="volatile").validate()
+    with pytest.raises(ConfigError, match="disk cache"):
+        TortureConfig(disk_cache="writeback").validate()
