@@ -207,6 +207,7 @@ def _torture_config(args):
                         cut=args.cut, cut_acks=_range(args.cut_acks), cut_seconds=_range(args.cut_seconds, float),
                         canary=not args.no_canary, shard=_shard(args.shard), keep_images=args.keep_images,
                         sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
+                        disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                         stack=_stack_config(args))
     cfg.validate()
     return cfg
@@ -308,6 +309,34 @@ def cmd_bench(args) -> int:
         print(f"run directory: {run_dir} (bench.json, bench.md, one campaign per mode)")
     errors = any(s == "error" for f in result["modes"].values() for s in f["statuses"])
     return EXIT_HARNESS if errors else EXIT_OK
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+    command = "xdh " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else ""
+    if args.report_from:
+        out = Path(args.run_dir or "runs/compare-merged").resolve()
+        data = compare.write_report([Path(d).resolve() for d in args.report_from], out, command)
+        print((out / "report.md").read_text())
+        print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+        return EXIT_OK if data["cells"] else EXIT_HARNESS
+    cfg = compare.CompareConfig(backends=_list(args.backends), faults=_list(args.faults),
+                                workloads=_list(args.workloads), disk_caches=_list(args.disk_cache),
+                                direct_faults=_list(args.direct_faults), iterations=args.iterations, seed=args.seed,
+                                cut_acks=_range(args.cut_acks), crash_subsets=args.crash_subsets,
+                                flush_points=args.flush_points, canary=not args.no_canary,
+                                stack=_stack_config(args))
+    cfg.validate()
+    run_dir = _new_run_dir("compare", args.run_dir)
+    data = compare.run_compare(cfg, run_dir, _progress, _versions())
+    compare.write_report([run_dir], run_dir, command)
+    print((run_dir / "report.md").read_text())
+    print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    return EXIT_OK if data["cells"] else EXIT_HARNESS
 
 
 def cmd_report_merge(args) -> int:
@@ -439,6 +468,33 @@ def make_parser() -> argparse.ArgumentParser:
     _add_stack_options(bn)
     bn.set_defaults(func=cmd_bench)
 
+    cp = sub.add_parser("compare", help="the backend comparison: a matrix of backend x fault x workload x disk cache",
+                        description="Run one short torture campaign per cell of backend mode x fault x workload x "
+                                    "disk-cache model (on the fast path) and write report.md and a self-contained "
+                                    "report.html: per cell iterations, iterations with loss, acked writes lost, "
+                                    "crash states checked, fsyncs/s and fsync latency p50/p99 in the guest, and "
+                                    "whether the canary of its (backend, disk cache) pair was caught.",
+                        epilog="example: xdh compare --backends qdisk,phy,qdisk-qcow2 --faults none,drop-flush,"
+                               "disk-lies,backend-lies,flush-eio --workloads append,direct --disk-cache none,volatile "
+                               "--iterations 3", formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("--backends", default="qdisk,phy", help="comma-separated backend modes (default qdisk,phy)")
+    cp.add_argument("--faults", default="none,drop-flush", help="comma-separated faults (default none,drop-flush)")
+    cp.add_argument("--workloads", default="append", help="comma-separated workloads (default append)")
+    cp.add_argument("--direct-faults", default="drop-flush,disk-lies",
+                    help="faults the direct workload runs with (default drop-flush,disk-lies)")
+    cp.add_argument("--disk-cache", default="none,volatile", help="comma-separated models (default none,volatile)")
+    cp.add_argument("--iterations", type=int, default=3, help="iterations per cell (default 3)")
+    cp.add_argument("--seed", type=int, default=1, help="campaign seed of every cell (default 1)")
+    cp.add_argument("--cut-acks", default="20-200", metavar="LO-HI", help="ack range of the cut (default 20-200)")
+    cp.add_argument("--crash-subsets", type=int, default=3, metavar="K", help="volatile: subsets per iteration")
+    cp.add_argument("--flush-points", type=int, default=2, metavar="N", help="volatile: flush points per iteration")
+    cp.add_argument("--no-canary", action="store_true", help="skip the per-(backend, disk cache) canaries")
+    cp.add_argument("--run-dir", help="output directory (default ./runs/compare-TIMESTAMP)")
+    cp.add_argument("--report-from", nargs="+", metavar="RUN",
+                    help="do not run: write one report from these compare run directories (pieces of a matrix)")
+    _add_stack_options(cp)
+    cp.set_defaults(func=cmd_compare)
+
     rep = sub.add_parser("report", help="combine run directories")
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
     m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file")
@@ -462,7 +518,8 @@ examples:
 def _add_torture_options(t: argparse.ArgumentParser) -> None:
     g = t.add_argument_group("campaign")
     g.add_argument("--workload", default="append", help="append, replace, direct or sqlite (default append)")
-    g.add_argument("--fault", default="none", help="none, drop-flush, nobarrier or flush-eio (default none)")
+    g.add_argument("--fault", default="none",
+                   help="none, drop-flush, nobarrier, flush-eio, disk-lies or backend-lies (default none; xdh list)")
     g.add_argument("--iterations", type=int, default=3, help="crash iterations (default 3)")
     g.add_argument("--seed", type=int, help="campaign seed (default: random, recorded in the run directory)")
     g.add_argument("--cut", choices=("acks", "time"), default="acks",
@@ -476,6 +533,16 @@ def _add_torture_options(t: argparse.ArgumentParser) -> None:
     g.add_argument("--journal", choices=("wal", "delete"), default="wal", help="sqlite: journal mode (default wal)")
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
     g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    d = t.add_argument_group("disk-cache model (see harness/crashstate.py)")
+    d.add_argument("--disk-cache", choices=("none", "volatile"), default="none",
+                   help="none: a completed write survives the cut (the host keeps it); volatile: record the disk "
+                        "under test's writes and flushes (QEMU blklogwrites) and also verify the crash states a "
+                        "disk with a volatile write cache allows: the last flush, random subsets of later writes, "
+                        "earlier flush points (default none)")
+    d.add_argument("--crash-subsets", type=int, default=3, metavar="K",
+                   help="volatile: random subsets of the unflushed writes verified per iteration (default 3)")
+    d.add_argument("--flush-points", type=int, default=2, metavar="N",
+                   help="volatile: earlier flush points checked for integrity per iteration, -1 for all (default 2)")
     f = t.add_argument_group("speed (see docs/performance.md)")
     f.add_argument("--reset", choices=("snapshot", "boot"), default="snapshot",
                    help="snapshot: boot the stack once, save it, restore it for every crash run (seconds); "

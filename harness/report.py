@@ -41,6 +41,7 @@ def summarize(run_dir: Path, config: dict, seed: int, canary, iterations, second
         "counts": {k: sum(1 for i in its if i["status"] == k) for k in ("pass", "loss", "error")},
         "acked_total": sum(i["acked"] for i in its),
         "lost_acked_total": sum(i["lost_acked"] for i in its),
+        "crash_states_total": sum(i.get("crash_states", 1) for i in its if i["status"] != "error"),
         "wall_seconds": round(seconds, 1),
         "iterations_per_hour": round(len(its) * 3600 / seconds, 1) if seconds > 0 and its else None,
     }
@@ -63,6 +64,9 @@ def table(summary: dict) -> str:
     rows.append(f"{len(summary['iterations'])} iterations: {c['pass']} pass, {c['loss']} loss, {c['error']} error; "
                 f"{summary['acked_total']} acked, {summary['lost_acked_total']} acked writes lost; "
                 f"{summary['wall_seconds']:.0f} s wall, {summary['iterations_per_hour']} iterations/hour")
+    states = summary.get("crash_states_total", 0)
+    if states > len(summary["iterations"]):
+        rows.append(f"crash states verified: {states} (the cut, plus the volatile disk-cache model's states)")
     if summary.get("canary"):
         caught = summary["canary"]["status"] == "loss"
         rows.append(f"canary (drop-flush on append): {'caught' if caught else 'NOT CAUGHT: this configuration cannot see lost flushes'}")
