@@ -422,7 +422,8 @@ class Iteration:
             if self.verifier is None:
                 raise XdhError("no fast verifier is running for this iteration")
             out_dir = out_dir or self.dir / "verify-fast"
-            report = self.verifier.verify(image or self.dut, self.workload, self.seed, self.cfg.params(), out_dir)
+            report = self.verifier.verify(image or self.dut, self.workload, self.seed, self.cfg.params(), out_dir,
+                                          layout=backends.get(self.cfg.stack.backend).layout)
             logs = [out_dir / "kmsg-verifier.log"]
         else:
             out_dir = out_dir or self.dir / "boot-b"

@@ -6,9 +6,10 @@ after a reboot), read it, report JSON. They differ only in how the crash image r
 kernel: through a full Xen boot (``--verify reboot``: xvdb via the backend under test), or
 hot-plugged into one small VM that stays up (``--verify fast``: the domU's own kernel and
 root booted directly under QEMU, no Xen, the crash image on a virtio-scsi disk). A crash
-image is a plain disk either way; no backend is involved in reading it back, except for
-``qdisk-qcow2``, whose disk lives in a qcow2 file inside dom0's filesystem: that mode is
-always verified by a reboot.
+image is a plain disk either way. For ``qdisk-qcow2`` it holds dom0's ext4 with the domU's
+disk as a qcow2 file: the verifier mounts that filesystem (replaying dom0's journal, as dom0
+would at boot) and exposes the file with ``qemu-nbd --snapshot`` (the same QEMU qcow2 driver
+qdisk uses, and nothing is written back), then verifies ``/dev/nbd0``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ VERIFIER_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 cpufreq.off=1 quie
 # the domU image's network config is static 169.254.77.2/24 on eth0: give slirp that subnet
 VERIFIER_NET = "net=169.254.77.0/24,host=169.254.77.1"
 VERIFIER_GUEST_IP = "169.254.77.2"
+NBD = "/dev/nbd0"
+QCOW2_FILE = "dut.qcow2"     # backends.QCOW2_IMAGE, relative to dom0's mount point
 
 
 def verify_on(shell: Shell, device: str, workload: Workload, seed: int, params: dict) -> dict:
@@ -121,7 +124,8 @@ class FastVerifier:
         self.progress(f"fast verifier up in {self.boot_seconds:.0f} s (domU kernel, no Xen; "
                       f"ssh on 127.0.0.1:{spec.ssh_port})")
 
-    def verify(self, image: Path, workload: Workload, seed: int, params: dict, out_dir: Path) -> dict:
+    def verify(self, image: Path, workload: Workload, seed: int, params: dict, out_dir: Path,
+               layout: str = "raw") -> dict:
         """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
         The verifier's kernel lines for this image go to ``out_dir/kmsg-verifier.log``."""
         from .stack import make_overlay
@@ -143,7 +147,10 @@ class FastVerifier:
             self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
             plugged = True
             device = self._wait_device(node)
-            report = verify_on(self.shell, device, workload, seed, params)
+            if layout == "raw":
+                report = verify_on(self.shell, device, workload, seed, params)
+            else:
+                report = self._verify_in_dom0_file(device, workload, seed, params)
         finally:
             self._save_kmsg(marker, out_dir / "kmsg-verifier.log")
             if plugged:
@@ -152,6 +159,31 @@ class FastVerifier:
                 self.machine.qmp("blockdev-del", **{"node-name": node})
             overlay.unlink(missing_ok=True)
         return report
+
+    def _verify_in_dom0_file(self, device: str, workload: Workload, seed: int, params: dict) -> dict:
+        """qdisk-qcow2: dom0's filesystem on the crash image, the domU's disk a qcow2 file in it."""
+        assert self.shell is not None
+        outer = "/mnt/dom0-dut"
+        m = self.shell.run(["sh", "-c", f"mkdir -p {outer} && mount {shlex.quote(device)} {outer}"], check=False,
+                           timeout=300)
+        if m.status != 0:
+            return {"mount_error": "dom0's filesystem on the disk under test: "
+                                   + (m.stderr.strip() or m.stdout.strip())[-250:]}
+        try:
+            c = self.shell.run(["sh", "-c", f"test -e {outer}/{QCOW2_FILE} || exit 3; modprobe nbd; "
+                                f"qemu-nbd --snapshot --format=qcow2 --connect={NBD} {outer}/{QCOW2_FILE} && "
+                                f"for i in $(seq 100); do [ \"$(cat /sys/block/{NBD[5:]}/size)\" != 0 ] && exit 0; "
+                                "sleep 0.1; done; exit 4"], check=False, timeout=120)
+            if c.status != 0:
+                what = "no qcow2 image in dom0's filesystem" if c.status == 3 else \
+                    f"qemu-nbd could not open the qcow2 image: {(c.stderr.strip() or c.stdout.strip())[-250:]}"
+                return {"mount_error": what}
+            try:
+                return verify_on(self.shell, NBD, workload, seed, params)
+            finally:
+                self.shell.run(["qemu-nbd", "--disconnect", NBD], check=False, timeout=60)
+        finally:
+            self.shell.run(["umount", outer], check=False, timeout=120)
 
     def _wait_device(self, node: str, timeout: float = 60.0) -> str:
         assert self.shell is not None

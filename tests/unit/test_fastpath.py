@@ -55,13 +55,12 @@ def test_snapshot_key_follows_everything_that_shapes_the_machine():
     assert k != snapshot_key(cfg, imgs, m | {"qemu": "QEMU emulator version 8.0"})
 
 
-def test_verify_mode_auto_is_fast_except_where_the_disk_lives_in_a_dom0_file():
+def test_verify_mode_auto_is_fast_for_every_layout():
     assert TortureConfig().verify_mode() == "fast"
     q = TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))
-    assert q.verify_mode() == "reboot"
-    with pytest.raises(ConfigError, match="fast verifier cannot read") as e:
-        replace(q, verify="fast").validate()
-    assert "--verify reboot" in e.value.hint
+    assert q.verify_mode() == "fast"
+    from harness.backends import get
+    assert get("qdisk-qcow2").layout == "qcow2-in-ext4" and get("phy").layout == "raw"
     with pytest.raises(ConfigError, match="reset"):
         TortureConfig(reset="fork").validate()
 
@@ -69,7 +68,7 @@ def test_verify_mode_auto_is_fast_except_where_the_disk_lives_in_a_dom0_file():
 def test_canary_is_always_verified_by_a_reboot():
     assert canary_config(TortureConfig()).verify == "both"
     assert canary_config(TortureConfig(verify="reboot")).verify == "reboot"
-    assert canary_config(TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))).verify == "reboot"
+    assert canary_config(TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))).verify == "both"
 
 
 def test_config_round_trip_keeps_the_fast_path_choice():
