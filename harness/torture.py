@@ -288,10 +288,14 @@ class Iteration:
             res.acked = len(acks)
             res.fsync_latency_us = latency_stats(acks)
             verdicts = {}
-            for n, path in enumerate(("reboot", "fast") if res.verify == "both" else (res.verify,)):
+            paths = ("fast", "reboot") if res.verify == "both" else (res.verify,)
+            for n, path in enumerate(paths):
                 t1 = time.monotonic()
-                verdicts[path] = self.verify(path, acks, cut_t, record=n == 0)
+                verdicts[path] = v = self.verify(path, acks, cut_t, record=n == 0)
                 res.seconds[f"verify_{path}"] = round(time.monotonic() - t1, 1)
+                if len(paths) > 1:
+                    self._say(f"{path} verification: {'PASS' if v.ok else 'LOSS'} ({v.lost_acked} of {len(acks)} "
+                              f"acked lost)" + ("; confirming with a full reboot" if n == 0 else ""))
             verdict = next(iter(verdicts.values()))
             res.status = "pass" if verdict.ok else "loss"
             res.lost_acked = verdict.lost_acked
