@@ -357,6 +357,23 @@ def host_port_in_use_error(qemu_log: Path) -> bool:
     return "Could not set up host forwarding rule" in tail(qemu_log, 20)
 
 
+def launch_on_free_port(make_spec, log_dir: Path, name: str, attempts: int = 3, before_retry=None) -> QemuMachine:
+    """Launch ``make_spec(port)`` on a free loopback port; if another process took the port in
+    the meantime (QEMU then cannot set up the forward), try again with a new one."""
+    for attempt in range(attempts):
+        machine = QemuMachine(make_spec(free_port()), log_dir, name=name)
+        try:
+            machine.launch()
+            return machine
+        except LaunchError:
+            if attempt < attempts - 1 and host_port_in_use_error(machine.qemu_log):
+                if before_retry is not None:
+                    before_retry()
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
 def pids_matching(fragment: str) -> list[int]:
     """PIDs of processes whose command line contains ``fragment`` (leak checks in tests)."""
     out = []

@@ -27,7 +27,7 @@ from .cleanup import signals_ignored
 from .errors import ConfigError, LaunchError, XdhError
 from .images import BuiltImage, ImageStore
 from .snapshot import Snapshot, check_restorable, qemu_version
-from .qemu import Drive, MachineSpec, QemuMachine, free_port, host_port_in_use_error
+from .qemu import Drive, MachineSpec, QemuMachine, launch_on_free_port
 from .ssh import Endpoint, Shell, wait_for_shell
 
 LOG = logging.getLogger(__name__)
@@ -217,26 +217,19 @@ class XenStack:
         c = self.config
         modules = [(dom0_img.artifact("kernel"), DOM0_ARGS), (dom0_img.artifact("initrd"), "")]
         state_fd = os.open(snap.state, os.O_RDONLY) if snap else None
+
+        def spec_for(port: int) -> MachineSpec:
+            return MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"), append=XEN_ARGS.format(mem=c.dom0_mem_mib),
+                               initrds=modules, drives=drives, ssh_port=port, memory_mib=c.memory_mib,
+                               incoming_fd=state_fd)
         try:
-            for attempt in range(3):
-                spec = MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"),
-                                   append=XEN_ARGS.format(mem=c.dom0_mem_mib), initrds=modules,
-                                   drives=drives, ssh_port=free_port(), memory_mib=c.memory_mib,
-                                   incoming_fd=state_fd)
-                self.machine = QemuMachine(spec, self.run_dir)
-                try:
-                    self.machine.launch()
-                    break
-                except LaunchError:
-                    if attempt < 2 and host_port_in_use_error(self.machine.qemu_log):
-                        if state_fd is not None:
-                            os.lseek(state_fd, 0, os.SEEK_SET)
-                        continue
-                    raise
+            self.machine = launch_on_free_port(
+                spec_for, self.run_dir, "l0",
+                before_retry=(lambda: os.lseek(state_fd, 0, os.SEEK_SET)) if state_fd is not None else None)
         finally:
             if state_fd is not None:
                 os.close(state_fd)
-        assert self.machine is not None
+        spec = self.machine.spec
         self.info = StackInfo(config=asdict(c), accel=accel_mod.to_json(choice), ssh_port=spec.ssh_port,
                               versions=versions(dom0_img, domu_img))
         self._write_info()

@@ -601,7 +601,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
             canary = it.run()
             if canary.status == "loss":
                 first_loss["canary"] = round(time.monotonic() - t0, 1)
-            both = f", fast and reboot verifiers agree" if canary.verdicts else ""
+            both = ", fast and reboot verifiers agree" if canary.verdicts else ""
             progress(f"canary: {canary.status.upper()} ({canary.acked} acked, {canary.lost_acked} lost{both}, "
                      f"{canary.seconds.get('total', 0):.0f} s)" + (f": {canary.error}" if canary.error else ""))
         for n, idx in enumerate(indices if canary is None or canary.status == "loss" else []):

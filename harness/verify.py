@@ -23,7 +23,7 @@ from pathlib import Path
 from . import accel as accel_mod
 from .errors import LaunchError, XdhError
 from .images import BuiltImage, ImageStore
-from .qemu import Drive, MachineSpec, QemuMachine, free_port, host_port_in_use_error
+from .qemu import Drive, MachineSpec, QemuMachine, launch_on_free_port
 from .ssh import Endpoint, Shell, wait_for_shell
 from .workloads import MOUNT, Workload
 
@@ -99,20 +99,13 @@ class FastVerifier:
             raise LaunchError("the domU image has no extracted kernel/initrd for the fast verifier",
                               hint="rebuild it: xdh images build")
         choice = accel_mod.choose(self.accel, "qemu-system-x86_64", kernel, self.store.root)
-        for attempt in range(3):
-            spec = MachineSpec(accel=choice, kernel=kernel, append=VERIFIER_ARGS,
-                               initrds=[(self.image.artifact("initrd"), "")], drives=[Drive("root", root)],
-                               ssh_port=free_port(), memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
-                               net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True)
-            self.machine = QemuMachine(spec, self.run_dir, name="verifier")
-            try:
-                self.machine.launch()
-                break
-            except LaunchError:
-                if attempt < 2 and host_port_in_use_error(self.machine.qemu_log):
-                    continue
-                raise
-        assert self.machine is not None
+        self.machine = launch_on_free_port(
+            lambda port: MachineSpec(accel=choice, kernel=kernel, append=VERIFIER_ARGS,
+                                     initrds=[(self.image.artifact("initrd"), "")], drives=[Drive("root", root)],
+                                     ssh_port=port, memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
+                                     net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True),
+            self.run_dir, "verifier")
+        spec = self.machine.spec
         ep = Endpoint("verifier", "127.0.0.1", spec.ssh_port, self.image.host_key)
         try:
             self.shell = wait_for_shell(lambda: Shell.connect(ep, self.store.client_key), self.boot_timeout,

@@ -1,7 +1,7 @@
 """The fast path's pure parts: restore/hot-plug argv, snapshot keys, verify-mode choice,
 bench arithmetic (no VM)."""
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
