@@ -27,6 +27,7 @@ from . import faults as faults_mod
 from . import workloads as workloads_mod
 from .errors import ConfigError, XdhError
 from .images import ImageStore
+from .verify import FastVerifier
 from .stack import StackConfig
 from .torture import (DISK_CACHES, Fastpath, Iteration, TortureConfig, canary_config, iteration_seed, load_acks,
                       run_campaign)
@@ -100,14 +101,14 @@ def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> Tort
 
 
 # --- running ------------------------------------------------------------------------------
-def _run_canary(cfg: CompareConfig, cell: Cell, run_dir: Path, progress) -> dict:
+def _run_canary(cfg: CompareConfig, cell: Cell, run_dir: Path, progress, verifier) -> dict:
     """drop-flush on append for this (backend, disk-cache) pair; verified by a reboot too."""
     tc = canary_config(torture_config(cfg, cell))
     store = ImageStore()
     images = (store.require("dom0"), store.require("domu"))
     fast = None
     try:
-        fast = Fastpath(tc, run_dir, store, images, progress)
+        fast = Fastpath(tc, run_dir, store, images, progress, verifier=verifier)
         it = Iteration(tc, -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress, name="canary",
                        images=images, snapshot=fast.snapshot, verifier=fast.verifier)
         res = it.run()
@@ -126,6 +127,22 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress, versions: dict) -> 
     progress(f"compare: {len(todo)} cells to run ({len(cells) - len(todo)} impossible, listed in the report), "
              f"{cfg.iterations} iterations each, seed {cfg.seed}; run directory {run_dir}")
     t0 = time.monotonic()
+    store = ImageStore()
+    # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
+    verifier = FastVerifier(run_dir / "verifier", store.require("domu"), store, accel=cfg.stack.accel,
+                            progress=progress, boot_timeout=cfg.stack.boot_timeout)
+    try:
+        verifier.start()
+        _run_cells(cfg, todo, run_dir, progress, versions, verifier)
+    finally:
+        verifier.stop()
+        for f in (run_dir / "verifier").glob("*.qcow2"):
+            f.unlink()
+    (run_dir / "compare-wall.json").write_text(json.dumps({"wall_seconds": round(time.monotonic() - t0, 1)}) + "\n")
+    return write_report([run_dir], run_dir)
+
+
+def _run_cells(cfg: CompareConfig, todo: list[Cell], run_dir: Path, progress, versions: dict, verifier) -> None:
     canaries: dict[str, dict] = {}
     unavailable: dict[str, str] = {}     # pairs whose stack cannot even start (e.g. qdisk-direct on Debian 12)
     for n, cell in enumerate(todo):
@@ -133,7 +150,7 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress, versions: dict) -> 
         if cfg.canary and cell.group not in canaries:
             progress(f"compare: canary for {cell.backend} with disk cache {cell.disk_cache}")
             try:
-                canaries[cell.group] = _run_canary(cfg, cell, run_dir / "canaries" / cell.group, progress)
+                canaries[cell.group] = _run_canary(cfg, cell, run_dir / "canaries" / cell.group, progress, verifier)
             except XdhError as exc:
                 canaries[cell.group] = {"status": "error", "error": exc.oneline()}
                 unavailable[cell.group] = exc.oneline()
@@ -142,18 +159,17 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress, versions: dict) -> 
             (run_dir / "canaries" / cell.group / "canary.json").write_text(json.dumps(c, indent=2) + "\n")
             progress(f"compare: canary {cell.group}: {'caught' if c['status'] == 'loss' else 'NOT caught'}")
         progress(f"compare: [{n + 1}/{len(todo)}] {cell.name}")
+        verifier.ensure_running()
         if cell.group in unavailable:
             cell_dir.mkdir(parents=True, exist_ok=True)
             (cell_dir / "error.txt").write_text(f"stack unavailable: {unavailable[cell.group]}\n")
             continue
         try:
-            run_campaign(torture_config(cfg, cell), cell_dir, progress, versions)
+            run_campaign(torture_config(cfg, cell), cell_dir, progress, versions, verifier=verifier)
         except XdhError as exc:
             cell_dir.mkdir(parents=True, exist_ok=True)
             (cell_dir / "error.txt").write_text(exc.oneline() + "\n")
             progress(f"compare: {cell.name}: error: {exc.oneline()}")
-    (run_dir / "compare-wall.json").write_text(json.dumps({"wall_seconds": round(time.monotonic() - t0, 1)}) + "\n")
-    return write_report([run_dir], run_dir)
 
 
 # --- collecting and reporting ----------------------------------------------------------------

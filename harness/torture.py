@@ -546,16 +546,18 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
 class Fastpath:
     """What a campaign sets up once for the fast path: the saved stack and the verifier VM."""
 
-    def __init__(self, cfg: TortureConfig, run_dir: Path, store: ImageStore, images, progress):
+    def __init__(self, cfg: TortureConfig, run_dir: Path, store: ImageStore, images, progress,
+                 verifier: FastVerifier | None = None):
         self.snapshot: Snapshot | None = None
-        self.verifier: FastVerifier | None = None
+        self.verifier: FastVerifier | None = verifier     # a running one may be shared (xdh compare)
+        self._own_verifier = verifier is None
         self.setup_seconds: dict = {}
         t0 = time.monotonic()
         if cfg.reset == "snapshot":
             stack = cfg.effective_stack()
             self.snapshot = ensure_snapshot(stack, images, store, progress, machine_identity(stack, store, images[0]))
             self.setup_seconds["snapshot"] = round(time.monotonic() - t0, 1)
-        if cfg.verify_mode() in ("fast", "both"):
+        if cfg.verify_mode() in ("fast", "both") and self.verifier is None:
             t1 = time.monotonic()
             self.verifier = FastVerifier(run_dir / "verifier", images[1], store, accel=cfg.stack.accel,
                                          progress=progress, boot_timeout=cfg.stack.boot_timeout)
@@ -563,14 +565,16 @@ class Fastpath:
             self.setup_seconds["verifier"] = round(time.monotonic() - t1, 1)
 
     def stop(self) -> None:
-        if self.verifier is not None:
+        if self.verifier is not None and self._own_verifier:
             self.verifier.stop()
             for f in self.verifier.run_dir.glob("*.qcow2"):
                 f.unlink()
 
 
-def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) -> dict:
-    """The main job: canary, then this shard's iterations; writes everything to ``run_dir``."""
+def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict,
+                 verifier: FastVerifier | None = None) -> dict:
+    """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
+    ``verifier``: a running fast verifier to use instead of starting one (it is left running)."""
     from . import report
 
     cfg.validate()
@@ -592,7 +596,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress, versions: dict) ->
     fast = None
     first_loss: dict = {}
     try:
-        fast = Fastpath(cfg, run_dir, store, images, progress)
+        fast = Fastpath(cfg, run_dir, store, images, progress, verifier=verifier)
         kit = {"images": images, "snapshot": fast.snapshot, "verifier": fast.verifier}
         if cfg.canary:
             progress("canary: drop-flush on append must be caught, else this configuration proves nothing")

@@ -117,6 +117,13 @@ class FastVerifier:
         self.progress(f"fast verifier up in {self.boot_seconds:.0f} s (domU kernel, no Xen; "
                       f"ssh on 127.0.0.1:{spec.ssh_port})")
 
+    def ensure_running(self) -> None:
+        """Start again if the VM died (a long matrix shares one verifier)."""
+        if self.machine is None or not self.machine.is_running() or self.shell is None or not self.shell.is_active():
+            self.progress("fast verifier is not running; starting it again")
+            self.stop()
+            self.start()
+
     def verify(self, image: Path, workload: Workload, seed: int, params: dict, out_dir: Path,
                layout: str = "raw") -> dict:
         """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
