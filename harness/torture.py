@@ -23,7 +23,7 @@ from . import backends
 from . import crashstate
 from . import faults as faults_mod
 from . import workloads as workloads_mod
-from .errors import ConfigError, XdhError
+from .errors import ConfigError, Interrupted, XdhError
 from .kernlog import KernelLogTap, evidence
 from .oracle import Ack, Verdict, judge
 from .images import ImageStore
@@ -309,6 +309,10 @@ class Iteration:
                 t1 = time.monotonic()
                 self._verify_states(res, acks, cut_t, "fast" if res.verify == "both" else res.verify)
                 res.seconds["verify_states"] = round(time.monotonic() - t1, 1)
+        except Interrupted:
+            res.status = "error"
+            res.error = "interrupted"
+            raise             # never swallowed: the campaign stops through its one cleanup path
         except XdhError as exc:
             res.status = "error"
             res.error = exc.oneline()

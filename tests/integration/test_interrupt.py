@@ -43,3 +43,31 @@ def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
     time.sleep(0.5)
     assert not pids_matching(str(run)), "QEMU outlived the interrupted xdh"
     assert serial.stat().st_size > 0          # artifacts are kept
+
+
+def test_sigterm_during_a_campaign_stops_it_and_keeps_the_summary(images, tmp_path):
+    """An interrupt inside an iteration ends the whole campaign (it is not one failed iteration),
+    kills the restored stack and the verifier VM, and still writes the summary."""
+    run = tmp_path / "campaign"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "torture", "--no-canary", "--iterations", "5",
+                             "--seed", "5", "--run-dir", str(run)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        acks = run / "iterations" / "iter-0000" / "acks.jsonl"
+        deadline = time.monotonic() + 400
+        while not (acks.exists() and acks.stat().st_size > 0):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the first iteration never started its workload"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out
+    assert "stopped cleanly" in out and "Traceback" not in out
+    assert "iter-0001" not in out, "the campaign went on after the interrupt"
+    time.sleep(0.5)
+    assert not pids_matching(str(run)), "QEMU outlived the interrupted campaign"
+    assert (run / "summary.json").exists()
