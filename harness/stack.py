@@ -400,6 +400,14 @@ class XenStack:
                         "direct-io-safe; use another backend mode")
             raise LaunchError(f"backend {self.backend.name}: dom0's device model could not create the disk: "
                               f"{failed[0].strip()}", hint=hint)
+        if self.config.device_model:
+            # the wrapper must really be in place: the running device model has libeatmydata mapped
+            res = self.dom0.run(["sh", "-c", "for p in $(pgrep -f xen-qemu-system); do "
+                                 "grep -q libeatmydata /proc/$p/maps && echo $p; done"], check=False)
+            if not res.stdout.strip():
+                raise LaunchError(f"device model override {self.config.device_model} is not in effect "
+                                  "(no device model process has libeatmydata loaded)")
+            self._step(f"dom0: device model runs under eatmydata (pid {res.stdout.split()[0]})")
 
     def domu_config(self, root_dev: str, dut_dev: str) -> str:
         c = self.config
