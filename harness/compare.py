@@ -237,6 +237,7 @@ def _cell_figures(d: Path) -> dict:
         "acked": sum(it["acked"] for it in its),
         "lost_acked": sum(it["lost_acked"] for it in its),
         "crash_states": sum(it.get("crash_states", 1) for it in its if it["status"] != "error"),
+        "busy_seconds": round(sum(it.get("seconds", {}).get("total", 0) for it in its), 1),
         "fsyncs_per_s": round(sorted(rates)[len(rates) // 2], 1) if rates else None,
         "p50_us": _percentile(lat, 0.5),
         "p99_us": _percentile(lat, 0.99),
@@ -272,7 +273,17 @@ def markdown(data: dict, command: str = "") -> str:
     if command:
         out += ["Command:", "", f"    {command}", ""]
     out += [f"Total wall time: {data['wall_seconds'] / 60:.0f} min. Cells: {sum(1 for r in rows if not r['skip'])} run, "
-            f"{sum(1 for r in rows if r['skip'])} impossible.", "",
+            f"{sum(1 for r in rows if r['skip'])} impossible.", ""]
+    for cache in ("none", "volatile"):
+        cells = [r for r in rows if r["disk_cache"] == cache and r.get("iterations")]
+        states = sum(r["crash_states"] for r in cells)
+        busy = sum(r.get("busy_seconds", 0) for r in cells)
+        its = sum(r["iterations"] for r in cells)
+        if its:
+            out.append(f"- disk cache {cache}: {its} iterations, {states} crash states verified "
+                       f"({states / its:.1f} per iteration), {states * 3600 / busy:.0f} crash states per hour "
+                       f"of iteration time" if busy else f"- disk cache {cache}: {its} iterations")
+    out += ["",
             "| backend | disk cache | fault | workload | canary | iterations | with loss | acked lost | crash states "
             "| fsync/s | p50 us | p99 us | notes |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

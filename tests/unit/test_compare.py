@@ -32,7 +32,7 @@ def _fake_cell(root, cell: Cell, statuses, lat=(100, 200, 300)):
             "".join(json.dumps({"id": str(i), "t": i, "latency_us": v}) + "\n" for i, v in enumerate(lat)))
         its.append({"name": name, "status": st, "acked": 3, "lost_acked": 3 if st == "loss" else 0,
                     "crash_states": 4, "violations": ["lost: acked records 0..2"] if st == "loss" else [],
-                    "error": "", "fsync_latency_us": {"ops_per_s": 50.0}})
+                    "error": "", "fsync_latency_us": {"ops_per_s": 50.0}, "seconds": {"total": 20.0}})
     (d / "summary.json").write_text(json.dumps({"iterations": its, "wall_seconds": 60}))
 
 
@@ -56,6 +56,7 @@ def test_report_from_run_directories(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "xdh compare --backends phy" in md and "Total wall time: 10 min" in md
     assert "**NOT caught**" in md and "missed without the model" in md and "volatile model catches it" in md
+    assert "disk cache volatile: 6 iterations, 24 crash states verified (4.0 per iteration), 720 crash states per hour" in md
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
 
