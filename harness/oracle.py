@@ -43,7 +43,9 @@ class Violation:
     def line(self) -> str:
         ack = ""
         if self.ack:
-            ack = f"; acked as {self.ack['id']} {self.ack['before_cut_s']:.3f} s before the cut"
+            dt = self.ack["before_cut_s"]
+            when = f"{dt:.3f} s before the cut" if dt > 0 else "as the power was cut (drained from SSH after stop)"
+            ack = f"; acked as {self.ack['id']} {when}"
         return f"{self.kind}: {self.what}: found {self.found}{ack}"
 
 
