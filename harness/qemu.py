@@ -252,11 +252,15 @@ class QemuMachine:
         return None
 
     def cut_power(self, method: str = "kill") -> None:
-        """Power cut: ``stop`` freezes the vCPUs at once, then the process goes away without
-        flushing anything: SIGKILL (``kill``) or QMP ``quit``. Every cache in guest RAM is lost."""
+        """Power cut. ``kill``/``quit``: QMP ``stop`` freezes the vCPUs at once, then SIGKILL or
+        QMP ``quit``; every cache in guest RAM is lost. But ``stop`` also flushes every disk
+        (vm_stop -> bdrv_flush_all): harmless when the host keeps every completed write anyway,
+        fatal to a volatile disk-cache model, whose write log would record that flush as if the
+        guest had asked for it. ``sigkill`` is therefore a bare SIGKILL: nothing is flushed."""
         self.killed_on_purpose = True
         try:
-            self.qmp("stop")
+            if method != "sigkill":
+                self.qmp("stop")
         finally:
             if method == "quit":
                 try:
