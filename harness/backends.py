@@ -27,11 +27,6 @@ class Backend:
     on_filesystem: bool = False  # the image is a qcow2 file in a dom0 ext4 on the device
 
     @property
-    def fast_verify(self) -> bool:
-        """The fast verifier reads every layout below (see verify.FastVerifier)."""
-        return True
-
-    @property
     def layout(self) -> str:
         """What the crash image holds: the domU's disk itself ("raw"), or dom0's ext4 with the
         domU's disk as a qcow2 file in it ("qcow2-in-ext4")."""

@@ -25,6 +25,7 @@ kernel and hypervisor command lines, accelerator and QEMU version. Any change ma
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -45,7 +46,9 @@ STATE_FILE = "state.bin"
 FROZEN_DISKS = ("dom0-root.qcow2", "domu-root.qcow2", "dut.img")
 
 
+@functools.lru_cache(maxsize=None)
 def qemu_version(binary: str = "qemu-system-x86_64") -> str:
+    """Asked once per process: every boot records it and every snapshot key includes it."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "?"
 

@@ -25,6 +25,7 @@ from .errors import LaunchError, XdhError
 from .images import BuiltImage, ImageStore
 from .qemu import Drive, MachineSpec, QemuMachine, launch_on_free_port
 from .ssh import Endpoint, Shell, wait_for_shell
+from .stack import make_overlay
 from .workloads import MOUNT, Workload
 
 LOG = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ class FastVerifier:
             raise
 
     def _start(self) -> None:
-        from .stack import make_overlay
         t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         root = self.run_dir / "root.qcow2"
@@ -128,7 +128,6 @@ class FastVerifier:
                layout: str = "raw") -> dict:
         """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
         The verifier's kernel lines for this image go to ``out_dir/kmsg-verifier.log``."""
-        from .stack import make_overlay
         if self.machine is None or self.shell is None:
             raise LaunchError("the fast verifier is not running")
         self.machine.check_alive()

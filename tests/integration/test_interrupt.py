@@ -17,28 +17,41 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--run-dir", str(run)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def _interrupt_when(args: list[str], ready, what: str, wait: float, sig: int, settle: float = 0.0):
+    """Run ``xdh ARGS``, send ``sig`` once ``ready()`` holds (then ``settle`` s); (exit code, output).
+    Whatever happens, the xdh process does not outlive the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        # wait until the outer QEMU is really booting: Xen has printed on the serial console
-        serial = run / "serial.log"
-        deadline = time.monotonic() + 120
-        while not (serial.exists() and b"(XEN)" in serial.read_bytes()):
+        deadline = time.monotonic() + wait
+        while not ready():
             assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "QEMU never started booting"
-            time.sleep(0.5)
-        assert pids_matching(str(run)), "no QEMU process found for the run"
-        time.sleep(3)
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+        time.sleep(settle)
         os.kill(proc.pid, sig)
-        out, _ = proc.communicate(timeout=90)
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, out
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
+    run = tmp_path / "run"
+    serial = run / "serial.log"
+
+    def booting() -> bool:
+        # the outer QEMU is really booting: Xen has printed on the serial console
+        if not (serial.exists() and b"(XEN)" in serial.read_bytes()):
+            return False
+        assert pids_matching(str(run)), "no QEMU process found for the run"
+        return True
+    code, out = _interrupt_when(["up", "--run-dir", str(run)], booting, "QEMU never started booting", 120, sig,
+                                settle=3)
+    assert code == 130, out
     assert "stopped cleanly" in out and "Traceback" not in out
     time.sleep(0.5)
     assert not pids_matching(str(run)), "QEMU outlived the interrupted xdh"
@@ -49,23 +62,11 @@ def test_sigterm_during_a_campaign_stops_it_and_keeps_the_summary(images, tmp_pa
     """An interrupt inside an iteration ends the whole campaign (it is not one failed iteration),
     kills the restored stack and the verifier VM, and still writes the summary."""
     run = tmp_path / "campaign"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "torture", "--no-canary", "--iterations", "5",
-                             "--seed", "5", "--run-dir", str(run)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        acks = run / "iterations" / "iter-0000" / "acks.jsonl"
-        deadline = time.monotonic() + 400
-        while not (acks.exists() and acks.stat().st_size > 0):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the first iteration never started its workload"
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, out
+    acks = run / "iterations" / "iter-0000" / "acks.jsonl"
+    code, out = _interrupt_when(["torture", "--no-canary", "--iterations", "5", "--seed", "5", "--run-dir", str(run)],
+                                lambda: acks.exists() and acks.stat().st_size > 0,
+                                "the first iteration never started its workload", 400, signal.SIGTERM)
+    assert code == 130, out
     assert "stopped cleanly" in out and "Traceback" not in out
     assert "iter-0001" not in out, "the campaign went on after the interrupt"
     time.sleep(0.5)

@@ -83,20 +83,28 @@ def test_damaged_logs_are_rejected(tmp_path, damage, msg):
         cs.parse(p)
 
 
-@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io (qemu-utils) not installed")
-def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
+needs_qemu_io = pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io (qemu-utils) not installed")
+
+
+def _qemu_logged(tmp_path, cmds, extra_opts=""):
+    """Run qemu-io commands on a 1 MiB disk through blklogwrites; (data disk, empty base, log)."""
     data = _img(tmp_path, "data.img", 1 << 20)
     base = _img(tmp_path, "base.img", 1 << 20)
     logf = tmp_path / "qemu.log"
     logf.write_bytes(b"")
-    opts = (f"driver=blklogwrites,file.driver=file,file.filename={data},"
+    opts = (f"driver=blklogwrites,{extra_opts}file.driver=file,file.filename={data},"
             f"log.driver=file,log.filename={logf},log-sector-size={SS}")
-    cmds = ["write -P 0xab 0 4k", "flush", "write -P 0xcd 8k 8k", "write -z 64k 4k", "flush",
-            "write -P 0xef 512 1k"]
     argv = ["qemu-io", "--image-opts", opts]
     for c in cmds:
         argv += ["-c", c]
     subprocess.run(argv, check=True, capture_output=True)
+    return data, base, logf
+
+
+@needs_qemu_io
+def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
+    data, base, logf = _qemu_logged(tmp_path, ["write -P 0xab 0 4k", "flush", "write -P 0xcd 8k 8k",
+                                               "write -z 64k 4k", "flush", "write -P 0xef 512 1k"])
     log = cs.parse(logf)
     writes = [(e.sector * SS, e.nr_sectors * SS) for e in log.entries if e.is_write]
     assert writes == [(0, 4096), (8192, 8192), (65536, 4096), (512, 1024)]
@@ -112,18 +120,12 @@ def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
     assert img[512:1536] == b"\xab" * 1024
 
 
-@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io (qemu-utils) not installed")
+@needs_qemu_io
 def test_a_lying_disk_logs_no_flush_so_the_worst_state_keeps_nothing(tmp_path):
     """disk-lies (cache.no-flush=on on the logging node): QEMU never logs a flush, never even
     writes the super block; the worst crash state is the disk as it was before the run."""
-    data = _img(tmp_path, "data.img", 1 << 20)
-    base = _img(tmp_path, "base.img", 1 << 20)
-    logf = tmp_path / "qemu.log"
-    logf.write_bytes(b"")
-    opts = (f"driver=blklogwrites,cache.no-flush=on,file.driver=file,file.filename={data},"
-            f"log.driver=file,log.filename={logf},log-sector-size={SS}")
-    subprocess.run(["qemu-io", "--image-opts", opts, "-c", "write -P 0xab 0 4k", "-c", "flush",
-                    "-c", "write -P 0xcd 8k 4k"], check=True, capture_output=True)
+    data, base, logf = _qemu_logged(tmp_path, ["write -P 0xab 0 4k", "flush", "write -P 0xcd 8k 4k"],
+                                    extra_opts="cache.no-flush=on,")
     log = cs.parse(logf)
     assert log.nr_entries == 0 and log.flushes() == [] and len(log.tail_writes()) == 2
     worst = cs.plan_states(log, 1, 0, 0)[0]
