@@ -11,10 +11,8 @@ import signal
 
 from .errors import Interrupted
 
-EXIT_INTERRUPTED = 130
 
-
-def _raise(signum, _frame):
+def _raise(signum: int, _frame: object) -> None:
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
@@ -28,8 +26,8 @@ class signals_ignored:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def __enter__(self):
-        self._saved = {}
+    def __enter__(self) -> signals_ignored:
+        self._saved: dict = {}
         try:
             for sig in self.SIGNALS:
                 self._saved[sig] = signal.signal(sig, signal.SIG_IGN)
@@ -37,6 +35,6 @@ class signals_ignored:
             pass
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)

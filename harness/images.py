@@ -23,7 +23,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from . import paths
 from .errors import ConfigError, ImageError
@@ -132,6 +132,13 @@ class BuiltImage:
         return cls(**data)
 
 
+class ImagePair(NamedTuple):
+    """The two images one stack boots, pinned for a whole campaign (a rebuild meanwhile changes nothing)."""
+
+    dom0: BuiltImage
+    domu: BuiltImage
+
+
 def _run(argv: list[str], log, what: str, **kw) -> subprocess.CompletedProcess:
     """Run a build step, output to the build log; one-line error naming the log on failure."""
     LOG.debug("run %s", argv)
@@ -140,7 +147,7 @@ def _run(argv: list[str], log, what: str, **kw) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
     except FileNotFoundError:
-        raise ImageError(f"{what}: {argv[0]} is not installed", hint="run .ci/setup or apt-get install it") from None
+        raise ImageError(f"{what}: {argv[0]} is not installed", hint="run scripts/setup.sh or apt-get install it") from None
     if proc.returncode != 0:
         raise ImageError(f"{what} failed (exit {proc.returncode})", hint=f"see {log.name}")
     return proc
@@ -203,7 +210,11 @@ class ImageStore:
             raise ImageError(f"the {name} image {why} in {self.root}", hint="run `xdh images build`")
         return img
 
-    def list(self) -> list[dict]:
+    def pair(self) -> ImagePair:
+        """Both current images, or an ImageError naming the fix."""
+        return ImagePair(self.require("dom0"), self.require("domu"))
+
+    def rows(self) -> list[dict]:
         rows = []
         for name in IMAGE_NAMES:
             cur = self.current(name)

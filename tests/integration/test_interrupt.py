@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.qemu import pids_matching
+from tests.helpers import pids_matching
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]

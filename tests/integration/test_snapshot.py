@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from harness.qemu import pids_matching
-from harness.snapshot import ensure_snapshot
-from harness.stack import StackConfig, XenStack, machine_identity
+from tests.helpers import pids_matching
+from harness.stack.snapshot import ensure_snapshot
+from harness.config import StackConfig
+from harness.stack.boot import Restore
+from harness.stack.xen import machine_identity, make_stack
 
 pytestmark = pytest.mark.stack
 
@@ -18,15 +20,14 @@ MARK = "xdh-snapshot-isolation"
 
 def test_restores_are_fast_isolated_and_fresh(images, tmp_path):
     cfg = StackConfig()
-    imgs = (images.require("dom0"), images.require("domu"))
-    snap = ensure_snapshot(cfg, imgs, images, lambda m: print(m, flush=True), machine_identity(cfg, images, imgs[0]))
+    imgs = images.pair()
+    snap = ensure_snapshot(cfg, imgs, images, lambda m: print(m, flush=True), machine_identity(cfg, images, imgs))
     assert snap.state.stat().st_size > 50 * 2**20
     seen = []
     for n in range(2):
         run = tmp_path / f"r{n}"
         t0 = time.monotonic()
-        with XenStack(cfg, run, store=images, dut=run / "dut.qcow2", images=imgs, snapshot=snap,
-                      guest_seed=n) as stack:
+        with make_stack(cfg, run, images, boot=Restore(snap, guest_seed=n), images=imgs) as stack:
             restore_s = time.monotonic() - t0
             assert restore_s < 60, f"restore took {restore_s:.0f} s"
             assert stack.info.snapshot == snap.key and stack.info.backend["backend_kind"] == "qdisk"

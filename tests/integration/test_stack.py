@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import LaunchError
-from harness.qemu import pids_matching
-from harness.stack import StackConfig, XenStack
+from tests.helpers import pids_matching
+from harness.config import StackConfig
+from harness.stack.backend_check import read_backend
+from harness.stack.xen import make_stack
 
 pytestmark = pytest.mark.stack
 
@@ -25,7 +27,7 @@ EXPECTED = {
 def test_backend_mode_boots_writes_and_reports(mode, images, tmp_path):
     run = tmp_path / "run"
     kind, params, dio = EXPECTED[mode]
-    with XenStack(StackConfig(backend=mode, accel="auto"), run, store=images) as stack:
+    with make_stack(StackConfig(backend=mode, accel="auto"), run, images) as stack:
         assert stack.machine is not None and stack.machine.is_running()
         out = stack.domu.run(["xdh-sync-probe", "/dev/xvdb", "--count", "4"], timeout=120).stdout
         assert out.split() == ["ACK", "0", "ACK", "1", "ACK", "2", "ACK", "3"]
@@ -33,7 +35,7 @@ def test_backend_mode_boots_writes_and_reports(mode, images, tmp_path):
                                "grep -o 'xdh-probe 0000000[0-3]' | sort -u"]).stdout.split("\n")
         assert [l for l in back if l] == [f"xdh-probe 0000000{i}" for i in range(4)]
 
-        b = stack.check_backend()
+        b = read_backend(stack.dom0, stack.domu, stack.backend)
         assert b.backend_kind == kind
         assert b.params.startswith(params)
         assert b.direct_io_safe == dio
@@ -57,7 +59,7 @@ def test_qdisk_direct_fails_fast_with_the_reason(images, tmp_path):
     EXPECTED above.)"""
     run = tmp_path / "run"
     with pytest.raises(LaunchError) as ei:
-        with XenStack(StackConfig(backend="qdisk-direct"), run, store=images):
+        with make_stack(StackConfig(backend="qdisk-direct"), run, images):
             pass
     assert "aio=native was specified, but is not supported in this build" in str(ei.value)
     assert "linux-aio" in ei.value.hint

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import report
-from harness.images import ImageStore
-from harness.verify import FastVerifier
-from harness.stack import StackConfig
-from harness.torture import TortureConfig, load_iteration, run_campaign
+from harness.report import summary as report
+from harness.config import StackConfig
+from harness.campaign.campaign import run_campaign
+from harness.campaign.reproduce import reverify
+from harness.config import TortureConfig, VerifyPath
+from harness.report.rundir import IterationDir
+from harness.status import ExitCode
 
 pytestmark = pytest.mark.stack
 
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.stack
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 2), seed=kw.pop("seed", 20261125), canary=False,
                         cut_acks=(30, 80), stack=StackConfig(), **kw)
-    return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={})
+    return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,8 @@ def positive(images, tmp_path_factory):
 def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_path):
     """Fast path crash runs; each crash image verified by the fast verifier and by a full reboot."""
     s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both")
-    assert s["counts"] == {"pass": 2, "loss": 0, "error": 0}, report.table(s)
-    assert s["exit_code"] == report.EXIT_CLEAN
+    assert s["counts"] == {"pass": 2, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
+    assert s["exit_code"] == ExitCode.CLEAN
     for it in s["iterations"]:
         assert it["acked"] >= 30 and it["lost_acked"] == 0 and it["crash_image"] is None
         assert it["reset"] == "snapshot" and set(it["verdicts"]) == {"fast", "reboot"}
@@ -47,7 +49,7 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
 def test_positive_control_is_caught(positive):
     s = positive
     assert s["counts"]["loss"] == 2, report.table(s)
-    assert s["exit_code"] == report.EXIT_LOSS
+    assert s["exit_code"] == ExitCode.LOSS
     for it in s["iterations"]:
         assert it["lost_acked"] > 0 and it["crash_image"]
         assert (it["reset"], it["verify"]) == ("snapshot", "fast")
@@ -67,18 +69,9 @@ def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
     info = subprocess.run(["qemu-img", "info", "--output=json", str(crash)], capture_output=True, text=True, check=True)
     assert "backing-filename" not in json.loads(info.stdout)
     recorded = json.loads((it_dir / "verdict.json").read_text())
-    it = load_iteration(it_dir, lambda m: None)
-    verifier = None
-    try:
-        if path == "fast":
-            store = ImageStore()
-            verifier = FastVerifier(tmp_path / "verifier", store.require("domu"), store)
-            verifier.start()
-            it.verifier = verifier
-        again = it.reverify(tmp_path / "reproduce", path)
-    finally:
-        if verifier is not None:
-            verifier.stop()
+    r = reverify(IterationDir(it_dir), VerifyPath(path), lambda m: print(m, flush=True))
+    again = r.verdict
+    assert r.same and not list(r.out_dir.rglob("*.qcow2"))
     assert [(v.kind, v.what, v.found) for v in again.violations] == \
         [(v["kind"], v["what"], v["found"]) for v in recorded["violations"]]
     assert again.lost_acked == recorded["lost_acked"] > 0

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import report
-from harness.stack import StackConfig
-from harness.torture import TortureConfig, run_campaign
+from harness.report import summary as report
+from harness.config import StackConfig
+from harness.campaign.campaign import run_campaign
+from harness.config import TortureConfig
 
 pytestmark = pytest.mark.stack
 
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.stack
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 1), seed=20261126, canary=False, cut_acks=(30, 80),
                         crash_subsets=2, flush_points=2, stack=StackConfig(), **kw)
-    return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={})
+    return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
 
 
 def test_volatile_model_negative_control(images, tmp_path):
     s = _campaign(tmp_path, "neg", workload="append", fault="none", disk_cache="volatile", iterations=2)
-    assert s["counts"] == {"pass": 2, "loss": 0, "error": 0}, report.table(s)
+    assert s["counts"] == {"pass": 2, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
     for it in s["iterations"]:
         names = [st["name"] for st in it["states"]]
         assert names[0] == "worst" and any(n.startswith("flush-") for n in names), names

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harness import accel
+from harness.vm import accel
 from harness.errors import ConfigError
 
 

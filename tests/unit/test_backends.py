@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import backends
+from harness.catalog import backends
 
 
 @pytest.mark.parametrize("mode, expected", [

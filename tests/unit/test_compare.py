@@ -3,8 +3,9 @@ how a cell's figures are read from an ordinary run directory, and what the repor
 
 import json
 
-from harness import compare
-from harness.compare import Cell, CompareConfig
+from harness.campaign import compare
+from harness.campaign.compare import Cell, CompareConfig
+from harness.report import matrix
 
 
 def test_matrix_of_the_acceptance():
@@ -48,7 +49,7 @@ def test_report_from_run_directories(tmp_path):
     (tmp_path / "canaries" / "phy__none" / "canary.json").write_text(json.dumps({"status": "pass"}))
     (tmp_path / "canaries" / "phy__volatile").mkdir(parents=True)
     (tmp_path / "canaries" / "phy__volatile" / "canary.json").write_text(json.dumps({"status": "loss"}))
-    data = compare.write_report([tmp_path], tmp_path / "out", command="xdh compare --backends phy")
+    data = matrix.write_report([tmp_path], tmp_path / "out", command="xdh compare --backends phy")
     rows = {(r["fault"], r["disk_cache"]): r for r in data["cells"]}
     assert rows[("disk-lies", "volatile")]["loss_iterations"] == 3
     assert rows[("none", "none")]["p50_us"] == 200 and rows[("none", "none")]["crash_states"] == 12
@@ -72,5 +73,5 @@ def test_pieces_merge_into_one_report(tmp_path):
         (piece / "compare-wall.json").write_text(json.dumps({"wall_seconds": 100}))
         _fake_cell(piece, cell, ["pass"])
         pieces.append(piece)
-    data = compare.collect(pieces)
+    data = matrix.collect(pieces)
     assert data["wall_seconds"] == 200 and all(r["iterations"] == 1 for r in data["cells"])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import backends
+from harness.catalog import backends
 from harness.errors import ConfigError, ImageError
 from harness.images import ImageStore
-from harness.stack import StackConfig
+from harness.config import StackConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_default_config_is_valid():
     StackConfig().validate()
 
 
-@pytest.mark.parametrize("name", sorted(backends.BACKENDS))
+@pytest.mark.parametrize("name", sorted(backends.BACKENDS.names()))
 def test_every_backend_mode_validates(name):
     StackConfig(backend=name).validate()
 
@@ -62,7 +62,7 @@ def test_cli_bad_backend_is_one_line_exit_2():
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert "unknown backend mode 'nope'" in lines[0] and "Traceback" not in res.stderr
+    assert "invalid choice: 'nope'" in lines[0] and "qdisk-qcow2" in lines[0] and "Traceback" not in res.stderr
 
 
 def test_cli_missing_images_is_one_line_exit_2(tmp_path):

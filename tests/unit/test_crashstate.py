@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from harness import crashstate as cs
+from harness.crash import states as st_mod
+from harness.crash import writelog as cs
 
 SS = 512
 
@@ -48,14 +49,14 @@ def test_entries_past_a_stale_super_block_are_read(tmp_path):
 def test_build_states_byte_exact(tmp_path):
     log = cs.parse(_crafted(tmp_path))
     base = _img(tmp_path)
-    states = {s.name: s for s in cs.plan_states(log, seed=3, subsets=4, flush_points=-1)}
-    worst = cs.build(log, base, states["worst"], tmp_path / "worst.img").read_bytes()
+    states = {s.name: s for s in st_mod.plan_states(log, seed=3, subsets=4, flush_points=-1)}
+    worst = st_mod.build(log, base, states["worst"], tmp_path / "worst.img").read_bytes()
     want = bytearray(64 * SS)
     want[2 * SS:4 * SS] = b"A" * 2 * SS
     want[8 * SS:9 * SS] = b"B" * SS
     want[2 * SS:3 * SS] = bytes(SS)          # the discard
     assert worst == bytes(want)
-    first = cs.build(log, base, states["flush-1"], tmp_path / "f1.img").read_bytes()
+    first = st_mod.build(log, base, states["flush-1"], tmp_path / "f1.img").read_bytes()
     assert first[2 * SS:4 * SS] == b"A" * 2 * SS and first[8 * SS:9 * SS] == bytes(SS)
     assert states["flush-1"].kind == "invariants" and states["worst"].kind == "acked"
     for name, st in states.items():
@@ -65,8 +66,8 @@ def test_build_states_byte_exact(tmp_path):
 
 def test_plan_is_seeded(tmp_path):
     log = cs.parse(_crafted(tmp_path))
-    a = cs.plan_states(log, seed=9, subsets=5, flush_points=1)
-    assert a == cs.plan_states(log, seed=9, subsets=5, flush_points=1)
+    a = st_mod.plan_states(log, seed=9, subsets=5, flush_points=1)
+    assert a == st_mod.plan_states(log, seed=9, subsets=5, flush_points=1)
     assert sum(1 for s in a if s.name.startswith("flush-")) == 1
 
 
@@ -109,13 +110,13 @@ def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
     writes = [(e.sector * SS, e.nr_sectors * SS) for e in log.entries if e.is_write]
     assert writes == [(0, 4096), (8192, 8192), (65536, 4096), (512, 1024)]
     assert log.entries[-1].is_flush          # qemu-io flushes when it closes the image
-    everything = cs.CrashState("all", "acked", tuple(range(len(log.entries))))
-    assert cs.build(log, base, everything, tmp_path / "all.img").read_bytes() == data.read_bytes()
+    everything = st_mod.CrashState("all", "acked", tuple(range(len(log.entries))))
+    assert st_mod.build(log, base, everything, tmp_path / "all.img").read_bytes() == data.read_bytes()
     # the state at the last flush before the 0xef write: that write is not there yet
     last_w = max(i for i, e in enumerate(log.entries) if e.is_write)
     f = max(i for i in log.flushes() if i < last_w)
-    st = {s.name: s for s in cs.plan_states(log, 1, 0, -1)}[f"flush-{f}"]
-    img = cs.build(log, base, st, tmp_path / "flush.img").read_bytes()
+    st = {s.name: s for s in st_mod.plan_states(log, 1, 0, -1)}[f"flush-{f}"]
+    img = st_mod.build(log, base, st, tmp_path / "flush.img").read_bytes()
     assert img[:4096] == b"\xab" * 4096 and img[8192:16384] == b"\xcd" * 8192
     assert img[512:1536] == b"\xab" * 1024
 
@@ -128,6 +129,6 @@ def test_a_lying_disk_logs_no_flush_so_the_worst_state_keeps_nothing(tmp_path):
                                     extra_opts="cache.no-flush=on,")
     log = cs.parse(logf)
     assert log.nr_entries == 0 and log.flushes() == [] and len(log.tail_writes()) == 2
-    worst = cs.plan_states(log, 1, 0, 0)[0]
-    assert cs.build(log, base, worst, tmp_path / "w.img").read_bytes() == base.read_bytes()
+    worst = st_mod.plan_states(log, 1, 0, 0)[0]
+    assert st_mod.build(log, base, worst, tmp_path / "w.img").read_bytes() == base.read_bytes()
     assert data.read_bytes()[:4096] == b"\xab" * 4096          # the data itself did reach the file

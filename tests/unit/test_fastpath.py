@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench
-from harness.accel import AccelChoice
+from harness.campaign import bench
+from harness.vm.accel import AccelChoice
 from harness.errors import ConfigError
 from harness.images import BuiltImage
-from harness.qemu import Drive, MachineSpec, build_argv
-from harness.snapshot import snapshot_key
-from harness.stack import StackConfig
-from harness.torture import TortureConfig, canary_config
-from harness.workloads import get as workload
+from harness.vm.argv import Drive, MachineSpec, build_argv
+from harness.stack.saved import snapshot_key
+from harness.config import StackConfig
+from harness.campaign.campaign import canary_config
+from harness.config import TortureConfig
+from harness.catalog.workloads import get as workload
 
 
 def _spec(**kw):
@@ -59,7 +60,7 @@ def test_verify_mode_auto_is_fast_for_every_layout():
     assert TortureConfig().verify_mode() == "fast"
     q = TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))
     assert q.verify_mode() == "fast"
-    from harness.backends import get
+    from harness.catalog.backends import get
     assert get("qdisk-qcow2").layout == "qcow2-in-ext4" and get("phy").layout == "raw"
     with pytest.raises(ConfigError, match="reset"):
         TortureConfig(reset="fork").validate()

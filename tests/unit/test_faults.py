@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import faults
+from harness.catalog import faults
 from harness.errors import ConfigError
-from harness.qemu import Drive
-from harness.stack import StackConfig
-from harness.torture import TortureConfig, canary_config
+from harness.vm.argv import Drive
+from harness.config import StackConfig
+from harness.campaign.campaign import canary_config
+from harness.config import TortureConfig
 
 
 def test_registry():
@@ -69,13 +70,13 @@ def test_disk_lies_drops_flushes_above_the_log():
 
 
 def test_backend_lies_replaces_the_device_model_in_qdisk_modes_only():
-    from harness.stack import XenStack
+    from harness.catalog.backends import get as backend
+    from harness.stack.xl import domu_config
     cfg = TortureConfig(fault="backend-lies")
     assert cfg.effective_stack().device_model == faults.get("backend-lies").device_model
-    stack = XenStack(cfg.effective_stack(), Path("/nonexistent"))
-    text = stack.domu_config("/dev/vdb", "/dev/vdc")
+    text = domu_config(cfg.effective_stack(), backend("qdisk"), "/dev/vdb", "/dev/vdc")
     assert f'device_model_override = "{faults.get("backend-lies").device_model}"' in text
-    assert "device_model_override" not in XenStack(StackConfig(), Path("/x")).domu_config("/dev/vdb", "/dev/vdc")
+    assert "device_model_override" not in domu_config(StackConfig(), backend("qdisk"), "/dev/vdb", "/dev/vdc")
     with pytest.raises(ConfigError, match="qdisk backend"):
         TortureConfig(fault="backend-lies", stack=StackConfig(backend="phy")).validate()
     assert canary_config(cfg).stack.device_model == cfg.effective_stack().device_model

@@ -62,5 +62,5 @@ def test_recipe_with_unknown_key_is_rejected(project):
 
 def test_empty_store_lists_nothing(tmp_path):
     store = images.ImageStore(tmp_path)
-    assert store.list() == [] and store.current("dom0") is None
+    assert store.rows() == [] and store.current("dom0") is None
     assert store.clean() == []

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import oracle
-from harness.oracle import Ack, judge
+from harness.verify import oracle
+from harness.verify.oracle import Ack, judge
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD = ROOT / "guests" / "xdh-workload"

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from harness.accel import AccelChoice
-from harness.qemu import Drive, MachineSpec, build_argv, quote_optarg
+from harness.vm.accel import AccelChoice
+from harness.vm.argv import Drive, MachineSpec, build_argv, quote_optarg
 
 
 def _spec(accel="tcg", port=40022):

@@ -3,7 +3,7 @@
 import paramiko
 import pytest
 
-from harness.ssh import Endpoint, _pkey, command_string
+from harness.vm.ssh import Endpoint, _pkey, command_string
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILXvcW3vVwV6NJNovD3ZBJynXLVWCfCnBQ6Ij5Vgcodz"
 

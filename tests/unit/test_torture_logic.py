@@ -6,10 +6,14 @@ import json
 
 import pytest
 
-from harness import report
+from harness.report import summary as report
 from harness.errors import ConfigError
-from harness.torture import CutPlan, IterationResult, TortureConfig, iteration_seed, latency_stats, shard_indices
-from harness.oracle import Ack
+from harness.config import StackConfig, TortureConfig
+from harness.crash.plan import CutPlan, iteration_seed, shard_indices
+from harness.crash.run import latency_stats
+from harness.report.records import IterationRecord
+from harness.status import ExitCode, Status
+from harness.catalog.workloads import Ack
 
 
 def test_iteration_seeds_are_deterministic_and_distinct():
@@ -35,13 +39,15 @@ def test_cut_plan_follows_the_seed():
 
 @pytest.mark.parametrize("kw, fragment", [
     ({"workload": "direct", "fault": "nobarrier"}, "needs a filesystem"),
-    ({"fault": "flush-eio", "stack": __import__("harness.stack", fromlist=["StackConfig"]).StackConfig(backend="qdisk-qcow2")},
+    ({"fault": "flush-eio", "stack": StackConfig(backend="qdisk-qcow2")},
      "qdisk-qcow2"),
     ({"workload": "mmap"}, "unknown workload"),
     ({"fault": "bitflip"}, "unknown fault"),
     ({"cut_acks": (50, 10)}, "bad --cut-acks"),
     ({"shard": (3, 2)}, "bad shard"),
     ({"iterations": 0}, "at least 1"),
+    ({"flush_points": -7}, "--flush-points"),
+    ({"crash_subsets": -1}, "--crash-subsets"),
 ])
 def test_bad_campaigns_are_rejected(kw, fragment):
     with pytest.raises(ConfigError) as ei:
@@ -56,18 +62,21 @@ def test_config_round_trips_through_json():
 
 
 def _it(name, status, lost=0):
-    return IterationResult(0, 1, name, status, "append", "none", "qdisk", {"mode": "acks", "after_acks": 5},
+    return IterationRecord(0, 1, name, Status(status), "append", "none", "qdisk", {"mode": "acks", "after_acks": 5},
                            acked=10, lost_acked=lost, violations=["lost: x"] if lost else [],
                            seconds={"total": 100.0})
 
 
 @pytest.mark.parametrize("canary, its, code", [
-    (None, ["pass", "pass"], report.EXIT_CLEAN),
-    (None, ["pass", "loss"], report.EXIT_LOSS),
-    (None, ["pass", "error"], report.EXIT_HARNESS),
-    (None, ["error", "loss"], report.EXIT_LOSS),
-    ("pass", [], report.EXIT_CANARY),
-    ("loss", ["pass"], report.EXIT_CLEAN),
+    (None, ["pass", "pass"], ExitCode.CLEAN),
+    (None, ["pass", "loss"], ExitCode.LOSS),
+    (None, ["pass", "error"], ExitCode.ERROR),
+    (None, ["pass", "guest-died"], ExitCode.INFRA),
+    (None, ["guest-died", "error"], ExitCode.ERROR),
+    (None, ["error", "loss"], ExitCode.LOSS),
+    ("pass", [], ExitCode.CANARY),
+    ("guest-died", [], ExitCode.INFRA),
+    ("loss", ["pass"], ExitCode.CLEAN),
 ])
 def test_exit_codes(canary, its, code, tmp_path):
     c = _it("canary", canary, 3 if canary == "loss" else 0) if canary else None
@@ -84,8 +93,8 @@ def test_junit_and_merge(tmp_path):
     junit = (tmp_path / "b" / "junit.xml").read_text()
     assert 'failures="1"' in junit and "4 acknowledged writes lost" in junit
     merged = report.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
-    assert merged["counts"] == {"pass": 1, "loss": 1, "error": 0}
-    assert merged["exit_code"] == report.EXIT_LOSS and merged["wall_seconds"] == 100.0
+    assert merged["counts"] == {"pass": 1, "loss": 1, "guest-died": 0, "error": 0}
+    assert merged["exit_code"] == ExitCode.LOSS and merged["wall_seconds"] == 100.0
     assert (tmp_path / "m" / "junit.xml").read_text().count("<testcase") == 2
     with pytest.raises(ConfigError):
         report.merge([tmp_path / "nothing"], tmp_path / "m2")
@@ -95,3 +104,18 @@ def test_latency_stats():
     acks = [Ack(str(i), 10.0 + i * 0.1, 1000 + i) for i in range(101)]
     st = latency_stats(acks)
     assert st["p50"] == 1050 and st["p99"] == 1099 and st["ops_per_s"] == pytest.approx(10.0)
+
+
+def test_summary_of_no_iterations_says_so(tmp_path):
+    s = report.summarize(tmp_path, {}, 1, None, [], 3.0)
+    assert s["iterations_per_hour"] is None and "None" not in report.table(s)
+    assert "no iterations ran" in report.table(s)
+
+
+def test_config_is_frozen_and_the_seed_resolved_without_touching_it():
+    import dataclasses
+    cfg = TortureConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+    r = cfg.resolved()
+    assert cfg.seed is None and isinstance(r.seed, int) and r.resolved() is r

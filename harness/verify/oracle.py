@@ -16,20 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 
-
-@dataclass(frozen=True)
-class Ack:
-    ident: str           # as printed by the workload: "17", "3:5" (block:version)
-    t: float             # host time the line arrived
-    latency_us: int = 0
-
-    @classmethod
-    def parse(cls, line: str, t: float) -> "Ack | None":
-        parts = line.split()
-        if len(parts) < 2 or parts[0] != "A":
-            return None
-        lat = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
-        return cls(parts[1], t, lat)
+from ..catalog.workloads import Ack
 
 
 @dataclass

@@ -12,22 +12,24 @@ it depends on the number of iterations and is there so nobody has to trust the f
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import ConfigError
-from .stack import StackConfig
-from .torture import TortureConfig, run_campaign
+from ..config import Reset, StackConfig, TortureConfig, VerifyPath
+from ..errors import ConfigError
+from ..progress import Progress
+from ..report.rundir import RunDir
+from .campaign import run_campaign
 
-MODES = {
-    "baseline": {"reset": "boot", "verify": "reboot"},
-    "fast": {"reset": "snapshot", "verify": "fast"},
+MODES: dict[str, tuple[Reset, VerifyPath]] = {
+    "baseline": (Reset.BOOT, VerifyPath.REBOOT),
+    "fast": (Reset.SNAPSHOT, VerifyPath.FAST),
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchConfig:
     workload: str = "append"
     fault: str = "none"
@@ -39,7 +41,9 @@ class BenchConfig:
 
     def validate(self) -> None:
         if self.iterations < 1:
-            raise ConfigError("--iterations must be at least 1")
+            raise ConfigError(f"--iterations {self.iterations}: must be at least 1", hint="use --iterations N, N >= 1")
+        if not self.modes:
+            raise ConfigError("no bench mode given", hint="use --modes baseline,fast")
         for m in self.modes:
             if m not in MODES:
                 raise ConfigError(f"unknown bench mode {m!r}", hint="use baseline and/or fast")
@@ -47,11 +51,12 @@ class BenchConfig:
             self.torture(m).validate()
 
     def torture(self, mode: str) -> TortureConfig:
+        reset, verify = MODES[mode]
         return TortureConfig(workload=self.workload, fault=self.fault, iterations=self.iterations, seed=self.seed,
-                             cut_acks=self.cut_acks, canary=False, stack=self.stack, **MODES[mode])
+                             cut_acks=self.cut_acks, canary=False, stack=self.stack, reset=reset, verify=verify)
 
 
-def mode_figures(summary: dict, wall: float) -> dict:
+def mode_figures(summary: dict[str, Any], wall: float) -> dict[str, Any]:
     """Rates of one mode from its campaign summary (pure: unit-tested)."""
     its = summary["iterations"]
     verified = [i for i in its if i["status"] in ("pass", "loss")]
@@ -102,17 +107,18 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def run_bench(cfg: BenchConfig, run_dir: Path, progress, versions: dict) -> dict:
+def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dict[str, Any]) -> dict[str, Any]:
     cfg.validate()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    figs: dict = {}
-    summaries: dict = {}
+    run = RunDir(run_dir).create()
+    figs: dict[str, Any] = {}
+    summaries: dict[str, Any] = {}
     t_all = time.monotonic()
     for mode in cfg.modes:
-        progress(f"bench: {mode} ({MODES[mode]}), {cfg.iterations} iterations of {cfg.workload}/{cfg.fault}, "
+        reset, verify = MODES[mode]
+        progress(f"bench: {mode} (reset {reset}, verify {verify}), {cfg.iterations} iterations of {cfg.workload}/{cfg.fault}, "
                  f"seed {cfg.seed}")
         t0 = time.monotonic()
-        summaries[mode] = run_campaign(cfg.torture(mode), run_dir / mode, progress, versions)
+        summaries[mode] = run_campaign(cfg.torture(mode), run.mode(mode).path, progress, versions).summary
         figs[mode] = mode_figures(summaries[mode], time.monotonic() - t0)
         progress(f"bench: {mode}: {figs[mode]['mean_iteration_seconds']:.1f} s per iteration, "
                  f"{figs[mode]['iterations_per_hour']:.0f} iterations/hour")
@@ -123,6 +129,5 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress, versions: dict) -> dict
     result = {"config": dataclasses.asdict(cfg), "modes": figs, "ratio": ratios(figs), "same_verdicts": same,
               "wall_seconds": round(time.monotonic() - t_all, 1), "versions": versions,
               "run_dir": str(run_dir)}
-    (run_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run_dir / "bench.md").write_text("```\n" + table(result) + "\n```\n")
+    run.write_bench(result, table(result))
     return result

@@ -1,4 +1,4 @@
-"""The outer QEMU ("the physical machine"): argv assembly and one class that owns the process.
+"""The outer QEMU ("the physical machine"): one class that owns the process.
 
 Patterned on QEMU's python/qemu/machine: launch = pre-launch, Popen, post-launch (QMP
 accept); on failure clean up first, then raise one rich error with the serial tail;
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 import shutil
 import signal
@@ -19,112 +18,20 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from .accel import AccelChoice
-from .errors import LaunchError
+from ..cleanup import signals_ignored
+from ..errors import GuestDied, InfraError, LaunchError
+from .argv import MachineSpec, build_argv
 
 LOG = logging.getLogger(__name__)
 
-QEMU_BINARY = "qemu-system-x86_64"
 # Seen on the console when a layer died: fail fast instead of waiting for a timeout.
 FATAL_CONSOLE = re.compile(r"\(XEN\) Panic on CPU|Kernel panic - not syncing|\(XEN\) \*\*\*\* Panic")
-
-
-def quote_optarg(value: str) -> str:
-    """QEMU option values escape a comma by doubling it."""
-    return value.replace(",", ",,")
-
-
-@dataclass(frozen=True)
-class Drive:
-    """One outer disk: a host file seen by dom0 as a virtio disk with a stable serial."""
-
-    node: str            # name of the node the device uses, also the virtio serial (/dev/disk/by-id/virtio-<node>)
-    path: Path
-    fmt: str = "qcow2"   # "qcow2" or "raw"
-    readonly: bool = False
-    blkdebug: Path | None = None   # blkdebug rules file: a fault-injecting filter under the format node
-    write_log: Path | None = None  # record every write and flush here (blklogwrites, dm-log-writes format)
-    no_flush: bool = False         # the disk acknowledges flushes without doing them (cache.no-flush=on)
-
-    def args(self) -> list[str]:
-        file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
-        args = ["-blockdev", "driver=" + file_node + ",cache.direct=off,cache.no-flush=off"]
-        child = f"{self.node}-file"
-        if self.blkdebug is not None:
-            args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
-                                  f"config={quote_optarg(str(self.blkdebug))},image={child}"]
-            child = f"{self.node}-dbg"
-        logged = self.write_log is not None
-        fmt_name = f"{self.node}-fmt" if logged else self.node
-        fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={child},"
-                    f"read-only={'on' if self.readonly else 'off'}")
-        if self.no_flush and not logged:
-            fmt_node += ",cache.no-flush=on"
-        args += ["-blockdev", fmt_node]
-        if logged:
-            # above the format node, so the log holds guest-visible offsets of the disk
-            args += ["-blockdev", f"driver=file,node-name={self.node}-log,"
-                                  f"filename={quote_optarg(str(self.write_log))},cache.no-flush=off",
-                     "-blockdev", f"driver=blklogwrites,node-name={self.node},file={fmt_name},"
-                                  f"log={self.node}-log,log-sector-size=512,log-append=off"
-                                  + (",cache.no-flush=on" if self.no_flush else "")]
-        return [*args, "-device", f"virtio-blk-pci,drive={self.node},serial={self.node}"]
-
-
-@dataclass
-class MachineSpec:
-    """Everything that defines an outer QEMU's command line.
-
-    ``kernel``/``append``/``initrds`` are Xen and its multiboot modules for the nested stack,
-    or a Linux kernel and its one initramfs for the fast verifier: QEMU takes both the same way.
-    """
-
-    accel: AccelChoice
-    kernel: Path
-    append: str
-    initrds: list[tuple[Path, str]]      # multiboot modules (path, command line), or one initramfs
-    drives: list[Drive]
-    ssh_port: int
-    memory_mib: int = 3072
-    smp: int = 2
-    binary: str = QEMU_BINARY
-    name: str = "xdh-l0"
-    net_options: str = ""                # extra -netdev user options, e.g. net=/host= for a static guest
-    guest_ssh: str = ""                  # guest address of the SSH forward ("": slirp's default guest)
-    scsi_hotplug: bool = False           # a virtio-scsi bus to hot-plug disks into (the fast verifier)
-    incoming_fd: int | None = None       # restore a saved state from this inherited fd (snapshot reset)
-    extra: list[str] = field(default_factory=list)
-
-
-def build_argv(spec: MachineSpec, qmp_socket: Path, serial_log: Path) -> list[str]:
-    """The full argv, as a list; never goes through a shell."""
-    initrd = ",".join(quote_optarg(f"{p} {cmd}".strip()) for p, cmd in spec.initrds)
-    argv = [spec.binary, "-name", spec.name, "-nodefaults", "-display", "none", "-no-reboot",
-            *spec.accel.qemu_args(),
-            "-m", str(spec.memory_mib), "-smp", str(spec.smp),
-            "-chardev", f"socket,id=qmp,path={quote_optarg(str(qmp_socket))}",
-            "-mon", "chardev=qmp,mode=control",
-            "-chardev", f"file,id=serial0,path={quote_optarg(str(serial_log))}",
-            "-serial", "chardev:serial0",
-            "-kernel", str(spec.kernel), "-append", spec.append,
-            "-initrd", initrd]
-    for d in spec.drives:
-        argv += d.args()
-    net = "user,id=net0,restrict=on"
-    if spec.net_options:
-        net += "," + spec.net_options
-    argv += ["-netdev", f"{net},hostfwd=tcp:127.0.0.1:{spec.ssh_port}-{spec.guest_ssh}:22",
-             "-device", "virtio-net-pci,netdev=net0"]
-    if spec.scsi_hotplug:
-        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
-    if spec.incoming_fd is not None:
-        argv += ["-incoming", f"fd:{spec.incoming_fd}"]
-    return argv + list(spec.extra)
 
 
 def free_port() -> int:
@@ -160,7 +67,7 @@ class QemuMachine:
         self._sock_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._qmp: QEMUMonitorProtocol | None = None
-        self._qemu_log_file = None
+        self._qemu_log_file: BinaryIO | None = None
         self.argv: list[str] = []
         self.killed_on_purpose = False
         self.exit_code: int | None = None
@@ -181,11 +88,14 @@ class QemuMachine:
         return self._proc is not None and self._proc.poll() is None
 
     def launch(self) -> None:
+        """Start QEMU and accept its QMP connection. On failure nothing is left running; an
+        interrupt (KeyboardInterrupt, Interrupted: BaseExceptions) is re-raised as it is, never
+        wrapped into a LaunchError, as QEMU's own machine.py does."""
         try:
             self._launch()
         except BaseException as exc:
             self.shutdown(hard=True)
-            if isinstance(exc, (LaunchError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+            if isinstance(exc, LaunchError) or not isinstance(exc, Exception):
                 raise
             raise LaunchError(f"QEMU failed to start: {exc}", log_tail=self.failure_text(),
                               argv=self.argv) from exc
@@ -223,27 +133,27 @@ class QemuMachine:
         return "\n".join(parts)
 
     def check_alive(self) -> None:
-        """Raise LaunchError if QEMU exited or a layer panicked on the console."""
+        """Raise GuestDied if QEMU exited or a layer panicked on the console."""
         if self._proc is None:
-            raise LaunchError("QEMU is not running")
+            raise GuestDied("QEMU is not running")
         if self._proc.poll() is not None:
-            raise LaunchError(f"QEMU exited unexpectedly (exit code {self._proc.returncode})",
-                              log_tail=self.failure_text(), argv=self.argv)
+            raise GuestDied(f"QEMU exited unexpectedly (exit code {self._proc.returncode})",
+                            log_tail=self.failure_text(), argv=self.argv)
         m = FATAL_CONSOLE.search(tail(self.serial_log, 200))
         if m:
-            raise LaunchError(f"fatal message on the console: {m.group(0)!r}", log_tail=self.failure_text(),
-                              argv=self.argv)
+            raise GuestDied(f"fatal message on the console: {m.group(0)!r}", log_tail=self.failure_text(),
+                            argv=self.argv)
 
     # --- QMP -----------------------------------------------------------------
-    def qmp(self, cmd: str, **args):
+    def qmp(self, cmd: str, **args: object) -> Any:
         if self._qmp is None:
-            raise LaunchError("QMP is not connected")
+            raise GuestDied("QMP is not connected")
         return self._qmp.cmd(cmd, **args)
 
     def wait_event(self, name: str, timeout: float, **data) -> dict | None:
         """The next QMP event ``name`` whose data matches ``data``, or None after ``timeout``."""
         if self._qmp is None:
-            raise LaunchError("QMP is not connected")
+            raise GuestDied("QMP is not connected")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ev = self._qmp.pull_event(wait=min(0.5, max(0.01, deadline - time.monotonic())))
@@ -288,10 +198,10 @@ class QemuMachine:
                 if status == "completed":
                     break
                 if status in ("failed", "cancelled"):
-                    raise LaunchError(f"saving the machine state failed: {info.get('error-desc', status)}",
-                                      log_tail=self.failure_text())
+                    raise InfraError(f"saving the machine state failed: {info.get('error-desc', status)}",
+                                     log_tail=self.failure_text())
                 if time.monotonic() - t0 > timeout:
-                    raise LaunchError(f"saving the machine state took more than {timeout:.0f} s")
+                    raise InfraError(f"saving the machine state took more than {timeout:.0f} s")
                 self.check_alive()
                 time.sleep(0.2)
         return time.monotonic() - t0
@@ -324,7 +234,12 @@ class QemuMachine:
                 LOG.error("QEMU pid %s did not die after SIGKILL", self._proc.pid)
 
     def shutdown(self, hard: bool = False, timeout: float = 10.0) -> None:
-        """Idempotent: QMP quit and a bounded wait, then SIGKILL; always releases resources."""
+        """Idempotent: QMP quit and a bounded wait, then SIGKILL; always releases resources.
+        Signals are held off meanwhile: a second Ctrl-C cannot leave QEMU behind."""
+        with signals_ignored():
+            self._shutdown(hard, timeout)
+
+    def _shutdown(self, hard: bool, timeout: float) -> None:
         try:
             if self._proc and self._proc.poll() is None:
                 if not hard and self._qmp is not None:
@@ -361,7 +276,8 @@ def host_port_in_use_error(qemu_log: Path) -> bool:
     return "Could not set up host forwarding rule" in tail(qemu_log, 20)
 
 
-def launch_on_free_port(make_spec, log_dir: Path, name: str, attempts: int = 3, before_retry=None) -> QemuMachine:
+def launch_on_free_port(make_spec: Callable[[int], MachineSpec], log_dir: Path, name: str, attempts: int = 3,
+                        before_retry: Callable[[], object] | None = None) -> QemuMachine:
     """Launch ``make_spec(port)`` on a free loopback port; if another process took the port in
     the meantime (QEMU then cannot set up the forward), try again with a new one."""
     for attempt in range(attempts):
@@ -376,18 +292,3 @@ def launch_on_free_port(make_spec, log_dir: Path, name: str, attempts: int = 3, 
                 continue
             raise
     raise AssertionError("unreachable")
-
-
-def pids_matching(fragment: str) -> list[int]:
-    """PIDs of processes whose command line contains ``fragment`` (leak checks in tests)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment in cmd:
-            out.append(int(d.name))
-    return out

@@ -1,4 +1,4 @@
-"""Crash states from a write log: the volatile disk-cache model.
+"""The write log of the volatile disk-cache model: dm-log-writes, parsed, applied and written.
 
 The disk under test can be recorded by QEMU's ``blklogwrites`` filter, which writes the
 dm-log-writes format (the one fstests' ``replay-log`` reads): every write with its data and
@@ -29,13 +29,11 @@ exist at a cut: they are read too, up to the first empty slot.
 
 from __future__ import annotations
 
-import random
 import struct
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import XdhError
+from ..errors import LogError
 
 MAGIC = 0x6A736677736872
 VERSION = 1
@@ -44,9 +42,6 @@ KNOWN_FLAGS = FLUSH | FUA | DISCARD | MARK | METADATA
 SUPER = struct.Struct("<QQQI")
 ENTRY = struct.Struct("<QQQQ")
 
-
-class LogError(XdhError):
-    """The write log is not a dm-log-writes log, or is damaged."""
 
 
 @dataclass(frozen=True)
@@ -168,53 +163,6 @@ def apply(log: WriteLog, image: Path, positions: list[int]) -> int:
                 remaining -= len(chunk)
             written += e.data_len
     return written
-
-
-@dataclass(frozen=True)
-class CrashState:
-    name: str               # cut, worst, subset-N, flush-N
-    kind: str               # "acked": every ack must hold; "invariants": integrity checks only
-    positions: tuple[int, ...]
-    note: str = ""
-
-
-def plan_states(log: WriteLog, seed: int, subsets: int, flush_points: int, first_entry: int = 0) -> list[CrashState]:
-    """Which crash states to build from ``log`` (seeded, reproducible). Flush points are taken
-    from entry ``first_entry`` on (the workload's start: earlier ones are mkfs, not the workload);
-    ``flush_points`` < 0 means all of them."""
-    rng = random.Random(f"xdh-crashstates:{seed}")
-    last = log.last_flush()
-    base = tuple(range(last + 1))
-    tail = log.tail_writes()
-    states = [CrashState("worst", "acked", base, f"state at the last flush (entry {last}); "
-                                                 f"{len(tail)} later writes lost")]
-    seen = set()
-    for k in range(subsets):
-        if not tail:
-            break
-        pick = tuple(sorted(rng.sample(tail, rng.randint(1, len(tail)))))
-        if pick in seen or len(pick) == len(tail):
-            continue       # the full tail is the real cut state, verified already
-        seen.add(pick)
-        states.append(CrashState(f"subset-{k}", "acked", base + pick,
-                                 f"last flush + {len(pick)} of {len(tail)} unflushed writes"))
-    flushes = [f for f in log.flushes()[:-1] if f >= first_entry]
-    chosen = flushes if flush_points < 0 or len(flushes) <= flush_points else \
-        sorted(rng.sample(flushes, flush_points))
-    for f in chosen:
-        states.append(CrashState(f"flush-{f}", "invariants", tuple(range(f + 1)), f"state at flush entry {f}"))
-    return states
-
-
-def build(log: WriteLog, base: Path, state: CrashState, out: Path) -> Path:
-    """A raw crash image: a sparse copy of ``base`` (the disk under test before the run) with the
-    state's log entries written into it."""
-    if base.suffix == ".qcow2":
-        subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", str(base), str(out)], check=True)
-    else:
-        subprocess.run(["cp", "--sparse=always", str(base), str(out)], check=True)
-    apply(log, out, list(state.positions))
-    return out
 
 
 def write_log(path: Path, sectorsize: int, ops: list[tuple[str, int, bytes]], nr_entries: int | None = None) -> None:

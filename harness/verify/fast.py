@@ -1,4 +1,4 @@
-"""Verifying a crash image: the guest-side steps, and the fast verifier VM.
+"""The fast verifier: one VM that verifies crash images hot-plugged into it.
 
 Both verification paths run the same steps (``verify_on``) with the same domU kernel and
 the same ``xdh-workload verify``: mount the disk under test (ext4 replays its journal, as
@@ -14,46 +14,34 @@ qdisk uses, and nothing is written back), then verifies ``/dev/nbd0``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
-from . import accel as accel_mod
-from .errors import LaunchError, XdhError
-from .images import BuiltImage, ImageStore
-from .qemu import Drive, MachineSpec, QemuMachine, launch_on_free_port
-from .ssh import Endpoint, Shell, wait_for_shell
-from .stack import make_overlay
-from .workloads import MOUNT, Workload
+from ..catalog.backends import QCOW2_IMAGE, QCOW2_MOUNT
+from ..catalog.workloads import Workload
+from ..config import Accel
+from ..errors import GuestDied, InfraError, LaunchError, VerifyError, XdhError
+from ..images import BuiltImage, ImageStore
+from ..progress import Progress
+from ..stack.xl import DOM0_BRIDGE_IP, DOMU_IP, DOMU_NET
+from ..vm import accel as accel_mod
+from ..vm.argv import Drive, MachineSpec
+from ..vm.disks import QEMU_BINARY, make_overlay
+from ..vm.machine import QemuMachine, launch_on_free_port
+from ..vm.ssh import Endpoint, Shell, wait_for_shell
+from .guest import VerifyJob, VerifyReport, verify_on
 
 LOG = logging.getLogger(__name__)
 
-VERIFY_MODES = ("fast", "reboot")
 VERIFIER_ARGS = "root=/dev/vda rw console=ttyS0 net.ifnames=0 cpufreq.off=1 quiet"
 # the domU image's network config is static 169.254.77.2/24 on eth0: give slirp that subnet
-VERIFIER_NET = "net=169.254.77.0/24,host=169.254.77.1"
-VERIFIER_GUEST_IP = "169.254.77.2"
+VERIFIER_NET = f"net={DOMU_NET},host={DOM0_BRIDGE_IP}"
+VERIFIER_GUEST_IP = DOMU_IP
 NBD = "/dev/nbd0"
-QCOW2_FILE = "dut.qcow2"     # backends.QCOW2_IMAGE, relative to dom0's mount point
-
-
-def verify_on(shell: Shell, device: str, workload: Workload, seed: int, params: dict) -> dict:
-    """Mount (filesystem workloads), run the workload's verify, unmount; the JSON report.
-    A filesystem that does not mount is a finding: the report carries the error and fsck -n."""
-    if workload.needs_fs:
-        m = shell.run(["sh", "-c", f"mkdir -p {MOUNT} && mount {shlex.quote(device)} {MOUNT}"],
-                      check=False, timeout=300)
-        if m.status != 0:
-            fsck = shell.run(["fsck.ext4", "-n", device], check=False, timeout=300)
-            return {"mount_error": (m.stderr.strip() or m.stdout.strip())[-300:], "fsck": fsck.stdout[-2000:]}
-    try:
-        out = shell.run(workload.argv("verify", seed, params | {"device": device}), timeout=600).stdout
-        return json.loads(out)
-    finally:
-        if workload.needs_fs:
-            shell.run(["umount", MOUNT], check=False, timeout=120)
+QCOW2_FILE = QCOW2_IMAGE.removeprefix(QCOW2_MOUNT + "/")    # relative to dom0's mount point
 
 
 class FastVerifier:
@@ -61,8 +49,8 @@ class FastVerifier:
     (``blockdev-add`` + ``device_add scsi-hd``; ``device_del`` + ``blockdev-del`` after).
     Each image is opened through a fresh qcow2 overlay, so the crash image is never written."""
 
-    def __init__(self, run_dir: Path, domu: BuiltImage, store: ImageStore, accel: str = "auto",
-                 memory_mib: int = 1024, progress=None, boot_timeout: float = 300.0):
+    def __init__(self, run_dir: Path, domu: BuiltImage, store: ImageStore, accel: Accel = Accel.AUTO,
+                 memory_mib: int = 1024, progress: Progress | None = None, boot_timeout: float = 300.0):
         self.run_dir = run_dir
         self.image = domu
         self.store = store
@@ -75,11 +63,11 @@ class FastVerifier:
         self.boot_seconds = 0.0
         self._n = 0
 
-    def __enter__(self) -> "FastVerifier":
+    def __enter__(self) -> FastVerifier:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -98,7 +86,7 @@ class FastVerifier:
         if "initrd" not in self.image.artifacts:
             raise LaunchError("the domU image has no extracted kernel/initrd for the fast verifier",
                               hint="rebuild it: xdh images build")
-        choice = accel_mod.choose(self.accel, "qemu-system-x86_64", kernel, self.store.root)
+        choice = accel_mod.choose(self.accel, QEMU_BINARY, kernel, self.store.root)
         self.machine = launch_on_free_port(
             lambda port: MachineSpec(accel=choice, kernel=kernel, append=VERIFIER_ARGS,
                                      initrds=[(self.image.artifact("initrd"), "")], drives=[Drive("root", root)],
@@ -110,9 +98,8 @@ class FastVerifier:
         try:
             self.shell = wait_for_shell(lambda: Shell.connect(ep, self.store.client_key), self.boot_timeout,
                                         "the fast verifier", alive=self.machine.check_alive)
-        except LaunchError as exc:
-            exc.log_tail = exc.log_tail or self.machine.failure_text()
-            raise
+        except InfraError as exc:
+            raise exc.with_tail(self.machine.failure_text()) from None
         self.boot_seconds = round(time.monotonic() - t0, 1)
         self.progress(f"fast verifier up in {self.boot_seconds:.0f} s (domU kernel, no Xen; "
                       f"ssh on 127.0.0.1:{spec.ssh_port})")
@@ -124,12 +111,11 @@ class FastVerifier:
             self.stop()
             self.start()
 
-    def verify(self, image: Path, workload: Workload, seed: int, params: dict, out_dir: Path,
-               layout: str = "raw") -> dict:
+    def verify(self, image: Path, job: VerifyJob, out_dir: Path) -> VerifyReport:
         """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
         The verifier's kernel lines for this image go to ``out_dir/kmsg-verifier.log``."""
         if self.machine is None or self.shell is None:
-            raise LaunchError("the fast verifier is not running")
+            raise GuestDied("the fast verifier is not running")
         self.machine.check_alive()
         out_dir.mkdir(parents=True, exist_ok=True)
         self._n += 1
@@ -146,10 +132,10 @@ class FastVerifier:
             self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
             plugged = True
             device = self._wait_device(node)
-            if layout == "raw":
-                report = verify_on(self.shell, device, workload, seed, params)
+            if job.layout == "raw":
+                report = verify_on(self.shell, device, job.workload, job.seed, job.params)
             else:
-                report = self._verify_in_dom0_file(device, workload, seed, params)
+                report = self._verify_in_dom0_file(device, job.workload, job.seed, job.params)
         finally:
             self._save_kmsg(marker, out_dir / "kmsg-verifier.log")
             if plugged:
@@ -157,9 +143,10 @@ class FastVerifier:
             if added:
                 self.machine.qmp("blockdev-del", **{"node-name": node})
             overlay.unlink(missing_ok=True)
-        return report
+        return VerifyReport(report, (out_dir / "kmsg-verifier.log",))
 
-    def _verify_in_dom0_file(self, device: str, workload: Workload, seed: int, params: dict) -> dict:
+    def _verify_in_dom0_file(self, device: str, workload: Workload, seed: int,
+                             params: dict[str, Any]) -> dict[str, Any]:
         """qdisk-qcow2: dom0's filesystem on the crash image, the domU's disk a qcow2 file in it."""
         assert self.shell is not None
         outer = "/mnt/dom0-dut"
@@ -191,14 +178,14 @@ class FastVerifier:
                   "sleep 0.1; done; exit 1")
         res = self.shell.run(["sh", "-c", script], check=False, timeout=timeout + 30)
         if res.status != 0:
-            raise XdhError(f"the hot-plugged crash image {node} did not appear in the fast verifier in {timeout:.0f} s")
+            raise VerifyError(f"the hot-plugged crash image {node} did not appear in the fast verifier in {timeout:.0f} s")
         return res.stdout.strip()
 
     def _unplug(self, dev_id: str, timeout: float = 30.0) -> None:
         assert self.machine is not None
         self.machine.qmp("device_del", id=dev_id)
         if not self.machine.wait_event("DEVICE_DELETED", timeout, device=dev_id):
-            raise XdhError(f"the fast verifier did not release {dev_id} in {timeout:.0f} s")
+            raise VerifyError(f"the fast verifier did not release {dev_id} in {timeout:.0f} s")
 
     def _save_kmsg(self, marker: str, path: Path) -> None:
         assert self.shell is not None
@@ -212,11 +199,14 @@ class FastVerifier:
         path.write_text("".join(f"{stamp} {l}\n" for l in lines[start + 1:]))
 
     def stop(self) -> None:
+        """Idempotent: close SSH, stop the VM, remove its throwaway overlays."""
         if self.shell is not None:
             try:
                 self.shell.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
             self.shell = None
         if self.machine is not None:
             self.machine.shutdown()
+        for f in self.run_dir.glob("*.qcow2"):
+            f.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 import paramiko
 
-from .errors import GuestCommandError, LaunchError
+from ..errors import GuestCommandError, LaunchError
 
 LOG = logging.getLogger(__name__)
 

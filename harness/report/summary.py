@@ -1,85 +1,82 @@
-"""Campaign results: the summary table, summary.json, JUnit XML, exit codes, and merging
-several run directories (shards of a nightly matrix) into one."""
+"""Campaign results for people and CI: the summary (summary.json), its table, JUnit XML, and
+merging several run directories (shards of a nightly matrix) into one."""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from .errors import ConfigError
+from ..status import Status, campaign_exit
+from .records import IterationRecord
+from .rundir import RunDir, ensure_dir
 
-EXIT_CLEAN = 0
-EXIT_LOSS = 1
-EXIT_HARNESS = 2
-EXIT_CANARY = 3
-
-
-def exit_code(summary: dict) -> int:
-    """Canary not caught beats everything (the run proves nothing); a loss beats an error."""
-    canary = summary.get("canary")
-    if canary and canary.get("status") != "loss":
-        return EXIT_CANARY
-    statuses = [it["status"] for it in summary["iterations"]]
-    if "loss" in statuses:
-        return EXIT_LOSS
-    if "error" in statuses or (canary and canary.get("status") == "error"):
-        return EXIT_HARNESS
-    return EXIT_CLEAN
+Record = IterationRecord | dict[str, Any]
 
 
-def summarize(run_dir: Path, config: dict, seed: int, canary, iterations, seconds: float) -> dict:
-    its = [asdict(i) if not isinstance(i, dict) else i for i in iterations]
-    s = {
+def _json(r: Record) -> dict[str, Any]:
+    return r.to_json() if isinstance(r, IterationRecord) else r
+
+
+def summarize(run_dir: Path, config: dict[str, Any], seed: Any, canary: Record | None, iterations: list[Record],
+              seconds: float) -> dict[str, Any]:
+    its = [_json(i) for i in iterations]
+    c = _json(canary) if canary is not None else None
+    s: dict[str, Any] = {
         "run_dir": str(run_dir),
         "seed": seed,
         "config": config,
-        "canary": (asdict(canary) if canary is not None and not isinstance(canary, dict) else canary),
+        "canary": c,
         "iterations": its,
-        "counts": {k: sum(1 for i in its if i["status"] == k) for k in ("pass", "loss", "error")},
+        "counts": {k.value: sum(1 for i in its if i["status"] == k.value) for k in Status},
         "acked_total": sum(i["acked"] for i in its),
         "lost_acked_total": sum(i["lost_acked"] for i in its),
-        "crash_states_total": sum(i.get("crash_states", 1) for i in its if i["status"] != "error"),
+        "crash_states_total": sum(i.get("crash_states", 1) for i in its
+                                  if i["status"] in (Status.PASS.value, Status.LOSS.value)),
         "wall_seconds": round(seconds, 1),
         "iterations_per_hour": round(len(its) * 3600 / seconds, 1) if seconds > 0 and its else None,
     }
-    s["exit_code"] = exit_code(s)
+    s["exit_code"] = int(campaign_exit(c["status"] if c else None, (i["status"] for i in its)))
     return s
 
 
-def table(summary: dict) -> str:
-    rows = [f"{'iteration':11} {'seed':>17} {'cut':>10} {'acked':>6} {'lost':>5} {'verdict':7} {'secs':>6}  detail"]
+def table(summary: dict[str, Any]) -> str:
+    rows = [f"{'iteration':11} {'seed':>17} {'cut':>10} {'acked':>6} {'lost':>5} {'verdict':10} {'secs':>6}  detail"]
     its = list(summary["iterations"])
     if summary.get("canary"):
-        its = [summary["canary"]] + its
+        its = [summary["canary"], *its]
     for it in its:
         cut = it["cut"]
         cut_s = f"{cut['after_acks']} acks" if cut.get("mode") == "acks" else f"{cut.get('after_seconds')} s"
         detail = it["error"] or ("; ".join(it["violations"][:2]) + (" ..." if len(it["violations"]) > 2 else ""))
         rows.append(f"{it['name']:11} {it['seed']:17d} {cut_s:>10} {it['acked']:6d} {it['lost_acked']:5d} "
-                    f"{it['status'].upper():7} {it['seconds'].get('total', 0):6.0f}  {detail[:100]}")
+                    f"{it['status'].upper():10} {it['seconds'].get('total', 0):6.0f}  {detail[:100]}")
     c = summary["counts"]
-    rows.append(f"{len(summary['iterations'])} iterations: {c['pass']} pass, {c['loss']} loss, {c['error']} error; "
+    rate = summary.get("iterations_per_hour")
+    rows.append(f"{len(summary['iterations'])} iterations: {c.get('pass', 0)} pass, {c.get('loss', 0)} loss, "
+                f"{c.get('guest-died', 0)} guest died, {c.get('error', 0)} error; "
                 f"{summary['acked_total']} acked, {summary['lost_acked_total']} acked writes lost; "
-                f"{summary['wall_seconds']:.0f} s wall, {summary['iterations_per_hour']} iterations/hour")
+                f"{summary['wall_seconds']:.0f} s wall, "
+                + (f"{rate} iterations/hour" if rate else "no iterations ran"))
     states = summary.get("crash_states_total", 0)
     if states > len(summary["iterations"]):
         rows.append(f"crash states verified: {states} (the cut, plus the volatile disk-cache model's states)")
     if summary.get("canary"):
-        caught = summary["canary"]["status"] == "loss"
-        rows.append(f"canary (drop-flush on append): {'caught' if caught else 'NOT CAUGHT: this configuration cannot see lost flushes'}")
+        status = summary["canary"]["status"]
+        said = {"loss": "caught", "pass": "NOT CAUGHT: this configuration cannot see lost flushes"}
+        rows.append(f"canary (drop-flush on append): {said.get(status, f'did not run to a verdict ({status})')}")
     return "\n".join(rows)
 
 
-def junit(summary: dict) -> str:
+def junit(summary: dict[str, Any]) -> str:
     its = list(summary["iterations"])
     if summary.get("canary"):
-        its = [summary["canary"]] + its
+        its = [summary["canary"], *its]
+    no_verdict = (Status.ERROR.value, Status.GUEST_DIED.value)
     failures = sum(1 for i in its if i["status"] == "loss" and not i["name"].startswith("canary"))
-    errors = sum(1 for i in its if i["status"] == "error")
-    canary_missed = summary.get("canary") and summary["canary"]["status"] != "loss"
+    errors = sum(1 for i in its if i["status"] in no_verdict)
+    canary_missed = summary.get("canary") and summary["canary"]["status"] == "pass"
     failures += 1 if canary_missed else 0
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<testsuite name="xdh-torture" tests="{len(its)}" failures="{failures}" errors="{errors}" '
@@ -89,8 +86,8 @@ def junit(summary: dict) -> str:
         out.append(f'  <testcase classname={quoteattr(cls)} name={quoteattr(it["name"] + " seed=" + str(it["seed"]))} '
                    f'time="{it["seconds"].get("total", 0)}">')
         is_canary = it["name"].startswith("canary")
-        if it["status"] == "error":
-            out.append(f'    <error message={quoteattr(it["error"])}/>')
+        if it["status"] in no_verdict:
+            out.append(f'    <error type={quoteattr(it["status"])} message={quoteattr(it["error"])}/>')
         elif is_canary and it["status"] != "loss":
             out.append('    <failure message="canary not caught: this configuration cannot see lost flushes"/>')
         elif not is_canary and it["status"] == "loss":
@@ -101,20 +98,16 @@ def junit(summary: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write(summary: dict, run_dir: Path) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run_dir / "junit.xml").write_text(junit(summary))
-    (run_dir / "summary.txt").write_text(table(summary) + "\n")
+def write(summary: dict[str, Any], run_dir: Path) -> None:
+    RunDir(run_dir).write_summary(summary, table(summary), junit(summary))
 
 
-def merge(run_dirs: list[Path], out_dir: Path) -> dict:
+def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     """Join shards (or any runs) into one summary; iterations keep their run directory."""
-    its, canaries, seconds, configs, seeds = [], [], 0.0, [], []
+    its, canaries, configs, seeds = [], [], [], []
+    seconds = 0.0
     for d in run_dirs:
-        p = d / "summary.json"
-        if not p.exists():
-            raise ConfigError(f"{d} has no summary.json", hint="pass run directories written by `xdh torture`")
-        s = json.loads(p.read_text())
+        s = RunDir(d).read_summary()
         configs.append(s["config"])
         seeds.append(s["seed"])
         seconds += s["wall_seconds"]
@@ -127,6 +120,6 @@ def merge(run_dirs: list[Path], out_dir: Path) -> dict:
     merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs},
                        seeds[0] if len(set(seeds)) == 1 else seeds, worst_canary, its, seconds)
     merged["merged_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir, "output directory")
     write(merged, out_dir)
     return merged

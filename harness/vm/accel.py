@@ -20,7 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .disks import qemu_version
 
 LOG = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ def choose(requested: str, qemu: str, kernel: Path, cache_dir: Path) -> AccelCho
         return decide(requested, None, "")
     if requested not in ACCELS:
         return decide(requested, None, "")
-    ver = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = {"host_kernel": platform.release(), "qemu": ver[0] if ver else "?", "kernel": kernel.name}
+    key = {"host_kernel": platform.release(), "qemu": qemu_version(qemu), "kernel": kernel.name}
     cache = cache_dir / "kvm-probe.json"
     try:
         cached = json.loads(cache.read_text())

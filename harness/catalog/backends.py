@@ -3,14 +3,14 @@
 Each mode says how the domU's ``xvdb`` is attached (the xl disk spec, always with an
 explicit ``backendtype=``: without it libxl silently picks blkback for raw files), what
 dom0 must prepare first, and what xenstore must show once it is attached.
-See shared notes research-xen-flush.md section 4 for the xl/libxl facts.
+docs/stack.md has the xl/libxl facts behind each mode.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from . import Registry
 
 # dom0 paths for the qcow2 mode: an ext4 filesystem on the disk under test holds the image.
 QCOW2_MOUNT = "/srv/dut"
@@ -65,20 +65,17 @@ class Backend:
         )
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
+BACKENDS: Registry[Backend] = Registry("backend mode", (
     Backend("qdisk", "QEMU qdisk backend on the raw dom0 device, buffered (dom0 page cache)", "qdisk"),
     Backend("qdisk-direct", "QEMU qdisk backend with direct-io-safe (O_DIRECT, bypasses dom0 page cache)",
             "qdisk", direct_io_safe=True),
     Backend("phy", "kernel blkback on the raw dom0 device", "phy"),
     Backend("qdisk-qcow2", "QEMU qdisk backend on a qcow2 file in a dom0 ext4 on the device", "qdisk",
             fmt="qcow2", on_filesystem=True),
-)}
+))
 DEFAULT_BACKEND = "qdisk"
 
 
+
 def get(name: str) -> Backend:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend mode {name!r}",
-                          hint="choose one of: " + ", ".join(BACKENDS)) from None
+    return BACKENDS.get(name)

@@ -1,178 +1,17 @@
-"""``xdh compare``: the backend comparison. Runs a matrix of backend mode x fault x workload x
-disk-cache model on the fast path and writes ``report.md`` and a self-contained
-``report.html`` (plots embedded).
-
-Every cell is an ordinary torture campaign in ``cells/<cell>/`` (so ``xdh report merge`` and
-``xdh reproduce`` work on it). Canaries are per (backend, disk-cache) pair, because whether a
-lost flush can be seen depends on the stack and the disk model, not on the fault under test:
-each cell shows its pair's canary, so a reader sees at once which cells could not have seen
-a lost flush. Cells run even when their canary is not caught: what they (do not) find is the
-point of the comparison.
-"""
+"""The compare report: cells, canaries and figures collected from compare run directories,
+rendered as report.md and a self-contained report.html (plots embedded when matplotlib is there)."""
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
-import itertools
-import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import backends as backends_mod
-from . import faults as faults_mod
-from . import workloads as workloads_mod
-from .errors import ConfigError, XdhError
-from .images import ImageStore
-from .verify import FastVerifier
-from .stack import StackConfig
-from .torture import (DISK_CACHES, Fastpath, Iteration, TortureConfig, canary_config, iteration_seed, load_acks,
-                      run_campaign)
+from ..catalog import backends as backends_mod
+from .rundir import RunDir
 
-
-@dataclass
-class CompareConfig:
-    backends: tuple[str, ...] = ("qdisk", "phy")
-    faults: tuple[str, ...] = ("none", "drop-flush")
-    workloads: tuple[str, ...] = ("append",)
-    disk_caches: tuple[str, ...] = ("none", "volatile")
-    direct_faults: tuple[str, ...] = ("drop-flush", "disk-lies")   # the direct workload runs only here
-    iterations: int = 3
-    seed: int = 1
-    cut_acks: tuple[int, int] = (20, 200)
-    crash_subsets: int = 3
-    flush_points: int = 2
-    canary: bool = True
-    stack: StackConfig = field(default_factory=StackConfig)
-
-    def validate(self) -> None:
-        for b in self.backends:
-            backends_mod.get(b)
-        for f in self.faults:
-            faults_mod.get(f)
-        for w in self.workloads:
-            workloads_mod.get(w)
-        for c in self.disk_caches:
-            if c not in DISK_CACHES:
-                raise ConfigError(f"unknown disk cache model {c!r}", hint="use none and/or volatile")
-        if self.iterations < 1:
-            raise ConfigError("--iterations must be at least 1")
-
-
-@dataclass
-class Cell:
-    backend: str
-    fault: str
-    workload: str
-    disk_cache: str
-    skip: str = ""          # why this cell is not run (an impossible combination)
-
-    @property
-    def name(self) -> str:
-        return f"{self.backend}__{self.fault}__{self.workload}__{self.disk_cache}"
-
-    @property
-    def group(self) -> str:
-        return f"{self.backend}__{self.disk_cache}"
-
-
-def plan_cells(cfg: CompareConfig) -> list[Cell]:
-    out = []
-    for b, f, w, c in itertools.product(cfg.backends, cfg.faults, cfg.workloads, cfg.disk_caches):
-        if w == "direct" and f not in cfg.direct_faults:
-            continue
-        cell = Cell(b, f, w, c)
-        try:
-            torture_config(cfg, cell).validate()
-        except ConfigError as exc:
-            cell.skip = str(exc)
-        out.append(cell)
-    return out
-
-
-def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> TortureConfig:
-    return TortureConfig(workload=cell.workload, fault=cell.fault, iterations=cfg.iterations, seed=cfg.seed,
-                         cut_acks=cfg.cut_acks, canary=canary, disk_cache=cell.disk_cache,
-                         crash_subsets=cfg.crash_subsets, flush_points=cfg.flush_points,
-                         stack=dataclasses.replace(cfg.stack, backend=cell.backend))
-
-
-# --- running ------------------------------------------------------------------------------
-def _run_canary(cfg: CompareConfig, cell: Cell, run_dir: Path, progress, verifier) -> dict:
-    """drop-flush on append for this (backend, disk-cache) pair; verified by a reboot too."""
-    tc = canary_config(torture_config(cfg, cell))
-    store = ImageStore()
-    images = (store.require("dom0"), store.require("domu"))
-    fast = None
-    try:
-        fast = Fastpath(tc, run_dir, store, images, progress, verifier=verifier)
-        it = Iteration(tc, -1, iteration_seed(cfg.seed, -1), run_dir / "canary", progress, name="canary",
-                       images=images, snapshot=fast.snapshot, verifier=fast.verifier)
-        res = it.run()
-    finally:
-        if fast is not None:
-            fast.stop()
-    return dataclasses.asdict(res)
-
-
-def run_compare(cfg: CompareConfig, run_dir: Path, progress, versions: dict) -> dict:
-    cfg.validate()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "compare-config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    cells = plan_cells(cfg)
-    todo = [c for c in cells if not c.skip]
-    progress(f"compare: {len(todo)} cells to run ({len(cells) - len(todo)} impossible, listed in the report), "
-             f"{cfg.iterations} iterations each, seed {cfg.seed}; run directory {run_dir}")
-    t0 = time.monotonic()
-    store = ImageStore()
-    # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
-    verifier = FastVerifier(run_dir / "verifier", store.require("domu"), store, accel=cfg.stack.accel,
-                            progress=progress, boot_timeout=cfg.stack.boot_timeout)
-    try:
-        verifier.start()
-        _run_cells(cfg, todo, run_dir, progress, versions, verifier)
-    finally:
-        verifier.stop()
-        for f in (run_dir / "verifier").glob("*.qcow2"):
-            f.unlink()
-    (run_dir / "compare-wall.json").write_text(json.dumps({"wall_seconds": round(time.monotonic() - t0, 1)}) + "\n")
-    return write_report([run_dir], run_dir)
-
-
-def _run_cells(cfg: CompareConfig, todo: list[Cell], run_dir: Path, progress, versions: dict, verifier) -> None:
-    canaries: dict[str, dict] = {}
-    unavailable: dict[str, str] = {}     # pairs whose stack cannot even start (e.g. qdisk-direct on Debian 12)
-    for n, cell in enumerate(todo):
-        cell_dir = run_dir / "cells" / cell.name
-        if cfg.canary and cell.group not in canaries:
-            progress(f"compare: canary for {cell.backend} with disk cache {cell.disk_cache}")
-            try:
-                canaries[cell.group] = _run_canary(cfg, cell, run_dir / "canaries" / cell.group, progress, verifier)
-            except XdhError as exc:
-                canaries[cell.group] = {"status": "error", "error": exc.oneline()}
-                unavailable[cell.group] = exc.oneline()
-            c = canaries[cell.group]
-            (run_dir / "canaries" / cell.group).mkdir(parents=True, exist_ok=True)
-            (run_dir / "canaries" / cell.group / "canary.json").write_text(json.dumps(c, indent=2) + "\n")
-            progress(f"compare: canary {cell.group}: {'caught' if c['status'] == 'loss' else 'NOT caught'}")
-        progress(f"compare: [{n + 1}/{len(todo)}] {cell.name}")
-        verifier.ensure_running()
-        if cell.group in unavailable:
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            (cell_dir / "error.txt").write_text(f"stack unavailable: {unavailable[cell.group]}\n")
-            continue
-        try:
-            run_campaign(torture_config(cfg, cell), cell_dir, progress, versions, verifier=verifier)
-        except XdhError as exc:
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            (cell_dir / "error.txt").write_text(exc.oneline() + "\n")
-            progress(f"compare: {cell.name}: error: {exc.oneline()}")
-
-
-# --- collecting and reporting ----------------------------------------------------------------
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -180,31 +19,38 @@ def _percentile(values: list[float], q: float) -> float | None:
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def collect(run_dirs: list[Path]) -> dict:
+def _cells_of(rd: RunDir, listed: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The cells a compare run planned (cells.json); for an older run, the cells it ran."""
+    if listed is not None:
+        return listed
+    out = []
+    for d in sorted((rd.path / "cells").glob("*__*__*__*")):
+        b, f, w, c = d.name.split("__")
+        out.append({"name": d.name, "backend": b, "fault": f, "workload": w, "disk_cache": c, "skip": "",
+                    "group": f"{b}__{c}"})
+    return out
+
+
+def collect(run_dirs: list[Path]) -> dict[str, Any]:
     """Cells, canaries and wall time from one or more compare run directories (pieces)."""
-    cells: dict[str, dict] = {}
-    canaries: dict[str, dict] = {}
+    cells: dict[str, dict[str, Any]] = {}
+    canaries: dict[str, dict[str, Any]] = {}
     wall = 0.0
     configs = []
-    for rd in run_dirs:
-        if not (rd / "compare-config.json").exists():
-            raise ConfigError(f"{rd} is not an xdh compare run directory", hint="pass directories made by xdh compare")
-        cc = json.loads((rd / "compare-config.json").read_text())
+    for path in run_dirs:
+        rd = RunDir(path)
+        cc, listed, w, cans = rd.read_compare()
         configs.append(cc)
-        w = rd / "compare-wall.json"
-        wall += json.loads(w.read_text())["wall_seconds"] if w.exists() else 0.0
-        for cj in sorted((rd / "canaries").glob("*/canary.json")):
-            canaries[cj.parent.name] = json.loads(cj.read_text())
-        cfg = CompareConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cc.items() if k != "stack"})
-        for cell in plan_cells(cfg):
-            d = rd / "cells" / cell.name
-            row = {"backend": cell.backend, "fault": cell.fault, "workload": cell.workload,
-                   "disk_cache": cell.disk_cache, "skip": cell.skip, "group": cell.group}
-            if not cell.skip:
-                row |= _cell_figures(d)
-            if cell.name in cells and cells[cell.name].get("iterations") and not row.get("iterations"):
+        wall += w
+        canaries.update(cans)
+        for cell in _cells_of(rd, listed):
+            row = {k: cell[k] for k in ("backend", "fault", "workload", "disk_cache", "skip", "group")}
+            if not cell["skip"]:
+                row |= _cell_figures(rd.cell(cell["name"]))
+            name = cell["name"]
+            if name in cells and cells[name].get("iterations") and not row.get("iterations"):
                 continue     # an earlier piece ran this cell; this one did not
-            cells[cell.name] = row
+            cells[name] = row
     for row in cells.values():
         c = canaries.get(row["group"])
         row["canary"] = None if c is None else c.get("status") == "loss"
@@ -212,31 +58,30 @@ def collect(run_dirs: list[Path]) -> dict:
             "configs": configs}
 
 
-def _cell_figures(d: Path) -> dict:
-    s_path = d / "summary.json"
-    if (d / "error.txt").exists() or not s_path.exists():
-        err = (d / "error.txt").read_text().strip() if (d / "error.txt").exists() else "not run"
-        return {"iterations": 0, "error": err}
-    s = json.loads(s_path.read_text())
+def _cell_figures(cell: RunDir) -> dict[str, Any]:
+    err = cell.cell_error()
+    if err is not None or not cell.summary.exists():
+        return {"iterations": 0, "error": err or "not run",
+                "infra_only": bool(err and err.startswith("stack unavailable"))}
+    s = cell.read_summary()
     its = s["iterations"]
     lat: list[float] = []
     rates = []
     for it in its:
-        acks_file = d / "iterations" / it["name"] / "acks.jsonl"
-        if acks_file.exists():
-            lat += [a.latency_us for a in load_acks(acks_file) if a.latency_us]
+        lat += [a.latency_us for a in cell.iteration_named(it["name"]).read_acks() if a.latency_us]
         r = (it.get("fsync_latency_us") or {}).get("ops_per_s")
         if r:
             rates.append(r)
-    errors = [it["error"] for it in its if it["status"] == "error"]
+    errors = [it["error"] for it in its if it["status"] in ("error", "guest-died")]
     return {
         "iterations": len(its),
         "loss_iterations": sum(1 for it in its if it["status"] == "loss"),
         "error_iterations": len(errors),
+        "infra_only": all(it["status"] == "guest-died" for it in its if it["status"] in ("error", "guest-died")),
         "first_error": errors[0] if errors else "",
         "acked": sum(it["acked"] for it in its),
         "lost_acked": sum(it["lost_acked"] for it in its),
-        "crash_states": sum(it.get("crash_states", 1) for it in its if it["status"] != "error"),
+        "crash_states": sum(it.get("crash_states", 1) for it in its if it["status"] in ("pass", "loss")),
         "busy_seconds": round(sum(it.get("seconds", {}).get("total", 0) for it in its), 1),
         "fsyncs_per_s": round(sorted(rates)[len(rates) // 2], 1) if rates else None,
         "p50_us": _percentile(lat, 0.5),
@@ -407,12 +252,9 @@ def _md_table_to_html(md: str) -> str:
     return "\n".join(out)
 
 
-def write_report(run_dirs: list[Path], out_dir: Path, command: str = "") -> dict:
+def write_report(run_dirs: list[Path], out_dir: Path, command: str = "") -> dict[str, Any]:
     data = collect(run_dirs)
-    out_dir.mkdir(parents=True, exist_ok=True)
     md = markdown(data, command)
-    (out_dir / "report.md").write_text(md + "\n")
-    (out_dir / "report.html").write_text(html_report(data, md))
     slim = dict(data, cells=[{k: v for k, v in r.items() if k != "latencies_us"} for r in data["cells"]])
-    (out_dir / "compare.json").write_text(json.dumps(slim, indent=2) + "\n")
+    RunDir(out_dir).write_report(md, html_report(data, md), slim)
     return slim

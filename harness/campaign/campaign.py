@@ -1,0 +1,106 @@
+"""A torture campaign: the canary (a positive control that must be caught), then this shard's
+iterations, all on one kit; the summary is written on every way out, an interrupt included."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import CutMode, Sync, TortureConfig, VerifyPath
+from ..crash.plan import IterationPlan, shard_indices
+from ..images import ImagePair, ImageStore
+from ..progress import Progress
+from ..report import summary as summary_mod
+from ..report.records import IterationRecord
+from ..report.rundir import RunDir
+from ..status import ExitCode, Status
+from ..verify.fast import FastVerifier
+from .iteration import run_iteration
+from .kit import Kit
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """What a campaign returns: its records, the summary written to summary.json, the exit code."""
+
+    canary: IterationRecord | None
+    iterations: list[IterationRecord]
+    summary: dict[str, Any]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode(self.summary["exit_code"])
+
+
+def canary_config(cfg: TortureConfig) -> TortureConfig:
+    """The positive control: drop-flush on append, same stack, a short run. Verified by a full
+    reboot (and, on the fast path, by the fast verifier too, which must agree)."""
+    both = cfg.verify_mode() == VerifyPath.FAST
+    return dataclasses.replace(cfg, workload="append", fault="drop-flush", cut=CutMode.ACKS, cut_acks=(60, 120),
+                               sync=Sync.FSYNC, keep_images=False,
+                               verify=VerifyPath.BOTH if both else VerifyPath.REBOOT, stack=cfg.effective_stack())
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) -> IterationRecord:
+    progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
+    c = run_iteration(IterationPlan.make(canary_config(cfg), -1, "canary"), kit, run.canary, progress)
+    both = ", fast and reboot verifiers agree" if c.verdicts else ""
+    progress(f"canary: {c.status.upper()} ({c.acked} acked, {c.lost_acked} lost{both}, "
+             f"{c.seconds.get('total', 0):.0f} s)" + (f": {c.error}" if c.error else ""))
+    return c
+
+
+def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
+                 verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
+    """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
+    ``verifier``: a running fast verifier to use instead of starting one (it is left running).
+    ``images``: the images to pin (default: the current ones)."""
+    cfg.validate()
+    cfg = cfg.resolved()
+    assert cfg.seed is not None
+    run = RunDir(run_dir).create()
+    run.write_config(cfg.to_json(), cfg.seed, versions)
+    indices = shard_indices(cfg.iterations, cfg.shard)
+    store = ImageStore()
+    images = images or store.pair()   # every boot of the campaign uses these, even if a rebuild happens meanwhile
+    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
+             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
+             f"{cfg.verify_mode()}); run directory {run_dir}")
+    t0 = time.monotonic()
+    canary: IterationRecord | None = None
+    records: list[IterationRecord] = []
+    first_loss: dict[str, float] = {}
+    kit = Kit(cfg, run.verifier, store, images, progress, verifier)
+    try:
+        with kit:
+            if cfg.canary:
+                canary = run_canary(cfg, kit, run, progress)
+                if canary.status == Status.LOSS:
+                    first_loss["canary"] = round(time.monotonic() - t0, 1)
+            for n, idx in enumerate(indices if canary is None or canary.status == Status.LOSS else []):
+                r = run_iteration(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
+                records.append(r)
+                if r.status == Status.LOSS and "iteration" not in first_loss:
+                    first_loss["iteration"] = round(time.monotonic() - t0, 1)
+                elapsed = time.monotonic() - t0
+                eta = elapsed / (n + 1) * (len(indices) - n - 1)
+                detail = r.error or (r.violations[0] if r.violations else "")
+                progress(f"{progress_bar(n + 1, len(indices))} {r.name} seed={r.seed} {r.status.upper()} "
+                         f"acked={r.acked} lost={r.lost_acked} ({r.seconds.get('total', 0):.0f} s, "
+                         f"ETA {eta / 60:.0f} min)" + (f": {detail[:120]}" if detail else ""))
+    finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
+        summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
+        summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)
+        summary["setup_seconds"] = kit.setup_seconds
+        if kit.snapshot is not None:
+            summary["snapshot"] = kit.snapshot.key
+        summary_mod.write(summary, run_dir)
+    return CampaignResult(canary, records, summary)

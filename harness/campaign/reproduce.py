@@ -1,0 +1,70 @@
+"""``xdh reproduce``: verify a kept crash image again (the same verdict is expected), or rerun
+the iteration from scratch with its config and seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Reset, TortureConfig, VerifyPath
+from ..crash.plan import CutPlan, IterationPlan
+from ..errors import ConfigError
+from ..images import ImageStore
+from ..progress import Progress
+from ..report.records import IterationRecord
+from ..report.rundir import IterationDir, RunDir
+from ..verify.oracle import Verdict
+from .checks import job_for, verify_image
+from .iteration import run_iteration
+from .kit import Kit
+
+
+@dataclass(frozen=True)
+class Reverified:
+    name: str
+    verdict: Verdict
+    same: bool            # the same violations as recorded
+    out_dir: Path
+
+
+def load_plan(it: IterationDir) -> IterationPlan:
+    meta = it.read_meta()
+    cfg = TortureConfig.from_json(meta["config"])
+    return IterationPlan(cfg, meta["index"], meta["seed"], meta.get("name") or it.path.name,
+                         CutPlan.from_json(meta["cut"]))
+
+
+def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverified:
+    """Verify the iteration's kept crash image again by ``path`` into a new directory beside it."""
+    plan = load_plan(it)
+    image = it.crash_image()
+    if image is None:
+        raise ConfigError(f"no crash image in {it.path}",
+                          hint="only failing iterations keep one; rerun with --keep-images, or use --rerun")
+    out = it.path / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress(f"re-verifying the crash image of {plan.name} "
+             f"({'fresh stack' if path == VerifyPath.REBOOT else 'fast verifier'}; {out})")
+    # a kit without a snapshot: re-verification boots nothing but its verifier
+    cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, reset=Reset.BOOT)
+    store = ImageStore()
+    with Kit(cfg, out / "verifier", store, store.pair(), progress) as kit:
+        verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
+                               it.read_acks(), it.read_cut().cut_t, it)
+    old = it.read_verdict()
+    same = [v["kind"] + v["what"] + v["found"] for v in old["violations"]] == \
+           [v.kind + v.what + v.found for v in verdict.violations]
+    return Reverified(plan.name, verdict, same, out)
+
+
+def rerun(it: IterationDir, progress: Progress) -> IterationRecord:
+    """Run the iteration again from scratch (same config, seed and cut plan) beside its campaign."""
+    plan = load_plan(it)
+    plan = dataclasses.replace(plan, cfg=dataclasses.replace(plan.cfg, canary=False))
+    out = it.path.parent.parent / f"rerun-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress(f"rerunning {plan.name} (seed {plan.seed}) with its config into {out}")
+    run = RunDir(out).create()
+    store = ImageStore()
+    with Kit(plan.cfg, run.verifier, store, store.pair(), progress) as kit:
+        return run_iteration(plan, kit, IterationDir(out), progress)

@@ -1,0 +1,288 @@
+"""The ``xdh`` subcommands: each turns parsed arguments into typed configs, calls one stage or
+campaign, prints its result and returns an exit code. Errors are raised, and mapped to exit
+codes in one place (``harness.cli.main``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..campaign import bench, compare, reproduce
+from ..campaign.campaign import run_campaign
+from ..catalog import backends, faults, workloads
+from ..config import StackConfig, TortureConfig, VerifyPath
+from ..errors import ConfigError, InfraError
+from ..images import IMAGE_NAMES, ImageStore
+from ..report import summary as summary_mod
+from ..report.matrix import write_report
+from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
+from ..stack.saved import clean_snapshots
+from ..stack.xen import make_stack, versions
+from ..stack.xl import DOMU_IP
+from ..status import ExitCode, status_exit
+from ..vm.ssh import Endpoint, Shell
+
+Args = argparse.Namespace
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _active_up_file() -> Path:
+    return paths.cache_dir() / "up.json"
+
+
+def _new_run_dir(kind: str, given: str | None) -> Path:
+    """The run directory (created now, so an unwritable one is a usage error before anything runs)."""
+    path = Path(given).resolve() if given else paths.runs_dir() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return ensure_dir(path)
+
+
+def _versions() -> dict[str, Any]:
+    return versions(ImageStore().pair())
+
+
+# --- images ------------------------------------------------------------------------------
+def cmd_images_build(args: Args) -> int:
+    store = ImageStore()
+    names = tuple(args.only) if args.only else IMAGE_NAMES
+    t0 = time.monotonic()
+    results = store.build(names, force=args.force, progress=progress)
+    print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
+    for img, built in results:
+        print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
+              f"{img.size_bytes() / 2**20:8.0f}  {img.dir}")
+    print(f"total {time.monotonic() - t0:.0f} s; hypervisor: {results[0][0].artifacts.get('xen', '-')}"
+          if results and results[0][0].name == "dom0" else f"total {time.monotonic() - t0:.0f} s")
+    return ExitCode.CLEAN
+
+
+def cmd_images_list(args: Args) -> int:
+    rows = ImageStore().rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return ExitCode.CLEAN
+    if not rows:
+        print("no images built; run `xdh images build`")
+        return ExitCode.CLEAN
+    print(f"{'image':6} {'digest':16} {'current':7} {'size MiB':>8} {'build s':>7}  built at")
+    for r in rows:
+        print(f"{r['name']:6} {r['digest']:16} {'yes' if r['current'] else 'stale':7} {r['size_mib']:8} "
+              f"{r['build_seconds']:7.0f}  {r['built_at']}")
+    return ExitCode.CLEAN
+
+
+def cmd_images_clean(args: Args) -> int:
+    store = ImageStore()
+    removed = clean_snapshots(store, everything=args.all) + store.clean(everything=args.all)
+    for d in removed:
+        print(f"removed {d}")
+    if not removed:
+        print("nothing to remove")
+    return ExitCode.CLEAN
+
+
+# --- stack -------------------------------------------------------------------------------
+def _stack_config(args: Args) -> StackConfig:
+    cfg = StackConfig(backend=args.backend, accel=args.accel, memory_mib=args.memory,
+                      domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout)
+    cfg.validate()
+    return cfg
+
+
+def _pid_alive(pid: object) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(str(pid)), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def cmd_up(args: Args) -> int:
+    cfg = _stack_config(args)
+    state = _active_up_file()
+    if state.exists():
+        old = json.loads(state.read_text())
+        if _pid_alive(old.get("pid")):
+            raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})", hint="run `xdh down` first")
+    run_dir = _new_run_dir("up", args.run_dir)
+    dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
+    progress(f"run directory: {run_dir}")
+    store = ImageStore()
+    with make_stack(cfg, run_dir, store, dut, progress=progress) as stack:
+        assert stack.info is not None
+        port = stack.info.ssh_port
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port}) + "\n")
+        common = (f"-i {store.client_key} -o UserKnownHostsFile={run_dir / 'known_hosts'} "
+                  "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
+        print(f"\nstack is up in {stack.info.timings['domu_ssh']:.0f} s (backend {cfg.backend}); "
+              f"disk under test: {dut}")
+        print(f"  dom0: ssh {common} -p {port} root@127.0.0.1")
+        print(f"  domU: ssh {common} -o ProxyCommand='ssh {common} -p {port} -W %h:%p root@127.0.0.1' root@{DOMU_IP}")
+        print("  or:   xdh ssh dom0 -- CMD   /   xdh ssh domu -- CMD")
+        print("stop with Ctrl-C or `xdh down`", flush=True)
+        try:
+            while True:
+                stack.alive()
+                time.sleep(2)
+        finally:
+            state.unlink(missing_ok=True)
+
+
+def _up_state() -> dict[str, Any]:
+    state = _active_up_file()
+    if not state.exists():
+        raise ConfigError("no stack is up", hint="start one with `xdh up`")
+    data: dict[str, Any] = json.loads(state.read_text())
+    if not _pid_alive(data.get("pid")):
+        state.unlink(missing_ok=True)
+        raise ConfigError("the recorded stack is gone", hint="start one with `xdh up`")
+    return data
+
+
+def cmd_down(args: Args) -> int:
+    data = _up_state()
+    os.kill(int(data["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _pid_alive(data["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _pid_alive(data["pid"]):
+        raise InfraError(f"xdh up (pid {data['pid']}) did not stop in 60 s", hint=f"kill {data['pid']}")
+    print(f"stopped the stack in {data['run_dir']}")
+    return ExitCode.CLEAN
+
+
+def cmd_ssh(args: Args) -> int:
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        raise ConfigError("no command given", hint="usage: xdh ssh dom0|domu -- CMD [ARG...]")
+    data = _up_state()
+    store = ImageStore()
+    images = store.pair()
+    dom0 = Shell.connect(Endpoint("dom0", "127.0.0.1", data["ssh_port"], images.dom0.host_key), store.client_key)
+    target = dom0
+    try:
+        if args.guest == "domu":
+            target = Shell.connect(Endpoint("domu", DOMU_IP, 22, images.domu.host_key), store.client_key,
+                                   sock=dom0.jump_channel(DOMU_IP))
+        res = target.run(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout, check=False)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        return res.status
+    finally:
+        if target is not dom0:
+            target.close()
+        dom0.close()
+
+
+# --- campaigns ---------------------------------------------------------------------------
+def _torture_config(args: Args) -> TortureConfig:
+    cfg = TortureConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                        cut=args.cut, cut_acks=args.cut_acks, cut_seconds=args.cut_seconds,
+                        canary=not args.no_canary, shard=args.shard, keep_images=args.keep_images,
+                        sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
+                        disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
+                        stack=_stack_config(args))
+    cfg.validate()
+    return cfg.resolved()
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(dumps(summary))
+    else:
+        print(summary_mod.table(summary))
+        print(f"run directory: {summary['run_dir']} (summary.json, junit.xml)")
+
+
+def cmd_torture(args: Args) -> int:
+    cfg = _torture_config(args)
+    run_dir = _new_run_dir("torture", args.run_dir)
+    result = run_campaign(cfg, run_dir, progress, _versions())
+    _print_summary(result.summary, args.json)
+    return result.exit_code
+
+
+def cmd_reproduce(args: Args) -> int:
+    it = IterationDir(Path(args.iteration).resolve())
+    if args.rerun:
+        rec = reproduce.rerun(it, progress)
+        print(f"{rec.name}: {rec.status.upper()} acked={rec.acked} lost={rec.lost_acked}"
+              + (f": {rec.error}" if rec.error else ""))
+        for v in rec.violations:
+            print(f"  {v}")
+        return status_exit(rec.status)
+    r = reproduce.reverify(it, VerifyPath(args.verify), progress)
+    v = r.verdict
+    print(f"{r.name}: {'LOSS' if not v.ok else 'PASS'} acked={v.acked} lost={v.lost_acked}; "
+          f"same verdict as recorded: {'yes' if r.same else 'NO'}")
+    for x in v.violations:
+        print(f"  {x.line()}")
+    if not r.same:
+        return ExitCode.DIFFERENT
+    return ExitCode.CLEAN if v.ok else ExitCode.LOSS
+
+
+def cmd_bench(args: Args) -> int:
+    cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                            cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
+    cfg.validate()
+    run_dir = _new_run_dir("bench", args.run_dir)
+    result = bench.run_bench(cfg, run_dir, progress, _versions())
+    if args.json:
+        print(dumps(result))
+    else:
+        print(bench.table(result))
+        print(f"run directory: {run_dir} (bench.json, bench.md, one campaign per mode)")
+    statuses = [s for f in result["modes"].values() for s in f["statuses"]]
+    worst = [status_exit(s) for s in statuses if s not in ("pass", "loss")]
+    return max(worst) if worst else ExitCode.CLEAN
+
+
+def cmd_compare(args: Args) -> int:
+    command = "xdh " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else ""
+    if args.report_from:
+        out = ensure_dir(Path(args.run_dir or "runs/compare-merged").resolve())
+        data = write_report([Path(d).resolve() for d in args.report_from], out, command)
+    else:
+        cfg = compare.CompareConfig(backends=args.backends, faults=args.faults, workloads=args.workloads,
+                                    disk_caches=args.disk_cache, direct_faults=args.direct_faults,
+                                    iterations=args.iterations, seed=args.seed, cut_acks=args.cut_acks,
+                                    crash_subsets=args.crash_subsets, flush_points=args.flush_points,
+                                    canary=not args.no_canary, stack=_stack_config(args))
+        cfg.validate()
+        out = _new_run_dir("compare", args.run_dir)
+        data = compare.run_compare(cfg, out, progress, _versions(), command)
+    print(RunDir(out).report_md())
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    return compare.compare_exit(data)
+
+
+def cmd_report_merge(args: Args) -> int:
+    summary = summary_mod.merge([Path(d).resolve() for d in args.runs], Path(args.output).resolve())
+    _print_summary(summary, args.json)
+    return int(summary["exit_code"])
+
+
+def cmd_list(args: Args) -> int:
+    print("workloads:\n" + workloads.WORKLOADS.describe(10))
+    print("faults:\n" + faults.FAULTS.describe(10))
+    print("backend modes:\n" + backends.BACKENDS.describe())
+    return ExitCode.CLEAN
+
+
+def cmd_backends(args: Args) -> int:
+    for b in backends.BACKENDS.values():
+        print(f"{b.name:13} {b.summary}")
+    return ExitCode.CLEAN

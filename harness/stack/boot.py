@@ -1,0 +1,99 @@
+"""Where a stack's machine state comes from: a cold boot, or a restore of a saved snapshot.
+
+Composition, not a flag: ``XenStack`` asks its boot source for the root disks, the disk under
+test, the state to load and how to bring the guests up, and does the rest the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ..images import ImagePair
+from ..vm.disks import make_dut, make_overlay
+from ..vm.ssh import Shell
+from .saved import Snapshot, check_restorable
+
+if TYPE_CHECKING:
+    from .xen import XenStack
+
+
+class BootSource(Protocol):
+    dut_name: str
+
+    def prepare_disks(self, run_dir: Path, images: ImagePair) -> None: ...
+
+    def prepare_dut(self, path: Path, size_mib: int) -> None: ...
+
+    def state_fd(self) -> int | None: ...
+
+    def base_dut(self, scratch: Path, size_mib: int) -> Path: ...
+
+    def bring_up(self, stack: XenStack) -> None: ...
+
+
+@dataclass(frozen=True)
+class ColdBoot:
+    """A full boot: Xen, dom0, ``xl create``, the domU; about 85 s under TCG."""
+
+    dut_name: str = "dut.img"
+
+    def prepare_disks(self, run_dir: Path, images: ImagePair) -> None:
+        make_overlay(images.dom0.rootfs, run_dir / "dom0-root.qcow2")
+        make_overlay(images.domu.rootfs, run_dir / "domu-root.qcow2")
+
+    def prepare_dut(self, path: Path, size_mib: int) -> None:
+        if not path.exists():
+            make_dut(path, size_mib)
+
+    def state_fd(self) -> int | None:
+        return None
+
+    def base_dut(self, scratch: Path, size_mib: int) -> Path:
+        """The disk under test as a crash run starts from it: blank (made in ``scratch``)."""
+        base = scratch / "base.img"
+        make_dut(base, size_mib)
+        return base
+
+    def bring_up(self, stack: XenStack) -> None:
+        stack.boot_guests()
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A restore of a saved stack (see snapshot.py): the same argv plus ``-incoming``, on fresh
+    overlays over the frozen disks; seconds instead of a boot. ``guest_seed`` feeds the guests'
+    entropy pools, so restored guests do not share a random future."""
+
+    snapshot: Snapshot
+    guest_seed: int = 0
+    dut_name: str = "dut.qcow2"
+
+    def prepare_disks(self, run_dir: Path, images: ImagePair) -> None:
+        check_restorable(self.snapshot)
+        make_overlay(self.snapshot.disk("dom0-root.qcow2"), run_dir / "dom0-root.qcow2")
+        make_overlay(self.snapshot.disk("domu-root.qcow2"), run_dir / "domu-root.qcow2")
+
+    def prepare_dut(self, path: Path, size_mib: int) -> None:
+        if not path.exists():
+            make_overlay(self.snapshot.disk("dut.img"), path, "raw")
+
+    def state_fd(self) -> int | None:
+        return os.open(self.snapshot.state, os.O_RDONLY)
+
+    def base_dut(self, scratch: Path, size_mib: int) -> Path:
+        """The disk under test as a crash run starts from it: the snapshot's frozen one."""
+        return self.snapshot.disk("dut.img")
+
+    def bring_up(self, stack: XenStack) -> None:
+        """Wait for the state to load, re-open SSH, give each guest the host's time and fresh
+        entropy derived from the seed."""
+        stack.resume(self.snapshot, self.refresh)
+
+    def refresh(self, shell: Shell, name: str) -> None:
+        entropy = hashlib.sha256(f"xdh-entropy:{self.guest_seed}:{name}".encode()).hexdigest()
+        shell.run(["sh", "-c", f"date -u -s @{time.time():.3f} >/dev/null && echo {entropy} > /dev/urandom"])
