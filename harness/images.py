@@ -21,9 +21,10 @@ import shutil
 import subprocess
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from . import paths
 from .errors import ConfigError, ImageError
@@ -60,7 +61,7 @@ class Recipe:
         return paths.IMAGES_DIR / self.name
 
     @classmethod
-    def load(cls, name: str) -> "Recipe":
+    def load(cls, name: str) -> Recipe:
         if name not in IMAGE_NAMES:
             raise ConfigError(f"unknown image {name!r}", hint="choose one of: " + ", ".join(IMAGE_NAMES))
         path = paths.IMAGES_DIR / name / "recipe.toml"
@@ -126,7 +127,7 @@ class BuiltImage:
         return d
 
     @classmethod
-    def from_dir(cls, d: Path) -> "BuiltImage":
+    def from_dir(cls, d: Path) -> BuiltImage:
         data = json.loads((d / "manifest.json").read_text())
         data["dir"] = d
         return cls(**data)
@@ -139,15 +140,16 @@ class ImagePair(NamedTuple):
     domu: BuiltImage
 
 
-def _run(argv: list[str], log, what: str, **kw) -> subprocess.CompletedProcess:
+def _run(argv: list[str], log: TextIO, what: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
     """Run a build step, output to the build log; one-line error naming the log on failure."""
     LOG.debug("run %s", argv)
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
     try:
-        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
+        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False, **kw)
     except FileNotFoundError:
-        raise ImageError(f"{what}: {argv[0]} is not installed", hint="run scripts/setup.sh or apt-get install it") from None
+        raise ImageError(f"{what}: {argv[0]} is not installed",
+                         hint="run scripts/setup.sh or apt-get install it") from None
     if proc.returncode != 0:
         raise ImageError(f"{what} failed (exit {proc.returncode})", hint=f"see {log.name}")
     return proc
@@ -160,7 +162,8 @@ def apt_sources() -> list[str]:
         return env.split(",")
     found = [str(p) for p in sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]
     legacy = Path("/etc/apt/sources.list")
-    if legacy.exists() and any(l.strip() and not l.lstrip().startswith("#") for l in legacy.read_text().splitlines()):
+    if legacy.exists() and any(ln.strip() and not ln.lstrip().startswith("#")
+                               for ln in legacy.read_text().splitlines()):
         found.append(str(legacy))
     if not found:
         raise ImageError("no apt sources found on this host", hint="set XDH_APT_SOURCES to a sources file")
@@ -227,7 +230,7 @@ class ImageStore:
 
     def clean(self, everything: bool = False) -> list[Path]:
         """Remove stale images (all images and keys with ``everything``)."""
-        removed = []
+        removed: list[Path] = []
         if not self.images_dir.exists():
             return removed
         keep = set()
@@ -273,8 +276,8 @@ class ImageStore:
             self._mmdebstrap(recipe, tree, log, progress, t0)
             progress(f"{name}: customizing tree ({time.monotonic() - t0:.0f} s)")
             host_key = self._customize(recipe, tree, pub, log)
-            packages = self._package_versions(tree)
-            artifacts = self._extract(recipe, tree, work)
+            packages = _package_versions(tree)
+            artifacts = _extract(recipe, tree, work)
             progress(f"{name}: making ext4 image, {recipe.size_mib} MiB ({time.monotonic() - t0:.0f} s)")
             img = work / "rootfs.img"
             with open(img, "wb") as f:
@@ -294,7 +297,7 @@ class ImageStore:
         progress(f"{name}: built in {built.build_seconds:.0f} s")
         return built
 
-    def _mmdebstrap(self, recipe: Recipe, tree: Path, log, progress: Progress, t0: float) -> None:
+    def _mmdebstrap(self, recipe: Recipe, tree: Path, log: TextIO, progress: Progress, t0: float) -> None:
         argv = ["mmdebstrap", "--mode=root", "--variant=minbase", "--components=main",
                 "--include=" + ",".join(recipe.packages),
                 "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
@@ -323,7 +326,7 @@ class ImageStore:
         if proc.returncode != 0:
             raise ImageError(f"mmdebstrap for {recipe.name} failed (exit {proc.returncode})", hint=f"see {log.name}")
 
-    def _customize(self, recipe: Recipe, tree: Path, pub: str, log) -> str:
+    def _customize(self, recipe: Recipe, tree: Path, pub: str, log: TextIO) -> str:
         """Configure the tree from Python (no shell hooks); returns the pinned host key."""
         (tree / "etc/hostname").write_text(recipe.hostname + "\n")
         (tree / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {recipe.hostname}\n")
@@ -356,27 +359,28 @@ class ImageStore:
         pubtext = keyfile.with_suffix(".pub").read_text().split()
         return f"{pubtext[0]} {pubtext[1]}"
 
-    @staticmethod
-    def _package_versions(tree: Path) -> dict[str, str]:
-        out = subprocess.run(["dpkg-query", f"--admindir={tree}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\n"],
-                             check=True, capture_output=True, text=True).stdout
-        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
 
-    @staticmethod
-    def _extract(recipe: Recipe, tree: Path, work: Path) -> dict[str, str]:
-        artifacts = {}
-        for key, pattern in recipe.extract.items():
-            matches = sorted(glob.glob(str(tree / pattern)))
-            if not matches:
-                raise ImageError(f"{recipe.name}: {pattern} not found in the built tree")
-            src = Path(matches[-1])
-            if src.suffix == ".gz":
-                dst = work / src.name[:-3]
-                with gzip.open(src) as fi, open(dst, "wb") as fo:
-                    shutil.copyfileobj(fi, fo)
-            else:
-                dst = work / src.name
-                shutil.copyfile(src, dst)
-            dst.chmod(0o444)
-            artifacts[key] = dst.name
-        return artifacts
+def _package_versions(tree: Path) -> dict[str, str]:
+    out = subprocess.run(["dpkg-query", f"--admindir={tree}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\n"],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+
+def _extract(recipe: Recipe, tree: Path, work: Path) -> dict[str, str]:
+    """Copy the recipe's ``extract`` files (kernel, initrd, hypervisor) out of the tree, gunzipped."""
+    artifacts = {}
+    for key, pattern in recipe.extract.items():
+        matches = sorted(glob.glob(str(tree / pattern)))
+        if not matches:
+            raise ImageError(f"{recipe.name}: {pattern} not found in the built tree")
+        src = Path(matches[-1])
+        if src.suffix == ".gz":
+            dst = work / src.name[:-3]
+            with gzip.open(src) as fi, open(dst, "wb") as fo:
+                shutil.copyfileobj(fi, fo)
+        else:
+            dst = work / src.name
+            shutil.copyfile(src, dst)
+        dst.chmod(0o444)
+        artifacts[key] = dst.name
+    return artifacts

@@ -115,8 +115,8 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dic
     t_all = time.monotonic()
     for mode in cfg.modes:
         reset, verify = MODES[mode]
-        progress(f"bench: {mode} (reset {reset}, verify {verify}), {cfg.iterations} iterations of {cfg.workload}/{cfg.fault}, "
-                 f"seed {cfg.seed}")
+        progress(f"bench: {mode} (reset {reset}, verify {verify}), {cfg.iterations} iterations of "
+                 f"{cfg.workload}/{cfg.fault}, seed {cfg.seed}")
         t0 = time.monotonic()
         summaries[mode] = run_campaign(cfg.torture(mode), run.mode(mode).path, progress, versions).summary
         figs[mode] = mode_figures(summaries[mode], time.monotonic() - t0)

@@ -167,9 +167,10 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             continue
         try:
             run_campaign(torture_config(cfg, cell), run.cell(cell.name).path, progress, versions, verifier=verifier)
-        except XdhError as exc:
-            run.write_cell_error(cell.name, exc.oneline())
-            progress(f"compare: {cell.name}: error: {exc.oneline()}")
+        except XdhError as exc:     # an InfraError here: the cell's stack (its snapshot) did not come up
+            text = f"stack unavailable: {exc.oneline()}" if isinstance(exc, InfraError) else exc.oneline()
+            run.write_cell_error(cell.name, text)
+            progress(f"compare: {cell.name}: error: {text}")
 
 
 def compare_exit(data: dict[str, Any]) -> ExitCode:

@@ -77,7 +77,8 @@ FAULTS: Registry[Fault] = Registry("fault", (
     Fault("none", "no fault: a correct stack, where the oracle must report nothing"),
     Fault("drop-flush", "domU block layer drops PREFLUSH/FUA and completes empty flushes itself "
           "(write_cache = write through), as the 2010 blkfront bug did",
-          domu_script='echo "write through" > /sys/block/xvdb/queue/write_cache; cat /sys/block/xvdb/queue/write_cache'),
+          domu_script='echo "write through" > /sys/block/xvdb/queue/write_cache; '
+                      'cat /sys/block/xvdb/queue/write_cache'),
     Fault("nobarrier", "ext4 remounted with barrier=0: jbd2 and fsync send no flush",
           domu_script=f"mount -o remount,barrier=0 {MOUNT}; grep ' {MOUNT} ' /proc/mounts", needs_fs=True),
     Fault("flush-eio", "the outer disk fails the first flush with EIO (QEMU blkdebug); Linux 6.1 blkfront "

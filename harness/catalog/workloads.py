@@ -3,9 +3,8 @@ up and verified. The programs themselves are in guests/xdh-workload."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from . import Registry

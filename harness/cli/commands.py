@@ -114,12 +114,14 @@ def cmd_up(args: Args) -> int:
     if state.exists():
         old = json.loads(state.read_text())
         if _pid_alive(old.get("pid")):
-            raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})", hint="run `xdh down` first")
+            raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
+                              hint="run `xdh down` first")
     run_dir = _new_run_dir("up", args.run_dir)
+    store = ImageStore()
+    images = store.pair()   # missing images: one line, before any output or disk is made
     dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
     progress(f"run directory: {run_dir}")
-    store = ImageStore()
-    with make_stack(cfg, run_dir, store, dut, progress=progress) as stack:
+    with make_stack(cfg, run_dir, store, dut, progress=progress, images=images) as stack:
         assert stack.info is not None
         port = stack.info.ssh_port
         state.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +222,8 @@ def cmd_reproduce(args: Args) -> int:
         rec = reproduce.rerun(it, progress)
         print(f"{rec.name}: {rec.status.upper()} acked={rec.acked} lost={rec.lost_acked}"
               + (f": {rec.error}" if rec.error else ""))
-        for v in rec.violations:
-            print(f"  {v}")
+        for line in rec.violations:
+            print(f"  {line}")
         return status_exit(rec.status)
     r = reproduce.reverify(it, VerifyPath(args.verify), progress)
     v = r.verdict

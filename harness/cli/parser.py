@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 from ..catalog import backends, faults, workloads
 from ..config import Accel, CutMode, DiskCache, Journal, Reset, Sync, VerifyPath, choices
@@ -13,7 +13,7 @@ from ..status import EXIT_CODES_HELP, ExitCode
 from . import commands as c
 from .types import at_least, comma_list, flush_points, int_range, shard
 
-Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,7 +51,7 @@ def _sample_options(g: argparse._ArgumentGroup | argparse.ArgumentParser, seed_d
 
 
 def _images(sub: Sub) -> None:
-    img = sub.add_parser("images", help="build, list or clean the guest images")  # type: ignore[attr-defined]
+    img = sub.add_parser("images", help="build, list or clean the guest images")
     isub = img.add_subparsers(dest="images_cmd", metavar="ACTION", required=True)
     b = isub.add_parser("build", help="build missing or stale images (mmdebstrap, Debian 12 packages)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
@@ -66,7 +66,7 @@ def _images(sub: Sub) -> None:
 
 
 def _interactive(sub: Sub) -> None:
-    up = sub.add_parser("up", help="boot the stack and keep it running until Ctrl-C or `xdh down`",  # type: ignore[attr-defined]
+    up = sub.add_parser("up", help="boot the stack and keep it running until Ctrl-C or `xdh down`",
                         description="Boot outer QEMU -> Xen -> dom0 -> domU, print how to reach both guests, "
                                     "and keep running until Ctrl-C or `xdh down`.",
                         epilog="backend modes of the disk under test (xvdb in the domU):\n"
@@ -75,16 +75,16 @@ def _interactive(sub: Sub) -> None:
     up.add_argument("--run-dir", help="where logs and disks go (default ./runs/up-TIMESTAMP)")
     up.add_argument("--dut", metavar="PATH", help="use this disk image as the disk under test (created if missing)")
     up.set_defaults(func=c.cmd_up)
-    down = sub.add_parser("down", help="stop the stack started by `xdh up`")  # type: ignore[attr-defined]
+    down = sub.add_parser("down", help="stop the stack started by `xdh up`")
     down.set_defaults(func=c.cmd_down)
-    ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")  # type: ignore[attr-defined]
+    ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")
     ssh.add_argument("guest", choices=("dom0", "domu"))
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     ssh.add_argument("--timeout", type=at_least(1, float), default=600, help="seconds (default 600)")
     ssh.set_defaults(func=c.cmd_ssh)
-    bk = sub.add_parser("backends", help="list the backend modes of the disk under test")  # type: ignore[attr-defined]
+    bk = sub.add_parser("backends", help="list the backend modes of the disk under test")
     bk.set_defaults(func=c.cmd_backends)
-    ls = sub.add_parser("list", help="list workloads, faults and backend modes")  # type: ignore[attr-defined]
+    ls = sub.add_parser("list", help="list workloads, faults and backend modes")
     ls.set_defaults(func=c.cmd_list)
 
 
@@ -98,7 +98,7 @@ examples:
 
 
 def _torture(sub: Sub) -> None:
-    t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, verified after reboot",  # type: ignore[attr-defined]
+    t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, verified after reboot",
                        description="Run crash iterations: boot, run an fsync workload in the domU, cut the power "
                                    "at a seeded random point (QMP stop + kill), boot a fresh stack on the crash "
                                    "image and check that every acknowledged write survived. A canary iteration "
@@ -150,7 +150,7 @@ def _state_options(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None
 
 
 def _reproduce(sub: Sub) -> None:
-    r = sub.add_parser("reproduce", help="re-verify a saved crash image on a fresh stack (or --rerun it)",  # type: ignore[attr-defined]
+    r = sub.add_parser("reproduce", help="re-verify a saved crash image on a fresh stack (or --rerun it)",
                        description="Boot a fresh stack on an overlay of the iteration's saved crash image, verify "
                                    "and judge again; the verdict should match the recorded one.",
                        epilog=EXIT_CODES_HELP)
@@ -163,12 +163,13 @@ def _reproduce(sub: Sub) -> None:
 
 
 def _bench(sub: Sub) -> None:
-    bn = sub.add_parser("bench", help="baseline (full reboots) vs fast path (snapshot + fast verifier), side by side",  # type: ignore[attr-defined]
+    bn = sub.add_parser("bench", help="baseline (full reboots) vs fast path (snapshot + fast verifier), side by side",
                         description="Run the same workload, fault and seed twice: the baseline (a full boot per "
                                     "crash run and a full reboot per verification) and the fast path (snapshot "
                                     "reset, fast verifier). Prints seconds per iteration, iterations per hour, "
                                     "verified crash states per hour and the ratio. See docs/performance.md.")
-    bn.add_argument("--workload", default="append", choices=workloads.WORKLOADS.names(), help="workload (default append)")
+    bn.add_argument("--workload", default="append", choices=workloads.WORKLOADS.names(),
+                    help="workload (default append)")
     bn.add_argument("--fault", default="none", choices=faults.FAULTS.names(), help="fault (default none)")
     _sample_options(bn, 1, "campaign seed, the same for both modes (default 1)")
     bn.add_argument("--modes", type=comma_list, default=("baseline", "fast"),
@@ -180,7 +181,7 @@ def _bench(sub: Sub) -> None:
 
 
 def _compare(sub: Sub) -> None:
-    cp = sub.add_parser("compare", help="the backend comparison: a matrix of backend x fault x workload x disk cache",  # type: ignore[attr-defined]
+    cp = sub.add_parser("compare", help="the backend comparison: a matrix of backend x fault x workload x disk cache",
                         description="Run one short torture campaign per cell of backend mode x fault x workload x "
                                     "disk-cache model (on the fast path) and write report.md and a self-contained "
                                     "report.html: per cell iterations, iterations with loss, acked writes lost, "
@@ -196,7 +197,8 @@ def _compare(sub: Sub) -> None:
                     help="comma-separated backend modes (default qdisk,phy)")
     cp.add_argument("--faults", type=comma_list, default=("none", "drop-flush"),
                     help="comma-separated faults (default none,drop-flush)")
-    cp.add_argument("--workloads", type=comma_list, default=("append",), help="comma-separated workloads (default append)")
+    cp.add_argument("--workloads", type=comma_list, default=("append",),
+                    help="comma-separated workloads (default append)")
     cp.add_argument("--direct-faults", type=comma_list, default=("drop-flush", "disk-lies"),
                     help="faults the direct workload runs with (default drop-flush,disk-lies)")
     cp.add_argument("--disk-cache", type=comma_list, default=("none", "volatile"),
@@ -212,7 +214,7 @@ def _compare(sub: Sub) -> None:
 
 
 def _report(sub: Sub) -> None:
-    rep = sub.add_parser("report", help="combine run directories")  # type: ignore[attr-defined]
+    rep = sub.add_parser("report", help="combine run directories")
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
     m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file")
     m.add_argument("runs", nargs="+", metavar="RUN")

@@ -9,7 +9,7 @@ from typing import TypeVar
 N = TypeVar("N", int, float)
 
 
-def at_least(low: float, kind: Callable[[str], N] = int) -> Callable[[str], N]:  # type: ignore[assignment]
+def at_least(low: float, kind: Callable[[str], N] = int) -> Callable[[str], N]:
     def parse(text: str) -> N:
         try:
             value = kind(text)

@@ -117,12 +117,7 @@ def parse(path: Path, sectorsize_hint: int = 512) -> WriteLog:
                 if len(log.entries) >= nr_entries:
                     break                          # garbage past the committed entries: a torn tail
                 raise LogError(f"{path}: entry {len(log.entries)} at byte {pos} has unknown flags {flags:#x}")
-            if flags & DISCARD:
-                dlen = 0
-            elif flags & MARK:
-                dlen = data_len
-            else:
-                dlen = nr * sectorsize
+            dlen = _data_bytes(flags, nr, data_len, sectorsize)
             data_at = pos + sectorsize
             if data_at + dlen > size:
                 if len(log.entries) >= nr_entries:
@@ -133,6 +128,16 @@ def parse(path: Path, sectorsize_hint: int = 512) -> WriteLog:
         if len(log.entries) < nr_entries:
             raise LogError(f"{path}: super block promises {nr_entries} entries, found {len(log.entries)}")
         return log
+
+
+def _data_bytes(flags: int, nr_sectors: int, data_len: int, sectorsize: int) -> int:
+    """Bytes of data after an entry's header: none for a discard, the label of a mark, else
+    the written sectors."""
+    if flags & DISCARD:
+        return 0
+    if flags & MARK:
+        return data_len
+    return nr_sectors * sectorsize
 
 
 def apply(log: WriteLog, image: Path, positions: list[int]) -> int:

@@ -7,10 +7,12 @@ import base64
 import html
 import io
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..catalog import backends as backends_mod
 from .rundir import RunDir
+
 
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
@@ -108,7 +110,7 @@ def miss_reason(row: dict, rows: list[dict]) -> str:
     return f"missed without the model: {where}{seen}"
 
 
-def _fmt(v, unit="") -> str:
+def _fmt(v: object, unit: str = "") -> str:
     return "-" if v is None else (f"{v:.0f}{unit}" if isinstance(v, float) else f"{v}{unit}")
 
 
@@ -117,8 +119,8 @@ def markdown(data: dict, command: str = "") -> str:
     out = ["# Backend comparison", ""]
     if command:
         out += ["Command:", "", f"    {command}", ""]
-    out += [f"Total wall time: {data['wall_seconds'] / 60:.0f} min. Cells: {sum(1 for r in rows if not r['skip'])} run, "
-            f"{sum(1 for r in rows if r['skip'])} impossible.", ""]
+    out += [f"Total wall time: {data['wall_seconds'] / 60:.0f} min. "
+            f"Cells: {sum(1 for r in rows if not r['skip'])} run, {sum(1 for r in rows if r['skip'])} impossible.", ""]
     for cache in ("none", "volatile"):
         cells = [r for r in rows if r["disk_cache"] == cache and r.get("iterations")]
         states = sum(r["crash_states"] for r in cells)
@@ -163,7 +165,7 @@ def markdown(data: dict, command: str = "") -> str:
     return "\n".join(out)
 
 
-def _plots() -> object | None:
+def _plots() -> ModuleType | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -173,7 +175,7 @@ def _plots() -> object | None:
         return None
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()

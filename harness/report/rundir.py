@@ -33,7 +33,7 @@ from ..jsonio import read_json, write_json
 from .records import CutRecord, IterationRecord
 
 
-def ensure_dir(path: Path, what: str = "run directory") -> Path:
+def ensure_dir(path: Path, what: str = "run directory", option: str = "--run-dir") -> Path:
     """Create ``path``; an unwritable place is a ConfigError naming the option, not a traceback."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def ensure_dir(path: Path, what: str = "run directory") -> Path:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write the {what} {path}: {exc.strerror or exc}",
-                          hint="pass --run-dir with a writable directory") from None
+                          hint=f"pass {option} with a writable directory") from None
     return path
 
 

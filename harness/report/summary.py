@@ -4,6 +4,7 @@ merging several run directories (shards of a nightly matrix) into one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -19,7 +20,7 @@ def _json(r: Record) -> dict[str, Any]:
     return r.to_json() if isinstance(r, IterationRecord) else r
 
 
-def summarize(run_dir: Path, config: dict[str, Any], seed: Any, canary: Record | None, iterations: list[Record],
+def summarize(run_dir: Path, config: dict[str, Any], seed: Any, canary: Record | None, iterations: Sequence[Record],
               seconds: float) -> dict[str, Any]:
     its = [_json(i) for i in iterations]
     c = _json(canary) if canary is not None else None
@@ -120,6 +121,6 @@ def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs},
                        seeds[0] if len(set(seeds)) == 1 else seeds, worst_canary, its, seconds)
     merged["merged_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    ensure_dir(out_dir, "output directory")
+    ensure_dir(out_dir, "output directory", option="-o")
     write(merged, out_dir)
     return merged

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class BootSource(Protocol):
-    dut_name: str
+    @property
+    def dut_name(self) -> str: ...
 
     def prepare_disks(self, run_dir: Path, images: ImagePair) -> None: ...
 

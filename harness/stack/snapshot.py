@@ -37,6 +37,7 @@ from .boot import ColdBoot
 from .saved import FROZEN_DISKS, STATE_FILE, Snapshot, snapshot_key, snapshots_root
 from .xen import make_stack
 
+
 def ensure_snapshot(stack_config: StackConfig, images: ImagePair, store: ImageStore, progress: Progress,
                     machine: dict) -> Snapshot:
     """The snapshot for this configuration: reused if present, else booted and saved once

@@ -12,6 +12,8 @@ business (``boot.py``); faults act through the drive and the config, never throu
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -160,13 +162,10 @@ class XenStack:
         state_fd = self.boot.state_fd()
 
         def spec_for(port: int) -> MachineSpec:
-            return MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"), append=XEN_ARGS.format(mem=c.dom0_mem_mib),
-                               initrds=modules, drives=drives, ssh_port=port, memory_mib=c.memory_mib,
-                               incoming_fd=state_fd)
-        rewind: Callable[[], object] | None = None
-        if state_fd is not None:
-            fd = state_fd
-            rewind = lambda: os.lseek(fd, 0, os.SEEK_SET)  # noqa: E731
+            return MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"),
+                               append=XEN_ARGS.format(mem=c.dom0_mem_mib), initrds=modules, drives=drives,
+                               ssh_port=port, memory_mib=c.memory_mib, incoming_fd=state_fd)
+        rewind = None if state_fd is None else functools.partial(os.lseek, state_fd, 0, os.SEEK_SET)
         try:
             self._machine = launch_on_free_port(spec_for, self.run_dir, "l0", before_retry=rewind)
         finally:
@@ -284,10 +283,8 @@ class XenStack:
     def close_shells(self) -> None:
         for sh in (self.domu, self.dom0):
             if sh is not None:
-                try:
+                with contextlib.suppress(Exception):   # closing a dead connection
                     sh.close()
-                except Exception:  # noqa: BLE001 - closing a dead connection
-                    pass
         self.domu = self.dom0 = None
 
     def stop(self) -> None:

@@ -14,6 +14,7 @@ qdisk uses, and nothing is written back), then verifies ``/dev/nbd0``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -178,7 +179,8 @@ class FastVerifier:
                   "sleep 0.1; done; exit 1")
         res = self.shell.run(["sh", "-c", script], check=False, timeout=timeout + 30)
         if res.status != 0:
-            raise VerifyError(f"the hot-plugged crash image {node} did not appear in the fast verifier in {timeout:.0f} s")
+            raise VerifyError(f"the hot-plugged crash image {node} did not appear in the fast verifier "
+                              f"in {timeout:.0f} s")
         return res.stdout.strip()
 
     def _unplug(self, dev_id: str, timeout: float = 30.0) -> None:
@@ -194,17 +196,15 @@ class FastVerifier:
         except XdhError:
             return
         lines = out.splitlines()
-        start = max((i for i, l in enumerate(lines) if marker in l), default=-1)
+        start = max((i for i, ln in enumerate(lines) if marker in ln), default=-1)
         stamp = time.strftime("%H:%M:%S", time.localtime()) + ".000"   # the format of kernlog.KernelLogTap
-        path.write_text("".join(f"{stamp} {l}\n" for l in lines[start + 1:]))
+        path.write_text("".join(f"{stamp} {ln}\n" for ln in lines[start + 1:]))
 
     def stop(self) -> None:
         """Idempotent: close SSH, stop the VM, remove its throwaway overlays."""
         if self.shell is not None:
-            try:
+            with contextlib.suppress(Exception):   # closing a dead connection
                 self.shell.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection
-                pass
             self.shell = None
         if self.machine is not None:
             self.machine.shutdown()

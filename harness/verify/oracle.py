@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..catalog.workloads import Ack
 
@@ -25,7 +26,7 @@ class Violation:
     what: str            # which record/block/version/transactions
     found: str           # what verify found
     count: int = 1
-    ack: dict | None = None   # the (last) ack concerned: id, time, seconds before the cut
+    ack: dict[str, Any] | None = None   # the (last) ack concerned: id, time, seconds before the cut
 
     def line(self) -> str:
         ack = ""
@@ -53,20 +54,20 @@ class Verdict:
         return sum(v.count for v in self.violations if v.kind in ("lost", "corrupt", "stale", "missing",
                                                                     "unmountable", "integrity"))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["ok"] = self.ok
         d["lost_acked"] = self.lost_acked
         return d
 
 
-def _ack_ev(ack: Ack | None, cut_t: float | None) -> dict | None:
+def _ack_ev(ack: Ack | None, cut_t: float | None) -> dict[str, Any] | None:
     if ack is None:
         return None
     return {"id": ack.ident, "t": ack.t, "before_cut_s": round((cut_t - ack.t) if cut_t else 0.0, 3)}
 
 
-def expand(rle: list) -> list[str]:
+def expand(rle: list[Any]) -> list[str]:
     """[[state, first, count], ...] -> [state per index]."""
     out: list[str] = []
     for state, first, count in rle:
@@ -91,7 +92,7 @@ def _rng(a: int, b: int) -> str:
 
 
 # --- per workload ----------------------------------------------------------------------
-def check_append(acks: list[Ack], report: dict, cut_t: float | None = None) -> list[Violation]:
+def check_append(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
     by_id = {int(a.ident): a for a in acks}
     last_acked = max(by_id) if by_id else -1
     if not report.get("exists"):
@@ -115,7 +116,7 @@ def check_append(acks: list[Ack], report: dict, cut_t: float | None = None) -> l
     return out
 
 
-def check_replace(acks: list[Ack], report: dict, cut_t: float | None = None) -> list[Violation]:
+def check_replace(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
     if not acks:
         return []
     last = max(acks, key=lambda a: int(a.ident))
@@ -141,7 +142,8 @@ def direct_block(seed: int, op: int, nblocks: int) -> int:
     return int.from_bytes(h[:8], "little") % nblocks
 
 
-def check_direct(acks: list[Ack], report: dict, cut_t: float | None = None, *, seed: int = 0) -> list[Violation]:
+def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, *,
+                 seed: int = 0) -> list[Violation]:
     nblocks = report.get("nblocks", 0)
     acked: dict[int, tuple[int, Ack]] = {}
     for a in acks:
@@ -175,7 +177,7 @@ def check_direct(acks: list[Ack], report: dict, cut_t: float | None = None, *, s
     return out
 
 
-def check_sqlite(acks: list[Ack], report: dict, cut_t: float | None = None) -> list[Violation]:
+def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
     by_id = {int(a.ident): a for a in acks}
     last_acked = max(by_id) if by_id else -1
     if not report.get("exists"):
@@ -208,7 +210,7 @@ def check_sqlite(acks: list[Ack], report: dict, cut_t: float | None = None) -> l
 CHECKS = {"append": check_append, "replace": check_replace, "direct": check_direct, "sqlite": check_sqlite}
 
 
-def judge(workload: str, acks: list[Ack], report: dict, cut_t: float | None = None, seed: int = 0,
+def judge(workload: str, acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, seed: int = 0,
           kernel_lines: list[str] | None = None) -> Verdict:
     """Apply the workload's oracle; an unmountable filesystem loses every acked op."""
     if report.get("mount_error"):

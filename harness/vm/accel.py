@@ -88,6 +88,7 @@ def probe_kvm(qemu: str, kernel: Path, timeout: float = PROBE_TIMEOUT) -> tuple[
                 if serial.exists() and PROBE_OK.search(serial.read_bytes()):
                     return True, f"kernel reached root mount in {time.monotonic() - t0:.1f} s"
                 if proc.poll() is not None:
+                    assert proc.stderr is not None   # stderr=PIPE
                     err = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
                     return False, "QEMU exited: " + (err[-1] if err else f"status {proc.returncode}")
                 time.sleep(0.5)

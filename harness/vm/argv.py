@@ -32,19 +32,20 @@ class Drive:
     no_flush: bool = False         # the disk acknowledges flushes without doing them (cache.no-flush=on)
 
     def args(self) -> list[str]:
+        logged = self.write_log is not None
+        # QEMU flushes a node's children whatever the node's own cache.no-flush (bdrv_co_flush):
+        # without a log, only the file node's flag stops the host's fdatasync
+        file_no_flush = "on" if self.no_flush and not logged else "off"
         file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
-        args = ["-blockdev", "driver=" + file_node + ",cache.direct=off,cache.no-flush=off"]
+        args = ["-blockdev", "driver=" + file_node + f",cache.direct=off,cache.no-flush={file_no_flush}"]
         child = f"{self.node}-file"
         if self.blkdebug is not None:
             args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
                                   f"config={quote_optarg(str(self.blkdebug))},image={child}"]
             child = f"{self.node}-dbg"
-        logged = self.write_log is not None
         fmt_name = f"{self.node}-fmt" if logged else self.node
         fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={child},"
                     f"read-only={'on' if self.readonly else 'off'}")
-        if self.no_flush and not logged:
-            fmt_node += ",cache.no-flush=on"
         args += ["-blockdev", fmt_node]
         if logged:
             # above the format node, so the log holds guest-visible offsets of the disk

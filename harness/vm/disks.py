@@ -15,7 +15,7 @@ LOG = logging.getLogger(__name__)
 QEMU_BINARY = "qemu-system-x86_64"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def qemu_version(binary: str = QEMU_BINARY) -> str:
     """Asked once per process: every boot records it and every snapshot key includes it."""
     if shutil.which(binary) is None:

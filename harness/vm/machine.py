@@ -9,6 +9,7 @@ even if the harness is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import re
@@ -47,12 +48,32 @@ def _child_setup() -> None:
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+def _spawn(argv: list[str], log: BinaryIO, incoming_fd: int | None) -> subprocess.Popen[bytes]:
+    """QEMU in its own session (Ctrl-C reaches us, not QEMU), dying with us (_child_setup)."""
+    pass_fds = () if incoming_fd is None else (incoming_fd,)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, pass_fds=pass_fds,
+                            preexec_fn=_child_setup)  # noqa: PLW1509 - prctl(PR_SET_PDEATHSIG) has no Popen option
+
+
 def tail(path: Path, lines: int = 25) -> str:
     try:
         data = path.read_bytes()[-64 * 1024:]
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _log_tails(qemu_log: Path, serial_log: Path) -> str:
+    """The end of QEMU's own log (prefixed ``[qemu]``), then the end of the serial console."""
+    parts = []
+    q = tail(qemu_log, 10)
+    if q:
+        parts.append("[qemu] " + q.replace("\n", "\n[qemu] "))
+    s = tail(serial_log)
+    if s:
+        parts.append(s)
+    return "\n".join(parts)
 
 
 class QemuMachine:
@@ -73,11 +94,11 @@ class QemuMachine:
         self.exit_code: int | None = None
 
     # --- lifecycle -------------------------------------------------------------
-    def __enter__(self) -> "QemuMachine":
+    def __enter__(self) -> QemuMachine:
         self.launch()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
     @property
@@ -109,11 +130,8 @@ class QemuMachine:
         self.argv = build_argv(self.spec, qmp_path, self.serial_log)
         (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
         LOG.debug("launching %s", self.argv)
-        self._qemu_log_file = open(self.qemu_log, "ab")
-        pass_fds = () if self.spec.incoming_fd is None else (self.spec.incoming_fd,)
-        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._qemu_log_file,
-                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=_child_setup, pass_fds=pass_fds)
+        self._qemu_log_file = open(self.qemu_log, "ab")  # noqa: SIM115 - closed in _post_shutdown()
+        self._proc = _spawn(self.argv, self._qemu_log_file, self.spec.incoming_fd)
         try:
             self._qmp.accept(timeout=30)
         except Exception as exc:
@@ -123,14 +141,7 @@ class QemuMachine:
         self._qmp.settimeout(60)
 
     def failure_text(self) -> str:
-        parts = []
-        q = tail(self.qemu_log, 10)
-        if q:
-            parts.append("[qemu] " + q.replace("\n", "\n[qemu] "))
-        s = tail(self.serial_log)
-        if s:
-            parts.append(s)
-        return "\n".join(parts)
+        return _log_tails(self.qemu_log, self.serial_log)
 
     def check_alive(self) -> None:
         """Raise GuestDied if QEMU exited or a layer panicked on the console."""
@@ -150,7 +161,7 @@ class QemuMachine:
             raise GuestDied("QMP is not connected")
         return self._qmp.cmd(cmd, **args)
 
-    def wait_event(self, name: str, timeout: float, **data) -> dict | None:
+    def wait_event(self, name: str, timeout: float, **data: Any) -> dict[str, Any] | None:
         """The next QMP event ``name`` whose data matches ``data``, or None after ``timeout``."""
         if self._qmp is None:
             raise GuestDied("QMP is not connected")
@@ -173,10 +184,8 @@ class QemuMachine:
                 self.qmp("stop")
         finally:
             if method == "quit":
-                try:
+                with contextlib.suppress(Exception):  # the reply may race with the exit
                     self.qmp("quit")
-                except Exception:  # the reply may race with the exit
-                    pass
             self._hard_shutdown()
             self._post_shutdown()
 
@@ -192,18 +201,7 @@ class QemuMachine:
             self._qmp.send_fd_scm(f.fileno())
             self.qmp("getfd", fdname="xdh-state")
             self.qmp("migrate", uri="fd:xdh-state")
-            while True:
-                info = self.qmp("query-migrate")
-                status = info.get("status")
-                if status == "completed":
-                    break
-                if status in ("failed", "cancelled"):
-                    raise InfraError(f"saving the machine state failed: {info.get('error-desc', status)}",
-                                     log_tail=self.failure_text())
-                if time.monotonic() - t0 > timeout:
-                    raise InfraError(f"saving the machine state took more than {timeout:.0f} s")
-                self.check_alive()
-                time.sleep(0.2)
+            _wait_migrated(self, t0, timeout)
         return time.monotonic() - t0
 
     def wait_running(self, timeout: float = 300.0) -> float:
@@ -255,10 +253,8 @@ class QemuMachine:
 
     def _post_shutdown(self) -> None:
         if self._qmp is not None:
-            try:
+            with contextlib.suppress(Exception):   # closing a dead connection
                 self._qmp.close()
-            except Exception:  # noqa: BLE001
-                pass
             self._qmp = None
         if self._qemu_log_file is not None:
             self._qemu_log_file.close()
@@ -270,6 +266,22 @@ class QemuMachine:
             self.exit_code = self._proc.returncode
             if self.exit_code < 0 and not self.killed_on_purpose and -self.exit_code != signal.SIGKILL:
                 LOG.warning("QEMU died from signal %d: %s", -self.exit_code, " ".join(self.argv))
+
+
+def _wait_migrated(machine: QemuMachine, t0: float, timeout: float) -> None:
+    """Poll QMP ``query-migrate`` until the state ``save_state`` started at ``t0`` is written."""
+    while True:
+        info = machine.qmp("query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise InfraError(f"saving the machine state failed: {info.get('error-desc', status)}",
+                             log_tail=machine.failure_text())
+        if time.monotonic() - t0 > timeout:
+            raise InfraError(f"saving the machine state took more than {timeout:.0f} s")
+        machine.check_alive()
+        time.sleep(0.2)
 
 
 def host_port_in_use_error(qemu_log: Path) -> bool:

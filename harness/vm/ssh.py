@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import logging
 import shlex
-import socket
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import paramiko
 
@@ -63,7 +62,8 @@ class Shell:
         self.client = client
 
     @classmethod
-    def connect(cls, endpoint: Endpoint, key_file: Path, sock=None, timeout: float = 20.0) -> "Shell":
+    def connect(cls, endpoint: Endpoint, key_file: Path, sock: paramiko.Channel | None = None,
+                timeout: float = 20.0) -> Shell:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         hk_name = endpoint.host if endpoint.port == 22 else f"[{endpoint.host}]:{endpoint.port}"
@@ -109,7 +109,7 @@ class Shell:
                         raise GuestCommandError(f"{self.endpoint.name}: `{text}` timed out after {timeout:.0f} s")
                     time.sleep(0.02)
             status = chan.recv_exit_status()
-        except socket.timeout:
+        except TimeoutError:
             raise GuestCommandError(f"{self.endpoint.name}: `{text}` timed out after {timeout:.0f} s") from None
         finally:
             chan.close()
@@ -120,7 +120,7 @@ class Shell:
                                     f"{msg[-1] if msg else ''}", status, res.stdout, res.stderr)
         return res
 
-    def stream(self, cmd: Sequence[str] | str) -> "Stream":
+    def stream(self, cmd: Sequence[str] | str) -> Stream:
         """Start a command and read its stdout line by line as it arrives."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
@@ -136,11 +136,10 @@ class Shell:
             sftp.chmod(remote, mode)
 
     def get_bytes(self, remote: str) -> bytes:
-        with self.client.open_sftp() as sftp:
-            with sftp.open(remote, "rb") as f:
-                return f.read()
+        with self.client.open_sftp() as sftp, sftp.open(remote, "rb") as f:
+            return f.read()
 
-    def jump_channel(self, host: str, port: int = 22, timeout: float = 20.0):
+    def jump_channel(self, host: str, port: int = 22, timeout: float = 20.0) -> paramiko.Channel:
         """A direct-tcpip channel through this host, used as the socket of a nested connection."""
         transport = self.client.get_transport()
         if transport is None:
@@ -169,7 +168,7 @@ class Stream:
                 continue
             try:
                 data = self.chan.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return
             if not data:
                 if self._buf:

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from tests.helpers import pids_matching
-from harness.stack.snapshot import ensure_snapshot
 from harness.config import StackConfig
 from harness.stack.boot import Restore
+from harness.stack.snapshot import ensure_snapshot
 from harness.stack.xen import machine_identity, make_stack
+from tests.helpers import pids_matching
 
 pytestmark = pytest.mark.stack
 

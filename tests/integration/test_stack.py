@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import LaunchError
-from tests.helpers import pids_matching
 from harness.config import StackConfig
+from harness.errors import LaunchError
 from harness.stack.backend_check import read_backend
 from harness.stack.xen import make_stack
+from tests.helpers import pids_matching
 
 pytestmark = pytest.mark.stack
 
@@ -33,7 +33,7 @@ def test_backend_mode_boots_writes_and_reports(mode, images, tmp_path):
         assert out.split() == ["ACK", "0", "ACK", "1", "ACK", "2", "ACK", "3"]
         back = stack.domu.run(["sh", "-c", "head -c 16384 /dev/xvdb | tr -cd '\\n[:print:]' | "
                                "grep -o 'xdh-probe 0000000[0-3]' | sort -u"]).stdout.split("\n")
-        assert [l for l in back if l] == [f"xdh-probe 0000000{i}" for i in range(4)]
+        assert [ln for ln in back if ln] == [f"xdh-probe 0000000{i}" for i in range(4)]
 
         b = read_backend(stack.dom0, stack.domu, stack.backend)
         assert b.backend_kind == kind
@@ -58,9 +58,8 @@ def test_qdisk_direct_fails_fast_with_the_reason(images, tmp_path):
     must say so at once. (If a future build supports it, this test fails: then add the mode to
     EXPECTED above.)"""
     run = tmp_path / "run"
-    with pytest.raises(LaunchError) as ei:
-        with make_stack(StackConfig(backend="qdisk-direct"), run, images):
-            pass
+    with pytest.raises(LaunchError) as ei, make_stack(StackConfig(backend="qdisk-direct"), run, images):
+        pass
     assert "aio=native was specified, but is not supported in this build" in str(ei.value)
     assert "linux-aio" in ei.value.hint
     assert (run / "qemu-dm.log").exists()

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import summary as report
-from harness.config import StackConfig
 from harness.campaign.campaign import run_campaign
 from harness.campaign.reproduce import reverify
-from harness.config import TortureConfig, VerifyPath
+from harness.config import StackConfig, TortureConfig, VerifyPath
+from harness.report import summary as report
 from harness.report.rundir import IterationDir
 from harness.status import ExitCode
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import summary as report
-from harness.config import StackConfig
 from harness.campaign.campaign import run_campaign
-from harness.config import TortureConfig
+from harness.config import StackConfig, TortureConfig
+from harness.report import summary as report
 
 pytestmark = pytest.mark.stack
 

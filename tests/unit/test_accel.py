@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.vm import accel
 from harness.errors import ConfigError
+from harness.vm import accel
 
 
 def test_auto_without_working_kvm_falls_back_to_tcg():

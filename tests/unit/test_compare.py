@@ -57,7 +57,8 @@ def test_report_from_run_directories(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "xdh compare --backends phy" in md and "Total wall time: 10 min" in md
     assert "**NOT caught**" in md and "missed without the model" in md and "volatile model catches it" in md
-    assert "disk cache volatile: 6 iterations, 24 crash states verified (4.0 per iteration), 720 crash states per hour" in md
+    assert ("disk cache volatile: 6 iterations, 24 crash states verified (4.0 per iteration), "
+            "720 crash states per hour") in md
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
 

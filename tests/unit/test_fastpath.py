@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 
 from harness.campaign import bench
-from harness.vm.accel import AccelChoice
+from harness.campaign.campaign import canary_config
+from harness.catalog.workloads import get as workload
+from harness.config import StackConfig, TortureConfig
 from harness.errors import ConfigError
 from harness.images import BuiltImage
-from harness.vm.argv import Drive, MachineSpec, build_argv
 from harness.stack.saved import snapshot_key
-from harness.config import StackConfig
-from harness.campaign.campaign import canary_config
-from harness.config import TortureConfig
-from harness.catalog.workloads import get as workload
+from harness.vm.accel import AccelChoice
+from harness.vm.argv import Drive, MachineSpec, build_argv
 
 
 def _spec(**kw):
@@ -84,7 +83,7 @@ def test_verify_argv_names_the_device():
 
 
 def _summary(totals, statuses, setup=None):
-    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}} for t, st in zip(totals, statuses)]
+    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}} for t, st in zip(totals, statuses, strict=True)]
     return {"iterations": its, "setup_seconds": setup or {}}
 
 

@@ -30,7 +30,7 @@ def wl(*args: str) -> str:
 def run(workload: str, tmp: Path, ops: int, **kw) -> list[Ack]:
     extra = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
     out = wl("run", workload, "--seed", str(SEED), "--dir", str(tmp), "--ops", str(ops), *extra)
-    return [a for a in (Ack.parse(l, 100.0 + i) for i, l in enumerate(out.splitlines())) if a]
+    return [a for a in (Ack.parse(ln, 100.0 + i) for i, ln in enumerate(out.splitlines())) if a]
 
 
 def verify(workload: str, tmp: Path, **kw) -> dict:

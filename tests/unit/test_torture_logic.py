@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from harness.report import summary as report
-from harness.errors import ConfigError
+from harness.catalog.workloads import Ack
 from harness.config import StackConfig, TortureConfig
 from harness.crash.plan import CutPlan, iteration_seed, shard_indices
 from harness.crash.run import latency_stats
+from harness.errors import ConfigError
+from harness.report import summary as report
 from harness.report.records import IterationRecord
 from harness.status import ExitCode, Status
-from harness.catalog.workloads import Ack
 
 
 def test_iteration_seeds_are_deterministic_and_distinct():

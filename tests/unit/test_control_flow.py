@@ -1,0 +1,580 @@
+"""Control flow with fakes (no VM, no QEMU, no SSH): interrupts, failures, statuses and exit codes.
+
+The heavy stages (the crash run, its verification, the snapshot, the fast verifier, the QEMU
+process and its QMP socket) are replaced by fakes from ``tests.fakes`` that return real typed
+values or raise; everything around them (iteration, campaign, compare, report, CLI) is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import harness.campaign.compare as compare_mod
+from harness.campaign.campaign import run_campaign
+from harness.campaign.compare import CompareConfig, compare_exit, run_compare
+from harness.campaign.iteration import run_iteration
+from harness.campaign.kit import Kit
+from harness.cleanup import install_signal_handlers
+from harness.cli import main
+from harness.config import Reset, TortureConfig, VerifyPath
+from harness.crash.plan import IterationPlan
+from harness.errors import Interrupted, LaunchError, WorkloadError
+from harness.images import ImageStore
+from harness.paths import PROJECT_ROOT
+from harness.report import summary as summary_mod
+from harness.report.records import IterationRecord
+from harness.report.rundir import IterationDir
+from harness.status import ExitCode, Status
+from harness.vm.accel import AccelChoice
+from harness.vm.argv import MachineSpec
+from harness.vm.machine import QemuMachine, launch_on_free_port
+from tests.fakes import (
+    FakeCrashes,
+    FakeProcess,
+    FakeQMP,
+    FakeVerifier,
+    fake_pair,
+    fake_snapshot,
+    fake_subprocess_module,
+    reset_fakes,
+    sigterm_self,
+)
+
+SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Cache and runs in tmp_path, the cwd there too; fakes reset; signal handlers restored."""
+    monkeypatch.setenv("XDH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDH_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    reset_fakes()
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+    reset_fakes()
+
+
+@pytest.fixture
+def images(tmp_path, monkeypatch):
+    """The image store answers with fake built images (nothing is booted from them)."""
+    pair = fake_pair(tmp_path / "fake-images")
+    monkeypatch.setattr(ImageStore, "pair", lambda self: pair)
+    monkeypatch.setattr(ImageStore, "require", lambda self, name: getattr(pair, name))
+    return pair
+
+
+@pytest.fixture
+def fake_stages(tmp_path, monkeypatch, images):
+    """Install fakes for every heavy stage under campaigns; returns ``install(script) -> FakeCrashes``."""
+    snap = fake_snapshot(tmp_path)
+
+    def install(script) -> FakeCrashes:
+        crashes = FakeCrashes(script)
+        monkeypatch.setattr("harness.campaign.iteration.run_until_cut", crashes.run_until_cut)
+        monkeypatch.setattr("harness.campaign.iteration.check_outcome", crashes.check_outcome)
+        monkeypatch.setattr("harness.campaign.kit.ensure_snapshot", lambda *a, **kw: snap)
+        monkeypatch.setattr("harness.campaign.kit.machine_identity", lambda *a, **kw: {"fake": True})
+        monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
+        monkeypatch.setattr("harness.campaign.compare.FastVerifier", FakeVerifier)
+        monkeypatch.setattr("harness.cli.commands._versions", lambda: {"fake": True})
+        monkeypatch.setattr("harness.report.matrix._plots", lambda: None)   # matplotlib is slow and beside the point
+        return crashes
+    return install
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _report_rows(md: str) -> dict[tuple[str, str], dict[str, str]]:
+    """report.md's table, by (backend, fault)."""
+    rows = {}
+    for line in md.splitlines():
+        if not line.startswith("| ") or line.startswith("| backend") or line.startswith("| ---"):
+            continue
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        rows[(c[0], c[2])] = {"disk_cache": c[1], "workload": c[3], "canary": c[4], "iterations": c[5],
+                              "loss": c[6], "notes": c[12]}
+    return rows
+
+
+# --- 1. an interrupt stops a compare matrix ---------------------------------------------------
+COMPARE_ARGS = ["compare", "--backends", "qdisk,phy", "--faults", "none,drop-flush", "--workloads", "append",
+                "--disk-cache", "none", "--iterations", "2"]
+CELLS = ["qdisk__none__append__none", "qdisk__drop-flush__append__none", "phy__none__append__none",
+         "phy__drop-flush__append__none"]
+
+
+def verdicts(cfg: TortureConfig, name: str) -> str:
+    """A well-behaved world: the canary is caught, drop-flush loses writes, no fault passes."""
+    return "loss" if name == "canary" or cfg.fault == "drop-flush" else "pass"
+
+
+def test_sigterm_inside_compare_stops_the_matrix_and_reports_what_ran(fake_stages, tmp_path, capsys):
+    def script(cfg, name):
+        if (cfg.stack.backend, cfg.fault, name) == ("qdisk", "drop-flush", "iter-0001"):
+            sigterm_self()          # the real handler, installed by main, raises Interrupted
+        return verdicts(cfg, name)
+    crashes = fake_stages(script)
+    out = tmp_path / "cmp"
+
+    code = main([*COMPARE_ARGS, "--run-dir", str(out)])
+
+    assert code == ExitCode.INTERRUPTED == 130
+    assert "interrupted by SIGTERM; stopped cleanly" in capsys.readouterr().err
+    # the matrix stopped in its 2nd cell: later cells (and their canary) never started
+    assert crashes.cells_started() == CELLS[:2]
+    assert not (out / "cells" / CELLS[2]).exists() and not (out / "cells" / CELLS[3]).exists()
+    assert not (out / "canaries" / "phy__none").exists()
+    assert [c.name for c in crashes.calls] == ["canary", "iter-0000", "iter-0001", "iter-0000", "iter-0001"]
+    # the interrupted cell summarized what ran, and its interrupted iteration says so
+    cell2 = out / "cells" / CELLS[1]
+    assert [i["name"] for i in _read(cell2 / "summary.json")["iterations"]] == ["iter-0000"]
+    assert _read(cell2 / "iterations" / "iter-0001" / "result.json")["error"] == "interrupted"
+    # the report of the cells that ran is written
+    rows = _report_rows((out / "report.md").read_text())
+    assert rows[("qdisk", "none")]["iterations"] == "2" and rows[("qdisk", "none")]["canary"] == "caught"
+    assert rows[("qdisk", "drop-flush")]["iterations"] == "1" and rows[("qdisk", "drop-flush")]["loss"] == "1"
+    assert rows[("phy", "none")]["iterations"] == "0" and "not run" in rows[("phy", "none")]["notes"]
+    assert (out / "report.html").exists() and (out / "compare-wall.json").exists()
+    data = _read(out / "compare.json")
+    assert sum(1 for r in data["cells"] if r.get("iterations")) == 2
+    # the shared verifier was stopped on the way out
+    assert [(v.started, v.stopped) for v in FakeVerifier.instances] == [(1, 1)]
+
+
+def test_sigterm_in_a_canary_stops_the_matrix(fake_stages, tmp_path, capsys):
+    def script(cfg, name):
+        if name == "canary" and cfg.stack.backend == "phy":
+            sigterm_self()
+        return verdicts(cfg, name)
+    crashes = fake_stages(script)
+    out = tmp_path / "cmp"
+    assert main([*COMPARE_ARGS, "--run-dir", str(out)]) == 130
+    assert crashes.cells_started() == CELLS[:2]
+    assert [(c.backend, c.fault) for c in crashes.calls if c.name == "canary"] == [("qdisk", "drop-flush"),
+                                                                                  ("phy", "drop-flush")]
+    assert not (out / "canaries" / "phy__none" / "canary.json").exists()    # not recorded as a result
+    assert _read(out / "canaries" / "phy__none" / "canary" / "result.json")["error"] == "interrupted"
+    rows = _report_rows((out / "report.md").read_text())
+    assert rows[("qdisk", "drop-flush")]["iterations"] == "2" and rows[("phy", "none")]["iterations"] == "0"
+
+
+def test_interrupted_cell_campaign_stops_run_compare(fake_stages, tmp_path, monkeypatch):
+    fake_stages(verdicts)
+    real = compare_mod.run_campaign
+    started: list[str] = []
+
+    def campaign(cfg, run_dir, *a, **kw):
+        started.append(run_dir.name)
+        if len(started) == 2:
+            raise Interrupted("interrupted by SIGTERM")
+        return real(cfg, run_dir, *a, **kw)
+    monkeypatch.setattr(compare_mod, "run_campaign", campaign)
+    cfg = CompareConfig(backends=("qdisk", "phy"), faults=("none", "drop-flush"), disk_caches=("none",),
+                        iterations=1, canary=False)
+
+    with pytest.raises(Interrupted):
+        run_compare(cfg, tmp_path / "cmp", lambda m: None, {})
+
+    assert started == CELLS[:2]
+    rows = _report_rows((tmp_path / "cmp" / "report.md").read_text())
+    assert rows[("qdisk", "none")]["iterations"] == "1"
+    assert all(rows[k]["iterations"] == "0" for k in (("phy", "none"), ("phy", "drop-flush")))
+
+
+# --- 2. an interrupt during a QEMU launch -----------------------------------------------------
+def _spec(tmp_path: Path, port: int = 1) -> MachineSpec:
+    return MachineSpec(accel=AccelChoice("tcg", "test"), kernel=tmp_path / "xen.gz", append="", initrds=[],
+                       drives=[], ssh_port=port)
+
+
+@pytest.fixture
+def fake_qemu(monkeypatch):
+    monkeypatch.setattr("harness.vm.machine.subprocess", fake_subprocess_module())
+    monkeypatch.setattr("harness.vm.machine.QEMUMonitorProtocol", FakeQMP)
+
+
+def _raise(exc: BaseException):
+    def f():
+        raise exc
+    return f
+
+
+@pytest.mark.parametrize("on_accept, expected", [
+    (sigterm_self, Interrupted),                  # SIGTERM through the real handler
+    (_raise(KeyboardInterrupt()), KeyboardInterrupt),
+    (_raise(OSError("connection refused")), LaunchError),   # contrast: an ordinary failure is wrapped
+], ids=["sigterm", "sigint", "oserror"])
+def test_interrupt_during_qemu_launch_propagates_and_leaves_nothing(fake_qemu, tmp_path, on_accept, expected):
+    install_signal_handlers()
+    FakeQMP.on_accept = staticmethod(on_accept)
+    m = QemuMachine(_spec(tmp_path), tmp_path / "logs")
+
+    with pytest.raises(BaseException) as ei:
+        m.launch()
+
+    assert type(ei.value) is expected
+    assert (ei.value.__cause__ is not None) == (expected is LaunchError)
+    (proc,), (qmp,) = FakeProcess.instances, FakeQMP.instances
+    assert proc.killed and proc.waited and not m.is_running()
+    assert qmp.closed and not qmp.path.parent.exists()      # the QMP socket directory is gone
+    assert m._qemu_log_file is None and m.exit_code == -signal.SIGKILL
+    # the handler is back in place after the cleanup (which holds signals off)
+    assert signal.getsignal(signal.SIGTERM).__module__ == "harness.cleanup"
+
+
+def test_sigterm_during_cleanup_does_not_stop_the_cleanup(fake_qemu, tmp_path):
+    install_signal_handlers()
+    FakeQMP.on_accept = staticmethod(sigterm_self)
+    FakeProcess.on_kill = lambda: os.kill(os.getpid(), signal.SIGTERM)   # a second SIGTERM while QEMU is killed
+    m = QemuMachine(_spec(tmp_path), tmp_path / "logs")
+    with pytest.raises(Interrupted):
+        m.launch()
+    (proc,), (qmp,) = FakeProcess.instances, FakeQMP.instances
+    assert proc.killed and proc.waited and qmp.closed and not qmp.path.parent.exists()
+
+
+@pytest.mark.parametrize("on_accept, launches", [(sigterm_self, 1), (_raise(OSError("refused")), 3)],
+                         ids=["sigterm", "oserror"])
+def test_launch_on_free_port_retries_a_taken_port_but_never_an_interrupt(fake_qemu, tmp_path, on_accept, launches):
+    install_signal_handlers()
+    FakeQMP.on_accept = staticmethod(on_accept)
+    FakeProcess.log_text = b"qemu: Could not set up host forwarding rule 'tcp:127.0.0.1:1-:22'\n"
+    with pytest.raises((Interrupted, LaunchError)) as ei:
+        launch_on_free_port(lambda port: _spec(tmp_path, port), tmp_path / "logs", "l0")
+    assert isinstance(ei.value, Interrupted if launches == 1 else LaunchError)
+    assert len(FakeProcess.instances) == launches and all(p.killed for p in FakeProcess.instances)
+
+
+def test_sigterm_during_qemu_launch_of_xdh_up_exits_130(fake_qemu, images, tmp_path, monkeypatch, capsys):
+    """`xdh up`: the real XenStack and QemuMachine, QEMU's process and QMP faked; SIGTERM while
+    QMP is being accepted."""
+    monkeypatch.setattr("harness.stack.boot.make_overlay", lambda base, overlay, fmt=None: overlay.touch())
+    monkeypatch.setattr("harness.vm.accel.choose", lambda *a, **kw: AccelChoice("tcg", "faked"))
+    FakeQMP.on_accept = staticmethod(sigterm_self)
+
+    code = main(["up", "--run-dir", str(tmp_path / "up"), "--accel", "tcg"])
+
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "xdh: interrupted by SIGTERM; stopped cleanly" in err and "Traceback" not in err
+    (proc,) = FakeProcess.instances
+    assert proc.argv[0] == "qemu-system-x86_64" and proc.killed and proc.waited
+    assert FakeQMP.instances[0].closed
+    assert not (tmp_path / "cache" / "up.json").exists()
+
+
+# --- 3. how an iteration ends: statuses, result.json, exit codes --------------------------------
+def _cfg(**kw) -> TortureConfig:
+    """Cold boots and reboot verification: a Kit with nothing to set up (no snapshot, no verifier)."""
+    base = dict(reset=Reset.BOOT, verify=VerifyPath.REBOOT, canary=False, seed=7, iterations=1)
+    return TortureConfig(**(base | kw))
+
+
+def _one_iteration(fake_stages, tmp_path, action: str) -> tuple[IterationRecord, IterationDir]:
+    fake_stages(lambda cfg, name: action)
+    cfg = _cfg()
+    it = IterationDir(tmp_path / "run" / "iterations" / "iter-0000")
+    with Kit(cfg, tmp_path / "run" / "verifier", ImageStore(), ImageStore().pair(), lambda m: None) as kit:
+        rec = run_iteration(IterationPlan.make(cfg, 0), kit, it, lambda m: None)
+    return rec, it
+
+
+@pytest.mark.parametrize("action, status, error, traceback", [
+    ("pass", Status.PASS, "", False),
+    ("loss", Status.LOSS, "", False),
+    ("guest-died", Status.GUEST_DIED, "QEMU exited unexpectedly (exit code 1)", False),
+    ("workload", Status.ERROR, "the workload ended before the cut", False),
+    ("bug", Status.ERROR, "KeyError: 'no-such-key' (a bug in xdh)", True),
+])
+def test_iteration_status_follows_what_failed(fake_stages, tmp_path, action, status, error, traceback):
+    rec, it = _one_iteration(fake_stages, tmp_path, action)
+    assert rec.status == status and rec.error == error
+    saved = _read(it.result)
+    assert saved["status"] == status.value and saved["error"] == error
+    assert IterationDir(it.path).read_result() == rec
+    assert (it.path / "traceback.txt").exists() == traceback
+    if traceback:
+        assert "KeyError: 'no-such-key'" in (it.path / "traceback.txt").read_text()
+    assert rec.lost_acked == (2 if action == "loss" else 0)
+
+
+@pytest.mark.parametrize("action, counts, code", [
+    ("guest-died", {"guest-died": 2}, ExitCode.INFRA),
+    ("bug", {"error": 2}, ExitCode.ERROR),
+    ("loss", {"loss": 2}, ExitCode.LOSS),
+    ("pass", {"pass": 2}, ExitCode.CLEAN),
+])
+def test_campaign_exit_code_follows_the_iterations(fake_stages, tmp_path, action, counts, code):
+    fake_stages(lambda cfg, name: action)
+    res = run_campaign(_cfg(iterations=2), tmp_path / "run", lambda m: None, {})
+    assert res.exit_code == code
+    saved = _read(tmp_path / "run" / "summary.json")
+    assert saved["exit_code"] == code and {k: v for k, v in saved["counts"].items() if v} == counts
+    assert [i["status"] for i in saved["iterations"]] == [list(counts)[0]] * 2
+    junit = (tmp_path / "run" / "junit.xml").read_text()
+    assert ('errors="2"' in junit) == (action in ("guest-died", "bug"))
+
+
+def test_guest_death_and_bug_in_one_campaign_is_a_harness_error(fake_stages, tmp_path):
+    fake_stages(lambda cfg, name: {"iter-0000": "guest-died", "iter-0001": "bug"}.get(name, "pass"))
+    res = run_campaign(_cfg(iterations=3), tmp_path / "run", lambda m: None, {})
+    assert [r.status for r in res.iterations] == [Status.GUEST_DIED, Status.ERROR, Status.PASS]
+    assert res.exit_code == ExitCode.ERROR
+    assert (tmp_path / "run" / "iterations" / "iter-0001" / "traceback.txt").exists()
+    assert not (tmp_path / "run" / "iterations" / "iter-0000" / "traceback.txt").exists()
+
+
+@pytest.mark.parametrize("action, exc", [("sigint", KeyboardInterrupt), ("sigterm", Interrupted)])
+def test_interrupt_inside_an_iteration_is_recorded_and_reraised(fake_stages, tmp_path, action, exc):
+    install_signal_handlers()
+    with pytest.raises(exc):
+        _one_iteration(fake_stages, tmp_path, action)
+    saved = _read(tmp_path / "run" / "iterations" / "iter-0000" / "result.json")
+    assert saved["status"] == "error" and saved["error"] == "interrupted"
+
+
+@pytest.mark.parametrize("action, exc", [("sigint", KeyboardInterrupt), ("sigterm", Interrupted)])
+def test_interrupted_campaign_writes_the_summary_of_what_ran(fake_stages, tmp_path, action, exc):
+    install_signal_handlers()
+    crashes = fake_stages(lambda cfg, name: {"iter-0000": "loss", "iter-0001": "pass", "iter-0002": action}
+                          .get(name, "pass"))
+    with pytest.raises(exc):
+        run_campaign(_cfg(iterations=5), tmp_path / "run", lambda m: None, {})
+    assert [c.name for c in crashes.calls] == ["iter-0000", "iter-0001", "iter-0002"]
+    s = _read(tmp_path / "run" / "summary.json")
+    assert [(i["name"], i["status"]) for i in s["iterations"]] == [("iter-0000", "loss"), ("iter-0001", "pass")]
+    assert s["exit_code"] == ExitCode.LOSS and s["counts"]["loss"] == 1
+    assert "iter-0000" in (tmp_path / "run" / "summary.txt").read_text()
+    assert (tmp_path / "run" / "junit.xml").read_text().count("<testcase") == 2
+    assert _read(tmp_path / "run" / "iterations" / "iter-0002" / "result.json")["error"] == "interrupted"
+
+
+def test_torture_via_main_exits_5_on_guest_death(fake_stages, tmp_path, capsys):
+    fake_stages(lambda cfg, name: "guest-died")
+    code = main(["torture", "--no-canary", "--iterations", "2", "--seed", "3", "--run-dir", str(tmp_path / "t")])
+    assert code == ExitCode.INFRA == 5
+    out = capsys.readouterr().out
+    assert "GUEST-DIED" in out and "2 guest died" in out
+
+
+# --- 4. compare's exit code -----------------------------------------------------------------
+def _row(**kw) -> dict:
+    return {"skip": "", "iterations": 3, "error_iterations": 0, "infra_only": True} | kw
+
+
+@pytest.mark.parametrize("rows, code", [
+    ([_row(), _row(loss_iterations=3)], ExitCode.CLEAN),                           # losses are content
+    ([_row(), _row(skip="impossible", iterations=0)], ExitCode.CLEAN),
+    ([_row(), _row(error_iterations=1, infra_only=True)], ExitCode.INFRA),
+    ([_row(iterations=0, error="stack unavailable: QEMU failed", infra_only=True)], ExitCode.INFRA),
+    ([_row(), _row(iterations=0, error="the workload ended", infra_only=False)], ExitCode.ERROR),
+    ([_row(error_iterations=1, infra_only=True), _row(error_iterations=1, infra_only=False)], ExitCode.ERROR),
+    ([_row(iterations=0, error="not run", infra_only=False)], ExitCode.ERROR),
+    ([_row(skip="impossible", iterations=0)], ExitCode.ERROR),                     # nothing could run
+])
+def test_compare_exit_on_collected_data(rows, code):
+    assert compare_exit({"cells": rows}) == code
+
+
+@pytest.mark.parametrize("cell_script, code", [
+    ({}, ExitCode.CLEAN),                                        # every cell reached verdicts, losses included
+    ({"phy__none__append__none": "guest-died"}, ExitCode.INFRA),
+    ({"phy__none__append__none": "bug"}, ExitCode.ERROR),
+    ({"phy__none__append__none": "guest-died", "qdisk__none__append__none": "workload"}, ExitCode.ERROR),
+])
+def test_compare_via_main_exit_code_follows_the_cells(fake_stages, tmp_path, cell_script, code):
+    fake_stages(lambda cfg, name: cell_script.get(
+        f"{cfg.stack.backend}__{cfg.fault}__{cfg.workload}__{cfg.disk_cache}", verdicts(cfg, name))
+        if name != "canary" else "loss")
+    out = tmp_path / "cmp"
+    assert main([*COMPARE_ARGS, "--run-dir", str(out)]) == code
+    data = _read(out / "compare.json")
+    assert len(data["cells"]) == 4 and all(r["iterations"] == 2 for r in data["cells"])
+    assert sum(r["loss_iterations"] for r in data["cells"]) == 4
+
+
+def test_compare_cell_whose_campaign_raises_an_xdh_error_exits_6(fake_stages, tmp_path, monkeypatch):
+    crashes = fake_stages(verdicts)
+    real = compare_mod.run_campaign
+
+    def campaign(cfg, run_dir, *a, **kw):
+        if run_dir.name == CELLS[1]:
+            raise WorkloadError("the workload misbehaved")
+        return real(cfg, run_dir, *a, **kw)
+    monkeypatch.setattr(compare_mod, "run_campaign", campaign)
+    out = tmp_path / "cmp"
+    assert main([*COMPARE_ARGS, "--run-dir", str(out)]) == ExitCode.ERROR
+    assert crashes.cells_started() == [CELLS[0], CELLS[2], CELLS[3]]     # the matrix went on
+    assert (out / "cells" / CELLS[1] / "error.txt").read_text().strip() == "the workload misbehaved"
+    assert "error: the workload misbehaved" in _report_rows((out / "report.md").read_text())[
+        ("qdisk", "drop-flush")]["notes"]
+
+
+def test_compare_cell_whose_stack_cannot_start_exits_5(fake_stages, tmp_path, monkeypatch):
+    """A cell whose snapshot stack fails to launch is an infrastructure failure, not a harness bug."""
+    fake_stages(verdicts)
+    snap = fake_snapshot(tmp_path)
+
+    def ensure_snapshot(stack, *a, **kw):
+        if stack.backend == "phy":
+            raise LaunchError("QEMU did not connect to QMP (exit code 1)")
+        return snap
+    monkeypatch.setattr("harness.campaign.kit.ensure_snapshot", ensure_snapshot)
+    out = tmp_path / "cmp"
+    assert main([*COMPARE_ARGS, "--no-canary", "--run-dir", str(out)]) == ExitCode.INFRA
+    rows = _report_rows((out / "report.md").read_text())
+    assert rows[("qdisk", "none")]["iterations"] == "2"
+    assert "QEMU did not connect to QMP" in rows[("phy", "none")]["notes"]
+
+
+def test_compare_bug_in_a_cell_is_an_internal_error_with_the_report_written(fake_stages, tmp_path, monkeypatch,
+                                                                            capsys):
+    fake_stages(verdicts)
+    real = compare_mod.run_campaign
+
+    def campaign(cfg, run_dir, *a, **kw):
+        if run_dir.name == CELLS[1]:
+            raise KeyError("oops")
+        return real(cfg, run_dir, *a, **kw)
+    monkeypatch.setattr(compare_mod, "run_campaign", campaign)
+    out = tmp_path / "cmp"
+    assert main([*COMPARE_ARGS, "--no-canary", "--run-dir", str(out)]) == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert "internal error: KeyError" in err and "Traceback" not in err
+    assert _report_rows((out / "report.md").read_text())[("qdisk", "none")]["iterations"] == "2"
+
+
+# --- 5. unwritable run directories: one line, exit 2 ----------------------------------------------
+def xdh(args: list[str], tmp: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XDH_CACHE=str(tmp / "cache"), XDH_RUNS=str(tmp / "runs"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp, env=env, capture_output=True,
+                          check=False, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _one_line_usage_error(p: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == ExitCode.USAGE, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert p.stdout == "", p.stdout
+    return lines[0]
+
+
+def _a_run(d: Path) -> Path:
+    d.mkdir(parents=True)
+    rec = IterationRecord(0, 1, "iter-0000", Status.PASS, "append", "none", "qdisk", {"mode": "acks", "after_acks": 5})
+    summary_mod.write(summary_mod.summarize(d, {}, 1, None, [rec], 10.0), d)
+    return d
+
+
+def test_unwritable_run_directories_are_one_line_usage_errors(tmp_path):
+    run = _a_run(tmp_path / "a-run")
+    cases = [
+        # torture checks its run directory before it looks for images (the cache here is empty)
+        (["torture", "--run-dir", "/proc/xdh-nope", "--no-canary"], "cannot write the run directory /proc/xdh-nope"),
+        (["torture", "--run-dir", str(tmp_path / "ok"), "--no-canary"], "the dom0 image is not built"),
+        (["compare", "--run-dir", "/proc/x"], "cannot write the run directory /proc/x"),
+        (["up", "--run-dir", "/proc/x"], "cannot write the run directory /proc/x"),
+        (["report", "merge", "-o", "/proc/x", str(run)], "cannot write the output directory /proc/x"),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: xdh(c[0], tmp_path), cases))
+    for (args, fragment), p in zip(cases, results, strict=True):
+        line = _one_line_usage_error(p)
+        assert line.startswith("xdh: error: ") and fragment in line, (args, line)
+        assert "image" not in line or "image" in fragment, (args, line)
+    # each names the option that fixes it
+    assert "pass -o with a writable directory" in _one_line_usage_error(results[-1])
+    assert "pass --run-dir with a writable directory" in _one_line_usage_error(results[0])
+    # nothing was left behind by the failures but the one run directory torture created before the images
+    assert not (tmp_path / "runs").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("a-run", "ok")] == []
+
+
+# --- 6. bad input: exit 2, one line on stderr, no traceback ----------------------------------------
+EMPTY = "{tmp}/empty"        # an existing directory that xdh did not write
+BAD_INPUT = [
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["torture", "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
+    (["torture", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
+    (["torture", "--fault", "nope"], "argument --fault: invalid choice: 'nope'"),
+    (["torture", "--iterations", "0"], "argument --iterations: 0 is too small"),
+    (["torture", "--iterations", "x"], "argument --iterations: 'x' is not a number"),
+    (["torture", "--seed", "-1"], "argument --seed: -1 is too small"),
+    (["torture", "--cut-acks", "50-10"], "argument --cut-acks: bad range '50-10'"),
+    (["torture", "--cut-acks", "abc"], "argument --cut-acks: bad range 'abc'"),
+    (["torture", "--cut-seconds", "0-1"], "argument --cut-seconds: bad range '0-1'"),
+    (["torture", "--shard", "3/2"], "argument --shard: bad shard '3/2'"),
+    (["torture", "--shard", "x"], "argument --shard: bad shard 'x'"),
+    (["torture", "--flush-points", "-7"], "argument --flush-points: -7 is too small"),
+    (["torture", "--crash-subsets", "-1"], "argument --crash-subsets: -1 is too small"),
+    (["torture", "--memory", "10"], "argument --memory: 10 is too small"),
+    (["torture", "--memory", "1024"], "outer memory 1024 MiB cannot hold dom0"),      # a config check, not argparse
+    (["torture", "--domu-memory", "100"], "argument --domu-memory: 100 is too small"),
+    (["torture", "--boot-timeout", "0"], "argument --boot-timeout: 0 is too small"),
+    (["torture", "--accel", "foo"], "argument --accel: invalid choice: 'foo'"),
+    (["torture", "--workload", "direct", "--fault", "nobarrier"], "needs a filesystem"),   # a combination
+    (["reproduce", EMPTY], "is not an iteration directory"),
+    (["reproduce", "{tmp}/broken-iter"], "is not readable JSON"),
+    (["report", "merge", EMPTY], "has no summary.json"),
+    (["report", "merge", "{tmp}/future-run"], "has schema 99, newer than this xdh"),
+    (["compare", "--report-from", EMPTY, "--run-dir", "{tmp}/out"], "is not an xdh compare run directory"),
+    (["compare", "--backends", ""], "no backend given"),
+    (["ssh", "dom0", "--", "true"], "no stack is up"),
+    (["up"], "the dom0 image is not built"),                 # the cache is empty
+]
+
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Every bad-input command, run concurrently (each is a fresh `python -m harness.cli`)."""
+    tmp = tmp_path_factory.mktemp("bad-input")
+    (tmp / "empty").mkdir()
+    (tmp / "broken-iter").mkdir()
+    (tmp / "broken-iter" / "iteration.json").write_text("{not json")
+    (tmp / "future-run").mkdir()
+    (tmp / "future-run" / "summary.json").write_text(json.dumps({"schema": 99}))
+
+    def run(args):
+        return xdh([a.format(tmp=tmp) for a in args], tmp)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, [args for args, _ in BAD_INPUT]))
+    return tmp, results
+
+
+@pytest.mark.parametrize("n", range(len(BAD_INPUT)), ids=[" ".join(a) or "(nothing)" for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(bad_input_results, n):
+    tmp, results = bad_input_results
+    line = _one_line_usage_error(results[n])
+    assert line.startswith("xdh") and ": error: " in line, line
+    assert BAD_INPUT[n][1] in line, line
+
+
+def test_bad_input_leaves_nothing_behind(bad_input_results):
+    """At most an empty run directory (torture and up create theirs before looking for images)."""
+    tmp, _ = bad_input_results
+    assert [p for p in (tmp / "runs").rglob("*") if not p.is_dir()] == []
+    assert not (tmp / "cache").exists()
+
+
+def test_stale_up_record_is_a_usage_error_and_is_removed(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "up.json").write_text(json.dumps({"pid": 0, "run_dir": "x", "ssh_port": 1}))
+    line = _one_line_usage_error(xdh(["ssh", "dom0", "--", "true"], tmp_path))
+    assert "the recorded stack is gone" in line
+    assert not (tmp_path / "cache" / "up.json").exists()
