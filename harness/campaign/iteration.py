@@ -57,8 +57,9 @@ def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Pro
     checked: Checked | None = None
     failure: Failure | None = None
     try:
-        outcome = run_until_cut(cfg, plan.seed, plan.cut, it.crash_paths(kit.boot_source(plan.seed).dut_name),
-                                kit.images, kit.boot_source(plan.seed), kit.store, say)
+        boot = kit.boot_source(plan.seed)
+        outcome = run_until_cut(cfg, plan.seed, plan.cut, it.crash_paths(boot.dut_name), kit.images, boot,
+                                kit.store, say)
         it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut.to_json(), outcome.start_entry))
         checked = check_outcome(plan, kit, it, outcome, say)
     except Exception as exc:  # one broken iteration must not end the campaign

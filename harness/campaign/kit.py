@@ -16,9 +16,10 @@ from ..stack.xen import machine_identity
 from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier
 from ..verify.reboot import RebootVerifier
+from ..vm.lifecycle import Lifecycle
 
 
-class Kit:
+class Kit(Lifecycle):
     """A context manager: on entry the snapshot exists (``--reset snapshot``) and the fast verifier
     runs (``--verify fast|both``); on exit a verifier it started is stopped. A running verifier
     can be shared (``xdh compare``): it is then left running."""
@@ -35,18 +36,7 @@ class Kit:
         self._own_verifier = verifier is None
         self.setup_seconds: dict[str, float] = {}
 
-    def __enter__(self) -> Kit:
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _setup(self) -> None:
+    def _start(self) -> None:
         cfg = self.cfg
         if cfg.reset == Reset.SNAPSHOT:
             t0 = time.monotonic()
@@ -61,7 +51,7 @@ class Kit:
             self.fast.start()
             self.setup_seconds["verifier"] = round(time.monotonic() - t1, 1)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         if self.fast is not None and self._own_verifier:
             self.fast.stop()
 

@@ -18,7 +18,7 @@ from ..campaign import bench, compare, reproduce
 from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
-from ..errors import ConfigError, InfraError
+from ..errors import ConfigError, ImageError, InfraError
 from ..images import IMAGE_NAMES, ImageStore
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
@@ -44,6 +44,18 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     """The run directory (created now, so an unwritable one is a usage error before anything runs)."""
     path = Path(given).resolve() if given else paths.runs_dir() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     return ensure_dir(path)
+
+
+def _prepared_run(kind: str, given: str | None) -> tuple[Path, dict[str, Any]]:
+    """The run directory and the versions of the images it will use; if the images are not
+    there, the error comes before anything is left behind (an empty new directory is removed)."""
+    run_dir = _new_run_dir(kind, given)
+    try:
+        return run_dir, _versions()
+    except ImageError:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 def _versions() -> dict[str, Any]:
@@ -116,9 +128,9 @@ def cmd_up(args: Args) -> int:
         if _pid_alive(old.get("pid")):
             raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
                               hint="run `xdh down` first")
-    run_dir = _new_run_dir("up", args.run_dir)
+    run_dir, _ = _prepared_run("up", args.run_dir)   # missing images: one line, nothing left behind
     store = ImageStore()
-    images = store.pair()   # missing images: one line, before any output or disk is made
+    images = store.pair()
     dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
     progress(f"run directory: {run_dir}")
     with make_stack(cfg, run_dir, store, dut, progress=progress, images=images) as stack:
@@ -210,8 +222,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
-    run_dir = _new_run_dir("torture", args.run_dir)
-    result = run_campaign(cfg, run_dir, progress, _versions())
+    run_dir, vers = _prepared_run("torture", args.run_dir)
+    result = run_campaign(cfg, run_dir, progress, vers)
     _print_summary(result.summary, args.json)
     return result.exit_code
 
@@ -240,8 +252,8 @@ def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                             cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
     cfg.validate()
-    run_dir = _new_run_dir("bench", args.run_dir)
-    result = bench.run_bench(cfg, run_dir, progress, _versions())
+    run_dir, vers = _prepared_run("bench", args.run_dir)
+    result = bench.run_bench(cfg, run_dir, progress, vers)
     if args.json:
         print(dumps(result))
     else:
@@ -255,7 +267,7 @@ def cmd_bench(args: Args) -> int:
 def cmd_compare(args: Args) -> int:
     command = "xdh " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else ""
     if args.report_from:
-        out = ensure_dir(Path(args.run_dir or "runs/compare-merged").resolve())
+        out = ensure_dir(Path(args.run_dir).resolve() if args.run_dir else paths.runs_dir() / "compare-merged")
         data = write_report([Path(d).resolve() for d in args.report_from], out, command)
     else:
         cfg = compare.CompareConfig(backends=args.backends, faults=args.faults, workloads=args.workloads,
@@ -264,15 +276,16 @@ def cmd_compare(args: Args) -> int:
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                                     canary=not args.no_canary, stack=_stack_config(args))
         cfg.validate()
-        out = _new_run_dir("compare", args.run_dir)
-        data = compare.run_compare(cfg, out, progress, _versions(), command)
+        out, vers = _prepared_run("compare", args.run_dir)
+        data = compare.run_compare(cfg, out, progress, vers, command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return compare.compare_exit(data)
 
 
 def cmd_report_merge(args: Args) -> int:
-    summary = summary_mod.merge([Path(d).resolve() for d in args.runs], Path(args.output).resolve())
+    out = Path(args.output).resolve() if args.output else paths.runs_dir() / "merged"
+    summary = summary_mod.merge([Path(d).resolve() for d in args.runs], out)
     _print_summary(summary, args.json)
     return int(summary["exit_code"])
 

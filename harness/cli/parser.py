@@ -206,7 +206,8 @@ def _compare(sub: Sub) -> None:
     _sample_options(cp, 1, "campaign seed of every cell (default 1)")
     _state_options(cp)
     cp.add_argument("--no-canary", action="store_true", help="skip the per-(backend, disk cache) canaries")
-    _run_dir(cp, "compare")
+    cp.add_argument("--run-dir", help="output directory (default ./runs/compare-TIMESTAMP; with --report-from "
+                                      "./runs/compare-merged)")
     cp.add_argument("--report-from", nargs="+", metavar="RUN",
                     help="do not run: write one report from these compare run directories (pieces of a matrix)")
     _stack_options(cp)
@@ -218,7 +219,7 @@ def _report(sub: Sub) -> None:
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
     m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file")
     m.add_argument("runs", nargs="+", metavar="RUN")
-    m.add_argument("-o", "--output", default="runs/merged", help="output directory (default runs/merged)")
+    m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)
 

@@ -31,6 +31,7 @@ from ..progress import Progress
 from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec
 from ..vm.disks import QEMU_BINARY, qemu_version
+from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
 from .backend_check import read_backend
@@ -93,7 +94,7 @@ class StackInfo:
     snapshot: str | None = None        # key of the snapshot this boot was restored from
 
 
-class XenStack:
+class XenStack(Lifecycle):
     """Owns one boot of the whole nested stack. Use as a context manager.
 
     ``start()`` brings up QEMU, dom0 and the domU and checks the backend mode; ``stop()``
@@ -117,13 +118,6 @@ class XenStack:
         self.info: StackInfo | None = None
         self._t0 = 0.0
 
-    def __enter__(self) -> XenStack:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def machine(self) -> QemuMachine:
         if self._machine is None:
@@ -137,13 +131,6 @@ class XenStack:
         return round(time.monotonic() - self._t0, 1)
 
     # --- bring-up -------------------------------------------------------------------
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-
     def _start(self) -> None:
         self._t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)

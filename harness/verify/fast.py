@@ -31,6 +31,7 @@ from ..stack.xl import DOM0_BRIDGE_IP, DOMU_IP, DOMU_NET
 from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec
 from ..vm.disks import QEMU_BINARY, make_overlay
+from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
 from .guest import VerifyJob, VerifyReport, verify_on
@@ -45,7 +46,7 @@ NBD = "/dev/nbd0"
 QCOW2_FILE = QCOW2_IMAGE.removeprefix(QCOW2_MOUNT + "/")    # relative to dom0's mount point
 
 
-class FastVerifier:
+class FastVerifier(Lifecycle):
     """One VM that stays up for a whole campaign and verifies crash images hot-plugged over QMP
     (``blockdev-add`` + ``device_add scsi-hd``; ``device_del`` + ``blockdev-del`` after).
     Each image is opened through a fresh qcow2 overlay, so the crash image is never written."""
@@ -63,20 +64,6 @@ class FastVerifier:
         self.shell: Shell | None = None
         self.boot_seconds = 0.0
         self._n = 0
-
-    def __enter__(self) -> FastVerifier:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
 
     def _start(self) -> None:
         t0 = time.monotonic()
