@@ -40,4 +40,5 @@ class RebootVerifier:
             for tap in taps:
                 tap.stop()
             stack.stop()
-            overlay.unlink(missing_ok=True)
+            for throwaway in (overlay, out_dir / "dom0-root.qcow2", out_dir / "domu-root.qcow2"):
+                throwaway.unlink(missing_ok=True)
