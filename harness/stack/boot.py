@@ -9,17 +9,23 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..images import ImagePair
 from ..vm.disks import make_dut, make_overlay
 from ..vm.ssh import Shell
 from .saved import Snapshot, check_restorable
 
-if TYPE_CHECKING:
-    from .xen import XenStack
+
+class Bringable(Protocol):
+    """What a boot source drives once the machine runs (``XenStack``)."""
+
+    def boot_guests(self) -> None: ...
+
+    def resume(self, snap: Snapshot, refresh: Callable[[Shell, str], None]) -> None: ...
 
 
 class BootSource(Protocol):
@@ -34,7 +40,7 @@ class BootSource(Protocol):
 
     def base_dut(self, scratch: Path, size_mib: int) -> Path: ...
 
-    def bring_up(self, stack: XenStack) -> None: ...
+    def bring_up(self, stack: Bringable) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class ColdBoot:
         make_dut(base, size_mib)
         return base
 
-    def bring_up(self, stack: XenStack) -> None:
+    def bring_up(self, stack: Bringable) -> None:
         stack.boot_guests()
 
 
@@ -90,7 +96,7 @@ class Restore:
         """The disk under test as a crash run starts from it: the snapshot's frozen one."""
         return self.snapshot.disk("dut.img")
 
-    def bring_up(self, stack: XenStack) -> None:
+    def bring_up(self, stack: Bringable) -> None:
         """Wait for the state to load, re-open SSH, give each guest the host's time and fresh
         entropy derived from the seed."""
         stack.resume(self.snapshot, self.refresh)

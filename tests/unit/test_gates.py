@@ -75,3 +75,32 @@ def test_size_limits_are_measured():
                                    f"lines (limit {MAX_FUNCTION_LINES})"]
     assert _sizes("x = 1\n" * (MAX_MODULE_LINES + 1), "big.py") == [
         f"big.py: module of {MAX_MODULE_LINES + 1} lines (limit {MAX_MODULE_LINES})"]
+
+
+def find_cycles(package: str) -> list[list[str]]:
+    """Import cycles among the modules of ``package`` (TYPE_CHECKING imports included)."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph(package)
+    adj = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        path.append(mod)
+        for dep in adj[mod]:
+            if state.get(dep) == 1:
+                cycles.append([*path[path.index(dep):], dep])
+            elif dep in adj and not state.get(dep):
+                visit(dep, path)
+        path.pop()
+        state[mod] = 2
+
+    for mod in sorted(adj):
+        if not state.get(mod):
+            visit(mod, [])
+    return cycles
+
+
+def test_no_import_cycle():
+    assert find_cycles("harness") == []
