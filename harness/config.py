@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from . import releases
 from .catalog import backends, faults, workloads
 from .errors import ConfigError
 
@@ -72,6 +73,7 @@ class StackConfig:
     """What to boot. Validated before anything is launched."""
 
     backend: str = backends.DEFAULT_BACKEND
+    release: str = releases.DEFAULT_RELEASE   # the Debian release of both guests (harness/releases.py)
     accel: Accel = Accel.AUTO
     memory_mib: int = 3072
     dom0_mem_mib: int = 1536
@@ -86,6 +88,7 @@ class StackConfig:
 
     def validate(self) -> None:
         backends.get(self.backend)
+        releases.get(self.release)
         if self.domu_mem_mib < 512:
             raise ConfigError(f"domU memory {self.domu_mem_mib} MiB is too small (Debian's initrd OOMs)",
                               hint="use at least 512")

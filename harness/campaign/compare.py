@@ -113,7 +113,7 @@ def _run_canary(cfg: CompareConfig, cell: Cell, run: RunDir, progress: Progress,
     """drop-flush on append for this (backend, disk-cache) pair; verified by a reboot too."""
     tc = dataclasses.replace(torture_config(cfg, cell), canary=True).resolved()
     store = ImageStore()
-    with Kit(tc, run.verifier, store, store.pair(), progress, verifier) as kit:
+    with Kit(tc, run.verifier, store, store.pair(tc.stack.release), progress, verifier) as kit:
         return run_canary(tc, kit, run, progress).to_json()
 
 
@@ -131,7 +131,8 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, versions:
     t0 = time.monotonic()
     store = ImageStore()
     # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
-    verifier = FastVerifier(run.verifier, store.require("domu"), store, accel=cfg.stack.accel,
+    verifier = FastVerifier(run.verifier, store.require("domu", cfg.stack.release), store,
+                            accel=cfg.stack.accel,
                             progress=progress, boot_timeout=cfg.stack.boot_timeout)
     try:
         verifier.start()

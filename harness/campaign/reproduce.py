@@ -49,7 +49,7 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
     # a kit without a snapshot: re-verification boots nothing but its verifier
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, reset=Reset.BOOT)
     store = ImageStore()
-    with Kit(cfg, out / "verifier", store, store.pair(), progress) as kit:
+    with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.release), progress) as kit:
         verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
                                it.read_acks(), it.read_cut().cut_t, it)
     old = it.read_verdict()
@@ -66,5 +66,5 @@ def rerun(it: IterationDir, progress: Progress) -> IterationRecord:
     progress(f"rerunning {plan.name} (seed {plan.seed}) with its config into {out}")
     run = RunDir(out).create()
     store = ImageStore()
-    with Kit(plan.cfg, run.verifier, store, store.pair(), progress) as kit:
+    with Kit(plan.cfg, run.verifier, store, store.pair(plan.cfg.stack.release), progress) as kit:
         return run_iteration(plan, kit, IterationDir(out), progress)

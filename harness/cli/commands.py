@@ -20,6 +20,7 @@ from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError, ImageError, InfraError
 from ..images import IMAGE_NAMES, ImageStore
+from ..releases import DEFAULT_RELEASE
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
 from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
@@ -46,20 +47,20 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     return ensure_dir(path)
 
 
-def _prepared_run(kind: str, given: str | None) -> tuple[Path, dict[str, Any]]:
+def _prepared_run(kind: str, given: str | None, release: str) -> tuple[Path, dict[str, Any]]:
     """The run directory and the versions of the images it will use; if the images are not
     there, the error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
     try:
-        return run_dir, _versions()
+        return run_dir, _versions(release)
     except ImageError:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
 
 
-def _versions() -> dict[str, Any]:
-    return versions(ImageStore().pair())
+def _versions(release: str) -> dict[str, Any]:
+    return versions(ImageStore().pair(release))
 
 
 # --- images ------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def cmd_images_build(args: Args) -> int:
     store = ImageStore()
     names = tuple(args.only) if args.only else IMAGE_NAMES
     t0 = time.monotonic()
-    results = store.build(names, force=args.force, progress=progress)
+    results = store.build(names, force=args.force, progress=progress, release=args.release)
     print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
     for img, built in results:
         print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
@@ -104,7 +105,7 @@ def cmd_images_clean(args: Args) -> int:
 
 # --- stack -------------------------------------------------------------------------------
 def _stack_config(args: Args) -> StackConfig:
-    cfg = StackConfig(backend=args.backend, accel=args.accel, memory_mib=args.memory,
+    cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
                       domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout)
     cfg.validate()
     return cfg
@@ -128,16 +129,17 @@ def cmd_up(args: Args) -> int:
         if _pid_alive(old.get("pid")):
             raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
                               hint="run `xdh down` first")
-    run_dir, _ = _prepared_run("up", args.run_dir)   # missing images: one line, nothing left behind
+    run_dir, _ = _prepared_run("up", args.run_dir, cfg.release)   # missing images: one line, nothing left behind
     store = ImageStore()
-    images = store.pair()
+    images = store.pair(cfg.release)
     dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
     progress(f"run directory: {run_dir}")
     with make_stack(cfg, run_dir, store, dut, progress=progress, images=images) as stack:
         assert stack.info is not None
         port = stack.info.ssh_port
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port}) + "\n")
+        state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port,
+                                     "release": cfg.release}) + "\n")
         common = (f"-i {store.client_key} -o UserKnownHostsFile={run_dir / 'known_hosts'} "
                   "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
         print(f"\nstack is up in {stack.info.timings['domu_ssh']:.0f} s (backend {cfg.backend}); "
@@ -183,7 +185,7 @@ def cmd_ssh(args: Args) -> int:
         raise ConfigError("no command given", hint="usage: xdh ssh dom0|domu -- CMD [ARG...]")
     data = _up_state()
     store = ImageStore()
-    images = store.pair()
+    images = store.pair(data.get("release", DEFAULT_RELEASE))
     dom0 = Shell.connect(Endpoint("dom0", "127.0.0.1", data["ssh_port"], images.dom0.host_key), store.client_key)
     target = dom0
     try:
@@ -222,7 +224,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
-    run_dir, vers = _prepared_run("torture", args.run_dir)
+    run_dir, vers = _prepared_run("torture", args.run_dir, cfg.stack.release)
     result = run_campaign(cfg, run_dir, progress, vers)
     _print_summary(result.summary, args.json)
     return result.exit_code
@@ -252,7 +254,7 @@ def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                             cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
     cfg.validate()
-    run_dir, vers = _prepared_run("bench", args.run_dir)
+    run_dir, vers = _prepared_run("bench", args.run_dir, cfg.stack.release)
     result = bench.run_bench(cfg, run_dir, progress, vers)
     if args.json:
         print(dumps(result))
@@ -276,7 +278,7 @@ def cmd_compare(args: Args) -> int:
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                                     canary=not args.no_canary, stack=_stack_config(args))
         cfg.validate()
-        out, vers = _prepared_run("compare", args.run_dir)
+        out, vers = _prepared_run("compare", args.run_dir, cfg.stack.release)
         data = compare.run_compare(cfg, out, progress, vers, command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")

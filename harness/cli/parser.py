@@ -9,6 +9,7 @@ from typing import NoReturn, TypeAlias
 
 from ..catalog import backends, faults, workloads
 from ..config import Accel, CutMode, DiskCache, Journal, Reset, Sync, VerifyPath, choices
+from ..releases import DEFAULT_RELEASE, RELEASES
 from ..status import EXIT_CODES_HELP, ExitCode
 from . import commands as c
 from .types import at_least, comma_list, flush_points, int_range, shard
@@ -28,6 +29,7 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default=backends.DEFAULT_BACKEND, metavar="MODE", choices=backends.BACKENDS.names(),
                    help="backend mode of the disk under test: " + ", ".join(backends.BACKENDS.names())
                    + f" (default {backends.DEFAULT_BACKEND}; `xdh backends` explains each)")
+    _release_option(g)
     g.add_argument("--accel", default=Accel.AUTO.value, choices=choices(Accel),
                    help="outer QEMU accelerator; auto uses KVM only if a probe guest boots under it (default auto)")
     g.add_argument("--memory", type=at_least(1024), default=3072, metavar="MiB",
@@ -35,6 +37,12 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--domu-memory", type=at_least(512), default=512, metavar="MiB", help="domU memory (default 512)")
     g.add_argument("--boot-timeout", type=at_least(1, float), default=300, metavar="S",
                    help="seconds to wait for each of dom0 and the domU to answer SSH (default 300)")
+
+
+def _release_option(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    g.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
+                   help="Debian release of dom0 and the domU: " + "; ".join(r.summary for r in RELEASES.values())
+                   + f" (default {DEFAULT_RELEASE})")
 
 
 def _run_dir(p: argparse.ArgumentParser, kind: str) -> None:
@@ -53,9 +61,10 @@ def _sample_options(g: argparse._ArgumentGroup | argparse.ArgumentParser, seed_d
 def _images(sub: Sub) -> None:
     img = sub.add_parser("images", help="build, list or clean the guest images")
     isub = img.add_subparsers(dest="images_cmd", metavar="ACTION", required=True)
-    b = isub.add_parser("build", help="build missing or stale images (mmdebstrap, Debian 12 packages)")
+    b = isub.add_parser("build", help="build missing or stale images (mmdebstrap, Debian packages of one release)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
+    _release_option(b)
     b.set_defaults(func=c.cmd_images_build)
     lst = isub.add_parser("list", help="list built images")
     lst.add_argument("--json", action="store_true", help="machine-readable output")

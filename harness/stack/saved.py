@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import LaunchError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore
+from ..releases import RELEASES
 
 SNAPSHOT_FORMAT = "1"
 STATE_FILE = "state.bin"
@@ -76,7 +77,7 @@ def clean_snapshots(store: ImageStore, everything: bool = False) -> list[Path]:
     removed: list[Path] = []
     if not root.exists():
         return removed
-    current = {n: img.digest for n in IMAGE_NAMES if (img := store.current(n))}
+    current = {img.digest for n in IMAGE_NAMES for r in RELEASES if (img := store.current(n, r))}
     for d in sorted(root.iterdir()):
         if d.name.endswith(".lock"):
             continue
@@ -84,7 +85,7 @@ def clean_snapshots(store: ImageStore, everything: bool = False) -> list[Path]:
             used = Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
         except (OSError, ValueError, TypeError):
             used = {}     # incomplete or unreadable: remove
-        if not everything and used and all(current.get(n) == dg for n, dg in used.items()):
+        if not everything and used and all(dg in current for dg in used.values()):
             continue
         for f in d.rglob("*"):
             if f.is_file():

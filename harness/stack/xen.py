@@ -54,8 +54,9 @@ def versions(images: ImagePair) -> dict[str, Any]:
     dom0, domu = images
     return {
         "host_qemu": qemu_version(),
-        "dom0": pick(dom0.packages, "xen-hypervisor-4.17-amd64", "xen-utils-4.17", "qemu-system-xen",
-                     "linux-image-amd64"),
+        "release": dom0.release,
+        "dom0": pick(dom0.packages, *(p for p in dom0.packages if p.startswith(("xen-hypervisor-4", "xen-utils-4"))),
+                     "qemu-system-xen", "linux-image-amd64"),
         "domu": pick(domu.packages, "linux-image-amd64", "python3", "sqlite3", "xfsprogs"),
         "images": {"dom0": dom0.digest, "domu": domu.digest},
         "dom0_kernel": dom0.artifacts.get("kernel"),
@@ -79,7 +80,7 @@ def make_stack(config: StackConfig, run_dir: Path, store: ImageStore | None = No
     run_dir.mkdir(parents=True, exist_ok=True)
     dut = dut or run_dir / boot.dut_name
     boot.prepare_dut(dut, config.dut_size_mib)
-    return XenStack(config, run_dir, images or store.pair(), dut_drive(dut), boot, store, progress)
+    return XenStack(config, run_dir, images or store.pair(config.release), dut_drive(dut), boot, store, progress)
 
 
 @dataclass

@@ -69,8 +69,8 @@ def isolated(tmp_path, monkeypatch):
 def images(tmp_path, monkeypatch):
     """The image store answers with fake built images (nothing is booted from them)."""
     pair = fake_pair(tmp_path / "fake-images")
-    monkeypatch.setattr(ImageStore, "pair", lambda self: pair)
-    monkeypatch.setattr(ImageStore, "require", lambda self, name: getattr(pair, name))
+    monkeypatch.setattr(ImageStore, "pair", lambda self, release="bookworm": pair)
+    monkeypatch.setattr(ImageStore, "require", lambda self, name, release="bookworm": getattr(pair, name))
     return pair
 
 
@@ -87,7 +87,7 @@ def fake_stages(tmp_path, monkeypatch, images):
         monkeypatch.setattr("harness.campaign.kit.machine_identity", lambda *a, **kw: {"fake": True})
         monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
         monkeypatch.setattr("harness.campaign.compare.FastVerifier", FakeVerifier)
-        monkeypatch.setattr("harness.cli.commands._versions", lambda: {"fake": True})
+        monkeypatch.setattr("harness.cli.commands._versions", lambda release: {"fake": True})
         monkeypatch.setattr("harness.report.matrix._plots", lambda: None)   # matplotlib is slow and beside the point
         return crashes
     return install
@@ -510,6 +510,7 @@ EMPTY = "{tmp}/empty"        # an existing directory that xdh did not write
 BAD_INPUT = [
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["torture", "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
+    (["torture", "--release", "sid"], "argument --release: invalid choice: 'sid'"),
     (["torture", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
     (["torture", "--fault", "nope"], "argument --fault: invalid choice: 'nope'"),
     (["torture", "--iterations", "0"], "argument --iterations: 0 is too small"),

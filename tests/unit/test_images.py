@@ -1,6 +1,7 @@
 """Image recipes: loading, validation and the cache digest (no build)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,30 @@ def test_empty_store_lists_nothing(tmp_path):
     store = images.ImageStore(tmp_path)
     assert store.rows() == [] and store.current("dom0") is None
     assert store.clean() == []
+
+
+def test_recipes_are_filled_per_release():
+    from harness import releases
+    b, t = images.Recipe.load("dom0", "bookworm"), images.Recipe.load("dom0", "trixie")
+    assert "xen-hypervisor-4.17-amd64" in b.packages and "xen-utils-4.17" in b.packages
+    assert "xen-hypervisor-4.20-amd64" in t.packages and "xen-utils-4.20" in t.packages
+    assert b.extract["xen"] == "boot/xen-4.17-amd64.gz" and t.extract["xen"] == "boot/xen-4.20-amd64.gz"
+    assert not any("{" in p for r in (b, t) for p in r.packages)
+    assert b.digest("ssh-ed25519 AAAA k") != t.digest("ssh-ed25519 AAAA k")
+    with pytest.raises(ConfigError, match="unknown release 'sid'"):
+        images.Recipe.load("domu", "sid")
+    assert releases.get("trixie").xen == "4.20"
+
+
+def test_apt_sources_of_another_release_are_the_hosts_rewritten(tmp_path, monkeypatch):
+    from harness import releases
+    host = tmp_path / "debian.sources"
+    host.write_text("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n\n"
+                    "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n")
+    monkeypatch.delenv("XDH_APT_SOURCES", raising=False)
+    monkeypatch.setattr("harness.images.build._host_sources", lambda: [str(host)])
+    assert images.apt_sources(releases.get("bookworm"), tmp_path) == [str(host)]
+    (out,) = images.apt_sources(releases.get("trixie"), tmp_path)
+    text = Path(out).read_text()
+    assert out.endswith(".sources") and "bookworm" not in text
+    assert "Suites: trixie trixie-updates" in text and "Suites: trixie-security" in text

@@ -1,0 +1,114 @@
+"""The cache of built images: find, require, list, clean and build them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .. import paths, releases
+from ..errors import ImageError
+from ..releases import DEFAULT_RELEASE
+from .build import Progress, build_image
+from .built import BuiltImage, ImagePair
+from .recipe import IMAGE_NAMES, Recipe
+
+CLIENT_KEY = "id_ed25519"
+
+
+class ImageStore:
+    """The image cache: builds, finds, lists and cleans images."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or paths.cache_dir()
+        self.images_dir = self.root / "images"
+        self.keys_dir = self.root / "keys"
+
+    # --- client key -----------------------------------------------------------------
+    @property
+    def client_key(self) -> Path:
+        return self.keys_dir / CLIENT_KEY
+
+    def client_pubkey(self, create: bool = False) -> str:
+        pub = self.client_key.with_suffix(".pub")
+        if not pub.exists():
+            if not create:
+                raise ImageError("no SSH client key in the image cache", hint="run `xdh images build`")
+            self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xdh-harness",
+                            "-f", str(self.client_key)], check=True, stdin=subprocess.DEVNULL)
+        return pub.read_text().strip()
+
+    # --- lookup ---------------------------------------------------------------------
+    def _dir_for(self, name: str, digest: str) -> Path:
+        return self.images_dir / f"{name}-{digest}"
+
+    def current(self, name: str, release: str = DEFAULT_RELEASE) -> BuiltImage | None:
+        try:
+            pub = self.client_pubkey()
+        except ImageError:
+            return None
+        d = self._dir_for(name, Recipe.load(name, release).digest(pub))
+        return BuiltImage.from_dir(d) if (d / "manifest.json").exists() else None
+
+    def require(self, name: str, release: str = DEFAULT_RELEASE) -> BuiltImage:
+        img = self.current(name, release)
+        if img is None:
+            stale = [m for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json"))
+                     if BuiltImage.from_dir(m.parent).release == release]
+            why = "is out of date (its recipe changed)" if stale else "is not built"
+            flag = "" if release == DEFAULT_RELEASE else f" --release {release}"
+            what = name if release == DEFAULT_RELEASE else f"{release} {name}"
+            raise ImageError(f"the {what} image {why} in {self.root}", hint=f"run `xdh images build{flag}`")
+        return img
+
+    def pair(self, release: str = DEFAULT_RELEASE) -> ImagePair:
+        """Both current images of ``release``, or an ImageError naming the fix."""
+        return ImagePair(self.require("dom0", release), self.require("domu", release))
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for name in IMAGE_NAMES:
+            current = {r: self.current(name, r) for r in releases.RELEASES}
+            for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json")):
+                img = BuiltImage.from_dir(m.parent)
+                cur = current.get(img.release)
+                rows.append({"name": name, "release": img.release, "digest": img.digest,
+                             "current": bool(cur and cur.digest == img.digest),
+                             "size_mib": round(img.size_bytes() / 2**20), "built_at": img.built_at,
+                             "build_seconds": img.build_seconds, "dir": str(img.dir)})
+        return rows
+
+    def clean(self, everything: bool = False) -> list[Path]:
+        """Remove stale images (all images and keys with ``everything``)."""
+        removed: list[Path] = []
+        if not self.images_dir.exists():
+            return removed
+        keep = set()
+        if not everything:
+            keep = {img.dir for img in (self.current(n, r) for n in IMAGE_NAMES for r in releases.RELEASES) if img}
+        for d in sorted(self.images_dir.iterdir()):
+            if d.is_dir() and d not in keep:
+                shutil.rmtree(d)
+                removed.append(d)
+        if everything and self.keys_dir.exists():
+            shutil.rmtree(self.keys_dir)
+            removed.append(self.keys_dir)
+        return removed
+
+    # --- build ----------------------------------------------------------------------
+    def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
+              progress: Progress = print, release: str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
+        """Build what is missing or stale; returns (image, was_built) per name."""
+        pub = self.client_pubkey(create=True)
+        out = []
+        for name in names:
+            recipe = Recipe.load(name, release)
+            digest = recipe.digest(pub)
+            final = self._dir_for(name, digest)
+            if (final / "manifest.json").exists() and not force:
+                progress(f"{name}: up to date ({digest})")
+                out.append((BuiltImage.from_dir(final), False))
+                continue
+            out.append((build_image(recipe, digest, pub, self.images_dir, progress), True))
+        return out
