@@ -11,7 +11,7 @@ from pathlib import Path
 from .ssh import Shell
 
 # lines about the disk under test (xvdb in the domU, vdc in dom0) or about failing I/O and flushes
-EVIDENCE = re.compile(r"xvdb|\bvdc\b|I/O error|Buffer I/O|flush op failed|barrier or flush|flush diskcache|"
+EVIDENCE = re.compile(r"xvdb|\bvdc\b|I/O error|Buffer I/O|(?:flush|barrier) op failed|barrier or flush|flush diskcache|"
                       r"blk_update_request|critical medium|JBD2: .*error|EXT4-fs error|EXT4-fs \(sd[a-z]+\)|"
                       r"xen_block|qdisk", re.IGNORECASE)
 
