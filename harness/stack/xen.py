@@ -186,11 +186,12 @@ class XenStack(Lifecycle):
             raise exc.with_tail(domu_failure_text(self.dom0, self.run_dir)) from None
         self.info.timings["domu_ssh"] = self._elapsed()
         self._step("domU is up (SSH)")
-        b = read_backend(self.dom0, self.domu, self.backend)
+        b = read_backend(self.dom0, self.domu, self.backend, self.info.dom0_device.get("dut", ""))
         self.info.backend = asdict(b)
         self._write_info()
         self._step(f"disk under test: {self.backend.name}: {b.backend_kind} params={b.params} "
-                   f"feature-flush-cache={b.feature_flush_cache} write_cache={b.write_cache!r}")
+                   f"feature-flush-cache={b.feature_flush_cache} write_cache={b.write_cache!r}"
+                   + (f" O_DIRECT={b.dm_o_direct}" if self.backend.o_direct else ""))
 
     def resume(self, snap: Snapshot, refresh: Callable[[Shell, str], None]) -> None:
         """After a restore: wait for the state to load, re-open SSH, ``refresh`` each guest."""

@@ -30,6 +30,10 @@ BRIDGE = ("ip link show xenbr0 >/dev/null 2>&1 || ip link add xenbr0 type bridge
           f"ip addr replace {DOM0_BRIDGE_IP}/24 dev xenbr0; ip link set xenbr0 up")
 
 
+def _xl_list(key: str, items: list[str]) -> str:
+    return f"{key} = [ " + ", ".join(f'"{x}"' for x in items) + " ]"
+
+
 def domu_config(config: StackConfig, backend: Backend, root_dev: str, dut_dev: str) -> str:
     """The xl config of the domU: its root through blkback, the disk under test through ``backend``."""
     disks = [f"format=raw,vdev=xvda,access=rw,backendtype=phy,target={root_dev}",
@@ -47,5 +51,7 @@ def domu_config(config: StackConfig, backend: Backend, root_dev: str, dut_dev: s
         'on_crash = "preserve"',
         *([f'device_model_override = "{config.device_model}"', 'device_model_version = "qemu-xen"']
           if config.device_model else []),
+        *([_xl_list("device_model_args", dm_args)] if (dm_args := backend.device_model_args(dut_dev, DUT_VDEV))
+          else []),
         "",
     ])

@@ -20,6 +20,8 @@ EXPECTED = {
     "qdisk": ("qdisk", "aio:/dev/", None),
     "phy": ("vbd", "/dev/", None),
     "qdisk-qcow2": ("qdisk", "qcow2:/srv/dut/dut.qcow2", None),
+    # created by dom0's QEMU from device_model_args: no libxl "params", O_DIRECT proven from the fd
+    "qdisk-direct-threads": ("qdisk", "", None),
 }
 
 
@@ -35,7 +37,8 @@ def test_backend_mode_boots_writes_and_reports(mode, images, tmp_path):
                                "grep -o 'xdh-probe 0000000[0-3]' | sort -u"]).stdout.split("\n")
         assert [ln for ln in back if ln] == [f"xdh-probe 0000000{i}" for i in range(4)]
 
-        b = read_backend(stack.dom0, stack.domu, stack.backend)
+        b = read_backend(stack.dom0, stack.domu, stack.backend, stack.info.dom0_device["dut"])
+        assert b.dm_o_direct == stack.backend.o_direct, b.dm_open_flags
         assert b.backend_kind == kind
         assert b.params.startswith(params)
         assert b.direct_io_safe == dio
