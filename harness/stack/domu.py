@@ -46,7 +46,8 @@ def check_device_model(dom0: Shell, config: StackConfig, backend: Backend, run_d
     """qdisk backends are created by the domU's QEMU in dom0; libxl does not notice when that
     fails, and the domU then waits for its disk forever. Read the device model's log instead."""
     log = dom0.run(["sh", "-c", f"cat /var/log/xen/qemu-dm-{DOMU_NAME}.log 2>/dev/null"], check=False).stdout
-    failed = [line for line in log.splitlines() if "failed to create" in line]
+    # only the disks count: QEMU 10 also reports declining the console, which xenconsoled serves
+    failed = [line for line in log.splitlines() if "failed to create 'qdisk'" in line]
     if failed:
         (run_dir / "qemu-dm.log").write_text(log)
         hint = ""
