@@ -106,7 +106,8 @@ def choose(requested: str, qemu: str, kernel: Path, cache_dir: Path) -> AccelCho
     if requested not in ACCELS:
         return decide(requested, None, "")
     key = {"host_kernel": platform.release(), "qemu": qemu_version(qemu), "kernel": kernel.name}
-    cache = cache_dir / "kvm-probe.json"
+    # one file per probe kernel: stacks of several releases do not evict each other's result
+    cache = cache_dir / f"kvm-probe-{kernel.name}.json"
     try:
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:

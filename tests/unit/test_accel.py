@@ -42,7 +42,13 @@ def test_cached_probe_result_is_used(tmp_path, monkeypatch):
     second = accel.choose("auto", "qemu-system-x86_64", kernel, tmp_path)
     assert first.accel == second.accel == "tcg"
     assert len(calls) == 1 and "cached" in second.reason
-    assert json.loads((tmp_path / "kvm-probe.json").read_text())["usable"] is False
+    assert json.loads((tmp_path / "kvm-probe-vmlinuz-test.json").read_text())["usable"] is False
+    # another release's kernel is probed once too, and does not evict the first result
+    other = tmp_path / "vmlinuz-other"
+    other.write_bytes(b"")
+    accel.choose("auto", "qemu-system-x86_64", other, tmp_path)
+    accel.choose("auto", "qemu-system-x86_64", kernel, tmp_path)
+    assert len(calls) == 2
 
 
 def test_missing_kvm_device(monkeypatch):
