@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import releases
 from ..catalog import backends
 from ..config import StackConfig
 from ..errors import InfraError
@@ -37,6 +38,7 @@ from ..vm.ssh import Endpoint, Shell, wait_for_shell
 from .backend_check import read_backend
 from .boot import BootSource, ColdBoot
 from .domu import create_domu, domu_failure_text
+from .running import check_running
 from .saved import Snapshot
 from .xl import DOM0_ARGS, DOM0_BRIDGE_IP, DOMU_ARGS, DOMU_IP, XEN_ARGS
 
@@ -93,6 +95,7 @@ class StackInfo:
     backend: dict[str, Any] | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     snapshot: str | None = None        # key of the snapshot this boot was restored from
+    running: dict[str, str] = field(default_factory=dict)   # kernels, Xen, device model, read after boot
 
 
 class XenStack(Lifecycle):
@@ -186,6 +189,7 @@ class XenStack(Lifecycle):
             raise exc.with_tail(domu_failure_text(self.dom0, self.run_dir)) from None
         self.info.timings["domu_ssh"] = self._elapsed()
         self._step("domU is up (SSH)")
+        self.info.running = check_running(self.dom0, self.domu, self.images, releases.get(self.config.release))
         b = read_backend(self.dom0, self.domu, self.backend, self.info.dom0_device.get("dut", ""))
         self.info.backend = asdict(b)
         self._write_info()
@@ -207,6 +211,7 @@ class XenStack(Lifecycle):
         saved = snap.stack_info
         self.info.dom0_device = saved.get("dom0_device", {})
         self.info.backend = saved.get("backend")
+        self.info.running = saved.get("running", {})
         self.info.snapshot = snap.key
         self._write_info()
         self._step("domU is up (SSH, restored)")

@@ -1,0 +1,40 @@
+"""What actually runs, read from the guests after boot, and checked against the images it was
+booted from: a stack that runs other components than the ones recorded proves nothing."""
+
+from __future__ import annotations
+
+from ..errors import LaunchError
+from ..images import ImagePair
+from ..releases import Release
+from ..vm.ssh import Shell
+
+
+def read_running(dom0: Shell, domu: Shell) -> dict[str, str]:
+    """Kernel releases of both guests, the hypervisor's version, the device model package's version."""
+    xen = dom0.run(["sh", "-c", "xl info | sed -n 's/^xen_version *: *//p'"], check=False).stdout.strip()
+    dm = dom0.run(["dpkg-query", "-W", "-f", "${Version}", "qemu-system-xen"], check=False).stdout.strip()
+    return {"dom0_kernel": dom0.run(["uname", "-r"]).stdout.strip(),
+            "domu_kernel": domu.run(["uname", "-r"]).stdout.strip(), "xen": xen, "device_model": dm}
+
+
+def mismatches(running: dict[str, str], images: ImagePair, release: Release) -> list[str]:
+    """How what runs differs from what the images hold (pure)."""
+    out = []
+    for guest, image in (("dom0", images.dom0), ("domu", images.domu)):
+        kernel = running.get(f"{guest}_kernel", "")
+        if f"linux-image-{kernel}" not in image.packages:
+            out.append(f"{guest} runs kernel {kernel!r}, which is not installed in its image")
+    if not running.get("xen", "").startswith(release.xen + "."):
+        out.append(f"the hypervisor is {running.get('xen')!r}, not Xen {release.xen}")
+    if running.get("device_model") != images.dom0.packages.get("qemu-system-xen"):
+        out.append(f"dom0's qemu-system-xen is {running.get('device_model')!r}, "
+                   f"the image has {images.dom0.packages.get('qemu-system-xen')!r}")
+    return out
+
+
+def check_running(dom0: Shell, domu: Shell, images: ImagePair, release: Release) -> dict[str, str]:
+    running = read_running(dom0, domu)
+    found = mismatches(running, images, release)
+    if found:
+        raise LaunchError("the stack does not run what its images hold: " + "; ".join(found))
+    return running
