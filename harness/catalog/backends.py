@@ -49,7 +49,7 @@ class Backend:
         """The xl disk spec (``target=`` must come last); for a device-model-created disk, the
         spec of the small qdisk disk that makes libxl start the device model."""
         if self.dm_created:
-            return f"format=raw,vdev={DM_ANCHOR_VDEV},access=ro,backendtype=qdisk,target={DM_ANCHOR}"
+            return f"format=raw,vdev={DM_ANCHOR_VDEV},access=rw,backendtype=qdisk,target={DM_ANCHOR}"
         parts = [f"format={self.fmt}", f"vdev={vdev}", "access=rw", f"backendtype={self.backendtype}"]
         if self.direct_io_safe:
             parts.append("direct-io-safe")

@@ -42,7 +42,7 @@ def test_direct_threads_is_created_by_the_device_model_with_o_direct_and_threads
             "file.driver=host_device"} <= set(blockdev)
     assert args[args.index("-device") + 1].startswith("xen-disk,vdev=xvdb,drive=xdh-xvdb,")
     # libxl itself attaches only the small anchor disk (so that the domain has a device model at all)
-    assert b.xl_disk("/dev/vdc") == "format=raw,vdev=xvdc,access=ro,backendtype=qdisk,target=/run/xdh/dm-anchor.img"
+    assert b.xl_disk("/dev/vdc") == "format=raw,vdev=xvdc,access=rw,backendtype=qdisk,target=/run/xdh/dm-anchor.img"
     assert backends.get("qdisk").device_model_args("/dev/vdc") == []
 
 
