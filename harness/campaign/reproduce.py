@@ -58,13 +58,31 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
     return Reverified(plan.name, verdict, same, out)
 
 
-def rerun(it: IterationDir, progress: Progress) -> IterationRecord:
-    """Run the iteration again from scratch (same config, seed and cut plan) beside its campaign."""
+@dataclass(frozen=True)
+class Rerun:
+    """A rerun beside what was recorded: "did my fix fix it"."""
+
+    recorded: IterationRecord | None    # the iteration's result.json (None if it never finished)
+    recorded_release: str
+    record: IterationRecord
+    release: str
+
+
+def rerun(it: IterationDir, progress: Progress, release: str | None = None) -> Rerun:
+    """Run the iteration again from scratch beside its campaign: the same config, seed and cut
+    plan, on the recorded components or on another ``release``."""
     plan = load_plan(it)
-    plan = dataclasses.replace(plan, cfg=dataclasses.replace(plan.cfg, canary=False))
+    before = plan.cfg.stack.release
+    stack = dataclasses.replace(plan.cfg.stack, release=release or before)
+    cfg = dataclasses.replace(plan.cfg, canary=False, stack=stack)
+    cfg.validate()
+    plan = dataclasses.replace(plan, cfg=cfg)
+    recorded = it.read_result() if it.result.exists() else None
     out = it.path.parent.parent / f"rerun-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress(f"rerunning {plan.name} (seed {plan.seed}) with its config into {out}")
+    progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {stack.release} "
+             f"into {out}")
     run = RunDir(out).create()
     store = ImageStore()
-    with Kit(plan.cfg, run.verifier, store, store.pair(plan.cfg.stack.release), progress) as kit:
-        return run_iteration(plan, kit, IterationDir(out), progress)
+    with Kit(cfg, run.verifier, store, store.pair(stack.release), progress) as kit:
+        record = run_iteration(plan, kit, IterationDir(out), progress)
+    return Rerun(recorded, before, record, stack.release)

@@ -232,14 +232,25 @@ def cmd_torture(args: Args) -> int:
 
 def cmd_reproduce(args: Args) -> int:
     it = IterationDir(Path(args.iteration).resolve())
-    if args.rerun:
-        rec = reproduce.rerun(it, progress)
-        print(f"{rec.name}: {rec.status.upper()} acked={rec.acked} lost={rec.lost_acked}"
-              + (f": {rec.error}" if rec.error else ""))
-        for line in rec.violations:
-            print(f"  {line}")
-        return status_exit(rec.status)
-    r = reproduce.reverify(it, VerifyPath(args.verify), progress)
+    if args.release and not args.rerun:
+        raise ConfigError("--release applies to --rerun only", hint="add --rerun, or drop --release")
+    return _rerun(it, args.release) if args.rerun else _reverify(it, VerifyPath(args.verify))
+
+
+def _rerun(it: IterationDir, release: str | None) -> int:
+    r = reproduce.rerun(it, progress, release)
+    print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
+    for what, rel, rec in (("recorded", r.recorded_release, r.recorded), ("rerun", r.release, r.record)):
+        text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
+                                        + (f": {rec.error}" if rec.error else ""))
+        print(f"  {what:8} {rel:9} {text}")
+    for line in r.record.violations:
+        print(f"    {line}")
+    return status_exit(r.record.status)
+
+
+def _reverify(it: IterationDir, path: VerifyPath) -> int:
+    r = reproduce.reverify(it, path, progress)
     v = r.verdict
     print(f"{r.name}: {'LOSS' if not v.ok else 'PASS'} acked={v.acked} lost={v.lost_acked}; "
           f"same verdict as recorded: {'yes' if r.same else 'NO'}")

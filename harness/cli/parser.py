@@ -167,7 +167,10 @@ def _reproduce(sub: Sub) -> None:
     r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value), default="reboot",
                    help="re-verify by a full reboot of the stack (default) or with the fast verifier VM")
     r.add_argument("--rerun", action="store_true",
-                   help="instead, run the iteration again from scratch with its config and seed")
+                   help="instead, run the iteration again from scratch with its config, seed and cut plan; "
+                        "both verdicts are printed side by side")
+    r.add_argument("--release", choices=list(RELEASES),
+                   help="with --rerun: rerun on this Debian release instead of the recorded one")
     r.set_defaults(func=c.cmd_reproduce)
 
 
