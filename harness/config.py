@@ -17,12 +17,10 @@ from typing import Any
 from . import releases
 from .catalog import backends, faults, workloads
 from .errors import ConfigError
+from .vm.accel import Accel
 
-
-class Accel(StrEnum):
-    AUTO = "auto"      # KVM only if a probe guest boots under it
-    KVM = "kvm"
-    TCG = "tcg"
+__all__ = ["Accel", "CutMode", "DiskCache", "Journal", "Reset", "StackConfig", "Sync", "TortureConfig",
+           "VerifyPath", "choices"]
 
 
 class CutMode(StrEnum):

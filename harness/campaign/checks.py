@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,12 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
         t1 = time.monotonic()
         states = check_states(plan, kit, it, outcome, job, paths[0])
         seconds["verify_states"] = round(time.monotonic() - t1, 1)
-        for st in states:
-            lost = max(lost, st.lost_acked) if not st.ok else lost
-        violations += [f"[{st.name}] {x}" for st in states if not st.ok for x in st.violations]
+        failed = [st for st in states if not st.ok]
+        lost = max([lost, *(st.lost_acked for st in failed)])
+        violations += [f"[{st.name}] {x}" for st in failed for x in st.violations]
     ok = first.ok and all(st.ok for st in states)
     return Checked(Status.PASS if ok else Status.LOSS, lost, violations, by_path,
-                   [asdict(s) | {"violations": s.violations[:5]} for s in states], 1 + len(states), seconds)
+                   [s.to_json() for s in states], 1 + len(states), seconds)
 
 
 def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, job: VerifyJob,
@@ -118,7 +118,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
         out.append(StateRecord(st.name, st.kind, st.note, v.ok, v.lost_acked, [x.line() for x in v.violations]))
     summary = {"log_entries": len(log.entries), "flushes": len(log.flushes()),
                "workload_start_entry": outcome.start_entry, "tail_writes": len(log.tail_writes())}
-    it.write_states(summary, [asdict(s) | {"violations": s.violations[:5]} for s in out])
+    it.write_states(summary, [s.to_json() for s in out])
     if base.parent == it.states:
         base.unlink()
     return out

@@ -31,6 +31,7 @@ from ..report.rundir import RunDir
 from ..status import ExitCode
 from ..verify.fast import FastVerifier
 from .campaign import run_campaign, run_canary
+from .iteration import classify
 from .kit import Kit
 
 
@@ -155,8 +156,8 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
                 canaries[cell.group] = _run_canary(cfg, cell, RunDir(run.canary_group(cell.group)), progress,
                                                    verifier)
             except XdhError as exc:     # an interrupt is not an XdhError: it stops the matrix
-                canaries[cell.group] = {"status": "guest-died" if isinstance(exc, InfraError) else "error",
-                                        "error": exc.oneline()}
+                failed = classify(exc)
+                canaries[cell.group] = {"status": failed.status.value, "error": failed.error}
                 unavailable[cell.group] = exc.oneline()
             c = canaries[cell.group]
             run.write_canary(cell.group, c)

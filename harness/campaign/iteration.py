@@ -32,6 +32,7 @@ LOG = logging.getLogger(__name__)
 class Failure:
     status: Status
     error: str
+    bug: bool = False      # not an XdhError: a bug in xdh (its traceback is kept)
 
 
 def classify(exc: BaseException) -> Failure:
@@ -40,7 +41,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure(Status.GUEST_DIED, exc.oneline())
     if isinstance(exc, XdhError):
         return Failure(Status.ERROR, exc.oneline())
-    return Failure(Status.ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0] + " (a bug in xdh)")
+    return Failure(Status.ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0] + " (a bug in xdh)", bug=True)
 
 
 def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> IterationRecord:
@@ -65,7 +66,7 @@ def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Pro
     except Exception as exc:  # one broken iteration must not end the campaign
         LOG.debug("iteration failed", exc_info=True)
         failure = classify(exc)
-        if failure.error.endswith("(a bug in xdh)"):
+        if failure.bug:
             (it.path / "traceback.txt").write_text(traceback.format_exc())
         say(f"{failure.status.value}: {failure.error}")
     except BaseException:   # KeyboardInterrupt, Interrupted: recorded, never swallowed

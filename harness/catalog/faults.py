@@ -65,13 +65,6 @@ class Fault:
             raise ConfigError(f"fault {self.name} needs a qdisk backend (it replaces dom0's device model)",
                               hint="use --backend qdisk or qdisk-qcow2")
 
-    def supports(self, backend: Backend, workload: Workload) -> bool:
-        try:
-            self.check(backend, workload)
-        except ConfigError:
-            return False
-        return True
-
 
 FAULTS: Registry[Fault] = Registry("fault", (
     Fault("none", "no fault: a correct stack, where the oracle must report nothing"),

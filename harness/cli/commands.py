@@ -19,7 +19,7 @@ from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError, ImageError, InfraError
-from ..images import IMAGE_NAMES, ImageStore
+from ..images import IMAGE_NAMES, ImagePair, ImageStore
 from ..releases import DEFAULT_RELEASE
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
@@ -47,20 +47,20 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     return ensure_dir(path)
 
 
-def _prepared_run(kind: str, given: str | None, release: str) -> tuple[Path, dict[str, Any]]:
-    """The run directory and the versions of the images it will use; if the images are not
-    there, the error comes before anything is left behind (an empty new directory is removed)."""
+def _prepared_run(kind: str, given: str | None, release: str) -> tuple[Path, ImagePair]:
+    """The run directory and the images the run will pin; if the images are not there, the
+    error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
     try:
-        return run_dir, _versions(release)
+        return run_dir, ImageStore().pair(release)
     except ImageError:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
 
 
-def _versions(release: str) -> dict[str, Any]:
-    return versions(ImageStore().pair(release))
+def _versions(images: ImagePair) -> dict[str, Any]:
+    return versions(images)
 
 
 # --- images ------------------------------------------------------------------------------
@@ -129,9 +129,8 @@ def cmd_up(args: Args) -> int:
         if _pid_alive(old.get("pid")):
             raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
                               hint="run `xdh down` first")
-    run_dir, _ = _prepared_run("up", args.run_dir, cfg.release)   # missing images: one line, nothing left behind
+    run_dir, images = _prepared_run("up", args.run_dir, cfg.release)   # missing images: one line, nothing left
     store = ImageStore()
-    images = store.pair(cfg.release)
     dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
     progress(f"run directory: {run_dir}")
     with make_stack(cfg, run_dir, store, dut, progress=progress, images=images) as stack:
@@ -224,8 +223,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
-    run_dir, vers = _prepared_run("torture", args.run_dir, cfg.stack.release)
-    result = run_campaign(cfg, run_dir, progress, vers)
+    run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.release)
+    result = run_campaign(cfg, run_dir, progress, _versions(images), images=images)
     _print_summary(result.summary, args.json)
     return result.exit_code
 
@@ -265,8 +264,8 @@ def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                             cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
     cfg.validate()
-    run_dir, vers = _prepared_run("bench", args.run_dir, cfg.stack.release)
-    result = bench.run_bench(cfg, run_dir, progress, vers)
+    run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.release)
+    result = bench.run_bench(cfg, run_dir, progress, _versions(images))
     if args.json:
         print(dumps(result))
     else:
@@ -289,8 +288,8 @@ def cmd_compare(args: Args) -> int:
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                                     canary=not args.no_canary, stack=_stack_config(args))
         cfg.validate()
-        out, vers = _prepared_run("compare", args.run_dir, cfg.stack.release)
-        data = compare.run_compare(cfg, out, progress, vers, command)
+        out, images = _prepared_run("compare", args.run_dir, cfg.stack.release)
+        data = compare.run_compare(cfg, out, progress, _versions(images), command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return compare.compare_exit(data)

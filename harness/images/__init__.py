@@ -8,7 +8,8 @@ exactly when one of them changes. Host keys are generated at build and recorded 
 manifest; the harness pins them and never accepts an unknown key.
 """
 
-from .build import Progress, apt_sources, build_image
+from ..progress import Progress
+from .build import apt_sources, build_image
 from .built import BuiltImage, ImagePair
 from .recipe import BUILDER_VERSION, IMAGE_NAMES, Recipe
 from .store import CLIENT_KEY, ImageStore

@@ -11,20 +11,17 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from .. import paths, releases
 from ..errors import ImageError
+from ..progress import Progress
 from ..releases import Release
 from .built import BuiltImage
 from .recipe import Recipe
 
 LOG = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
-
 
 def _run(argv: list[str], log: TextIO, what: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
     """Run a build step, output to the build log; one-line error naming the log on failure."""

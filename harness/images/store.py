@@ -8,8 +8,9 @@ from pathlib import Path
 
 from .. import paths, releases
 from ..errors import ImageError
+from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
-from .build import Progress, build_image
+from .build import build_image
 from .built import BuiltImage, ImagePair
 from .recipe import IMAGE_NAMES, Recipe
 

@@ -20,6 +20,10 @@ class StateRecord:
     lost_acked: int
     violations: list[str] = field(default_factory=list)
 
+    def to_json(self, limit: int = 5) -> dict[str, Any]:
+        """As stored in the record and states.json: the first ``limit`` violations."""
+        return asdict(self) | {"violations": self.violations[:limit]}
+
 
 @dataclass(frozen=True)
 class IterationRecord:

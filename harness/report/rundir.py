@@ -188,9 +188,6 @@ class RunDir:
             raise ConfigError(f"{self.path} has no summary.json", hint="pass run directories written by `xdh torture`")
         return read_json(self.summary)
 
-    def read_config(self) -> dict[str, Any]:
-        return read_json(self.config)
-
     # --- compare -------------------------------------------------------------------------
     @property
     def compare_config(self) -> Path:

@@ -17,7 +17,7 @@ from typing import Protocol
 from ..images import ImagePair
 from ..vm.disks import make_dut, make_overlay
 from ..vm.ssh import Shell
-from .saved import Snapshot, check_restorable
+from .saved import DOM0_ROOT, DOMU_ROOT, ROOT_OVERLAYS, Snapshot, check_restorable
 
 
 class Bringable(Protocol):
@@ -50,8 +50,8 @@ class ColdBoot:
     dut_name: str = "dut.img"
 
     def prepare_disks(self, run_dir: Path, images: ImagePair) -> None:
-        make_overlay(images.dom0.rootfs, run_dir / "dom0-root.qcow2")
-        make_overlay(images.domu.rootfs, run_dir / "domu-root.qcow2")
+        make_overlay(images.dom0.rootfs, run_dir / DOM0_ROOT)
+        make_overlay(images.domu.rootfs, run_dir / DOMU_ROOT)
 
     def prepare_dut(self, path: Path, size_mib: int) -> None:
         if not path.exists():
@@ -82,8 +82,8 @@ class Restore:
 
     def prepare_disks(self, run_dir: Path, images: ImagePair) -> None:
         check_restorable(self.snapshot)
-        make_overlay(self.snapshot.disk("dom0-root.qcow2"), run_dir / "dom0-root.qcow2")
-        make_overlay(self.snapshot.disk("domu-root.qcow2"), run_dir / "domu-root.qcow2")
+        for name in ROOT_OVERLAYS:
+            make_overlay(self.snapshot.disk(name), run_dir / name)
 
     def prepare_dut(self, path: Path, size_mib: int) -> None:
         if not path.exists():

@@ -14,7 +14,9 @@ from ..releases import RELEASES
 
 SNAPSHOT_FORMAT = "1"
 STATE_FILE = "state.bin"
-FROZEN_DISKS = ("dom0-root.qcow2", "domu-root.qcow2", "dut.img")
+DOM0_ROOT, DOMU_ROOT = "dom0-root.qcow2", "domu-root.qcow2"   # a stack's throwaway root overlays
+ROOT_OVERLAYS = (DOM0_ROOT, DOMU_ROOT)
+FROZEN_DISKS = (*ROOT_OVERLAYS, "dut.img")
 
 
 def snapshot_key(stack_config: dict, images: ImagePair, machine: dict) -> str:

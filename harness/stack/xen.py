@@ -12,7 +12,6 @@ business (``boot.py``); faults act through the drive and the config, never throu
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -39,7 +38,7 @@ from .backend_check import read_backend
 from .boot import BootSource, ColdBoot
 from .domu import create_domu, domu_failure_text
 from .running import check_running
-from .saved import Snapshot
+from .saved import DOM0_ROOT, DOMU_ROOT, Snapshot
 from .xl import DOM0_ARGS, DOM0_BRIDGE_IP, DOMU_ARGS, DOMU_IP, XEN_ARGS
 
 LOG = logging.getLogger(__name__)
@@ -146,8 +145,8 @@ class XenStack(Lifecycle):
         dom0_img = self.images.dom0
         choice = accel_mod.choose(self.config.accel, QEMU_BINARY, dom0_img.artifact("kernel"), self.store.root)
         self._step(f"accelerator: {choice.accel} ({choice.reason})")
-        drives = [Drive("dom0-root", self.run_dir / "dom0-root.qcow2", "qcow2"),
-                  Drive("domu-root", self.run_dir / "domu-root.qcow2", "qcow2"), self.dut]
+        drives = [Drive("dom0-root", self.run_dir / DOM0_ROOT, "qcow2"),
+                  Drive("domu-root", self.run_dir / DOMU_ROOT, "qcow2"), self.dut]
         c = self.config
         modules = [(dom0_img.artifact("kernel"), DOM0_ARGS), (dom0_img.artifact("initrd"), "")]
         state_fd = self.boot.state_fd()
@@ -277,8 +276,7 @@ class XenStack(Lifecycle):
     def close_shells(self) -> None:
         for sh in (self.domu, self.dom0):
             if sh is not None:
-                with contextlib.suppress(Exception):   # closing a dead connection
-                    sh.close()
+                sh.close()
         self.domu = self.dom0 = None
 
     def stop(self) -> None:

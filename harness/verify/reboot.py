@@ -10,6 +10,7 @@ from ..config import StackConfig
 from ..images import ImagePair, ImageStore
 from ..progress import quiet
 from ..stack.boot import ColdBoot
+from ..stack.saved import ROOT_OVERLAYS
 from ..stack.xen import XenStack, dut_drive
 from ..vm.disks import make_overlay
 from ..vm.kernlog import KernelLogTap
@@ -40,5 +41,5 @@ class RebootVerifier:
             for tap in taps:
                 tap.stop()
             stack.stop()
-            for throwaway in (overlay, out_dir / "dom0-root.qcow2", out_dir / "domu-root.qcow2"):
+            for throwaway in (overlay, *(out_dir / name for name in ROOT_OVERLAYS)):
                 throwaway.unlink(missing_ok=True)

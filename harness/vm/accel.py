@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -25,7 +26,14 @@ from .disks import qemu_version
 
 LOG = logging.getLogger(__name__)
 
-ACCELS = ("auto", "kvm", "tcg")
+
+class Accel(StrEnum):
+    AUTO = "auto"      # KVM only if a probe guest boots under it
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+ACCELS = tuple(a.value for a in Accel)
 PROBE_TIMEOUT = 25.0
 TCG_CPU = "max,-smap,-smep,-xsave,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq"
 # A kernel that got this far really ran under the accelerator.

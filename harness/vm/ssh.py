@@ -8,6 +8,7 @@ installs AutoAddPolicy by default, which is why this module drives paramiko dire
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import shlex
 import time
@@ -147,7 +148,9 @@ class Shell:
         return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout)
 
     def close(self) -> None:
-        self.client.close()
+        """Idempotent and quiet: closing a connection that died with its guest is not an error."""
+        with contextlib.suppress(Exception):
+            self.client.close()
 
 
 class Stream:
