@@ -17,6 +17,7 @@ from typing import Any
 from . import releases
 from .catalog import backends, faults, workloads
 from .errors import ConfigError
+from .images.components import Components
 from .vm.accel import Accel
 
 __all__ = ["Accel", "CutMode", "DiskCache", "Journal", "Reset", "StackConfig", "Sync", "TortureConfig",
@@ -72,6 +73,8 @@ class StackConfig:
 
     backend: str = backends.DEFAULT_BACKEND
     release: str = releases.DEFAULT_RELEASE   # the Debian release of both guests (harness/releases.py)
+    dom0_debs: tuple[str, ...] = ()   # your own .debs installed into dom0's image (absolute paths)
+    domu_debs: tuple[str, ...] = ()   # ... and into the domU's
     accel: Accel = Accel.AUTO
     memory_mib: int = 3072
     dom0_mem_mib: int = 1536
@@ -83,10 +86,18 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "accel", _enum(Accel, self.accel, "accelerator"))
+        for key in ("dom0_debs", "domu_debs"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+
+    def components(self) -> Components:
+        """The images this stack boots."""
+        return Components(self.release, self.dom0_debs, self.domu_debs)
 
     def validate(self) -> None:
         backends.get(self.backend)
         releases.get(self.release)
+        for image in ("dom0", "domu"):
+            self.components().debs(image)   # each file exists and is a .deb
         if self.domu_mem_mib < 512:
             raise ConfigError(f"domU memory {self.domu_mem_mib} MiB is too small (Debian's initrd OOMs)",
                               hint="use at least 512")

@@ -71,7 +71,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     indices = shard_indices(cfg.iterations, cfg.shard)
     store = ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile
-    images = images or store.pair(cfg.stack.release)
+    images = images or store.pair(cfg.stack.components())
     progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
              f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
              f"{cfg.verify_mode()}); run directory {run_dir}")

@@ -114,7 +114,7 @@ def _run_canary(cfg: CompareConfig, cell: Cell, run: RunDir, progress: Progress,
     """drop-flush on append for this (backend, disk-cache) pair; verified by a reboot too."""
     tc = dataclasses.replace(torture_config(cfg, cell), canary=True).resolved()
     store = ImageStore()
-    with Kit(tc, run.verifier, store, store.pair(tc.stack.release), progress, verifier) as kit:
+    with Kit(tc, run.verifier, store, store.pair(tc.stack.components()), progress, verifier) as kit:
         return run_canary(tc, kit, run, progress).to_json()
 
 
@@ -132,7 +132,7 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, versions:
     t0 = time.monotonic()
     store = ImageStore()
     # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
-    verifier = FastVerifier(run.verifier, store.require("domu", cfg.stack.release), store,
+    verifier = FastVerifier(run.verifier, store.require("domu", cfg.stack.components()), store,
                             accel=cfg.stack.accel,
                             progress=progress, boot_timeout=cfg.stack.boot_timeout)
     try:

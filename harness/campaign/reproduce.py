@@ -12,6 +12,7 @@ from ..config import Reset, TortureConfig, VerifyPath
 from ..crash.plan import CutPlan, IterationPlan
 from ..errors import ConfigError
 from ..images import ImageStore
+from ..images.components import Components
 from ..progress import Progress
 from ..report.records import IterationRecord
 from ..report.rundir import IterationDir, RunDir
@@ -49,7 +50,7 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
     # a kit without a snapshot: re-verification boots nothing but its verifier
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, reset=Reset.BOOT)
     store = ImageStore()
-    with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.release), progress) as kit:
+    with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
                                it.read_acks(), it.read_cut().cut_t, it)
     old = it.read_verdict()
@@ -63,26 +64,28 @@ class Rerun:
     """A rerun beside what was recorded: "did my fix fix it"."""
 
     recorded: IterationRecord | None    # the iteration's result.json (None if it never finished)
-    recorded_release: str
+    recorded_components: Components
     record: IterationRecord
-    release: str
+    components: Components
 
 
-def rerun(it: IterationDir, progress: Progress, release: str | None = None) -> Rerun:
+def rerun(it: IterationDir, progress: Progress, components: Components | None = None) -> Rerun:
     """Run the iteration again from scratch beside its campaign: the same config, seed and cut
-    plan, on the recorded components or on another ``release``."""
+    plan, on the recorded components or on others (another release, your patched .debs)."""
     plan = load_plan(it)
-    before = plan.cfg.stack.release
-    stack = dataclasses.replace(plan.cfg.stack, release=release or before)
+    before = plan.cfg.stack.components()
+    after = components or before
+    stack = dataclasses.replace(plan.cfg.stack, release=after.release, dom0_debs=after.dom0_debs,
+                                domu_debs=after.domu_debs)
     cfg = dataclasses.replace(plan.cfg, canary=False, stack=stack)
     cfg.validate()
     plan = dataclasses.replace(plan, cfg=cfg)
     recorded = it.read_result() if it.result.exists() else None
     out = it.path.parent.parent / f"rerun-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {stack.release} "
+    progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {after.describe()} "
              f"into {out}")
     run = RunDir(out).create()
     store = ImageStore()
-    with Kit(cfg, run.verifier, store, store.pair(stack.release), progress) as kit:
+    with Kit(cfg, run.verifier, store, store.pair(after), progress) as kit:
         record = run_iteration(plan, kit, IterationDir(out), progress)
-    return Rerun(recorded, before, record, stack.release)
+    return Rerun(recorded, before, record, after)

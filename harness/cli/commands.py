@@ -10,16 +10,18 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .. import paths
+from .. import paths, releases
 from ..campaign import bench, compare, reproduce
 from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError, ImageError, InfraError
-from ..images import IMAGE_NAMES, ImagePair, ImageStore
+from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel
+from ..images.components import Components
 from ..releases import DEFAULT_RELEASE
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
@@ -47,12 +49,12 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     return ensure_dir(path)
 
 
-def _prepared_run(kind: str, given: str | None, release: str) -> tuple[Path, ImagePair]:
+def _prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path, ImagePair]:
     """The run directory and the images the run will pin; if the images are not there, the
     error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
     try:
-        return run_dir, ImageStore().pair(release)
+        return run_dir, ImageStore().pair(spec)
     except ImageError:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -68,13 +70,21 @@ def cmd_images_build(args: Args) -> int:
     store = ImageStore()
     names = tuple(args.only) if args.only else IMAGE_NAMES
     t0 = time.monotonic()
-    results = store.build(names, force=args.force, progress=progress, release=args.release)
+    spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb))
+    results = store.build(names, force=args.force, progress=progress, release=spec)
     print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
     for img, built in results:
         print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
               f"{img.size_bytes() / 2**20:8.0f}  {img.dir}")
     print(f"total {time.monotonic() - t0:.0f} s; hypervisor: {results[0][0].artifacts.get('xen', '-')}"
           if results and results[0][0].name == "dom0" else f"total {time.monotonic() - t0:.0f} s")
+    return ExitCode.CLEAN
+
+
+def cmd_images_devmodel(args: Args) -> int:
+    dm = devmodel.build(releases.get(args.release), progress, force=args.force)
+    print(f"{dm.deb}\n  {dm.version}, from Debian's qemu {dm.source_version} with linux-aio; built in "
+          f"{dm.build_seconds:.0f} s. `--backend qdisk-direct --release {args.release}` uses it.")
     return ExitCode.CLEAN
 
 
@@ -86,10 +96,12 @@ def cmd_images_list(args: Args) -> int:
     if not rows:
         print("no images built; run `xdh images build`")
         return ExitCode.CLEAN
-    print(f"{'image':6} {'digest':16} {'current':7} {'size MiB':>8} {'build s':>7}  built at")
+    print(f"{'image':6} {'release':8} {'digest':16} {'current':7} {'size MiB':>8} {'build s':>7}  built at"
+          "              your .debs")
     for r in rows:
-        print(f"{r['name']:6} {r['digest']:16} {'yes' if r['current'] else 'stale':7} {r['size_mib']:8} "
-              f"{r['build_seconds']:7.0f}  {r['built_at']}")
+        state = "yes" if r["current"] else ("own" if r["debs"] else "stale")
+        print(f"{r['name']:6} {r['release']:8} {r['digest']:16} {state:7} {r['size_mib']:8} "
+              f"{r['build_seconds']:7.0f}  {r['built_at']}  {', '.join(r['debs']) or '-'}")
     return ExitCode.CLEAN
 
 
@@ -105,8 +117,10 @@ def cmd_images_clean(args: Args) -> int:
 
 # --- stack -------------------------------------------------------------------------------
 def _stack_config(args: Args) -> StackConfig:
+    dom0 = devmodel.dom0_debs(backends.get(args.backend).direct_io_safe, args.release, debs.absolute(args.dom0_deb))
     cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
-                      domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout)
+                      domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout,
+                      dom0_debs=dom0, domu_debs=debs.absolute(args.domu_deb))
     cfg.validate()
     return cfg
 
@@ -129,7 +143,7 @@ def cmd_up(args: Args) -> int:
         if _pid_alive(old.get("pid")):
             raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
                               hint="run `xdh down` first")
-    run_dir, images = _prepared_run("up", args.run_dir, cfg.release)   # missing images: one line, nothing left
+    run_dir, images = _prepared_run("up", args.run_dir, cfg.components())   # missing images: one line, nothing left
     store = ImageStore()
     dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
     progress(f"run directory: {run_dir}")
@@ -138,7 +152,7 @@ def cmd_up(args: Args) -> int:
         port = stack.info.ssh_port
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port,
-                                     "release": cfg.release}) + "\n")
+                                     "components": asdict(cfg.components())}) + "\n")
         common = (f"-i {store.client_key} -o UserKnownHostsFile={run_dir / 'known_hosts'} "
                   "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
         print(f"\nstack is up in {stack.info.timings['domu_ssh']:.0f} s (backend {cfg.backend}); "
@@ -184,7 +198,8 @@ def cmd_ssh(args: Args) -> int:
         raise ConfigError("no command given", hint="usage: xdh ssh dom0|domu -- CMD [ARG...]")
     data = _up_state()
     store = ImageStore()
-    images = store.pair(data.get("release", DEFAULT_RELEASE))
+    images = store.pair(Components(**data["components"]) if "components" in data
+                        else data.get("release", DEFAULT_RELEASE))
     dom0 = Shell.connect(Endpoint("dom0", "127.0.0.1", data["ssh_port"], images.dom0.host_key), store.client_key)
     target = dom0
     try:
@@ -223,7 +238,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
-    run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.release)
+    run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.components())
     result = run_campaign(cfg, run_dir, progress, _versions(images), images=images)
     _print_summary(result.summary, args.json)
     return result.exit_code
@@ -231,18 +246,24 @@ def cmd_torture(args: Args) -> int:
 
 def cmd_reproduce(args: Args) -> int:
     it = IterationDir(Path(args.iteration).resolve())
-    if args.release and not args.rerun:
-        raise ConfigError("--release applies to --rerun only", hint="add --rerun, or drop --release")
-    return _rerun(it, args.release) if args.rerun else _reverify(it, VerifyPath(args.verify))
+    other = args.release or args.dom0_deb or args.domu_deb or args.stock
+    if other and not args.rerun:
+        raise ConfigError("--release, --dom0-deb, --domu-deb and --stock apply to --rerun only",
+                          hint="add --rerun, or drop them")
+    if not args.rerun:
+        return _reverify(it, VerifyPath(args.verify))
+    recorded = reproduce.load_plan(it).cfg.stack.components()
+    spec = recorded.replaced(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb), args.stock)
+    return _rerun(it, spec)
 
 
-def _rerun(it: IterationDir, release: str | None) -> int:
-    r = reproduce.rerun(it, progress, release)
+def _rerun(it: IterationDir, spec: Components) -> int:
+    r = reproduce.rerun(it, progress, spec)
     print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
-    for what, rel, rec in (("recorded", r.recorded_release, r.recorded), ("rerun", r.release, r.record)):
+    for what, comp, rec in (("recorded", r.recorded_components, r.recorded), ("rerun", r.components, r.record)):
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
                                         + (f": {rec.error}" if rec.error else ""))
-        print(f"  {what:8} {rel:9} {text}")
+        print(f"  {what:8} {comp.describe():9} {text}")
     for line in r.record.violations:
         print(f"    {line}")
     return status_exit(r.record.status)
@@ -264,7 +285,7 @@ def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                             cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
     cfg.validate()
-    run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.release)
+    run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
     result = bench.run_bench(cfg, run_dir, progress, _versions(images))
     if args.json:
         print(dumps(result))
@@ -288,7 +309,7 @@ def cmd_compare(args: Args) -> int:
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                                     canary=not args.no_canary, stack=_stack_config(args))
         cfg.validate()
-        out, images = _prepared_run("compare", args.run_dir, cfg.stack.release)
+        out, images = _prepared_run("compare", args.run_dir, cfg.stack.components())
         data = compare.run_compare(cfg, out, progress, _versions(images), command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")

@@ -43,6 +43,17 @@ def _release_option(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> Non
     g.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
                    help="Debian release of dom0 and the domU: " + "; ".join(r.summary for r in RELEASES.values())
                    + f" (default {DEFAULT_RELEASE})")
+    _deb_options(g)
+
+
+def _deb_options(g: argparse._ArgumentGroup | argparse.ArgumentParser, rerun: bool = False) -> None:
+    what = "rerun with" if rerun else "install"
+    g.add_argument("--dom0-deb", action="append", default=[], metavar="FILE",
+                   help=f"{what} your own .deb in dom0's image (repeatable): a rebuilt qemu-system-xen, a Xen "
+                   "or a kernel build; its hash is part of the image digest, its version is recorded")
+    g.add_argument("--domu-deb", action="append", default=[], metavar="FILE",
+                   help=f"{what} your own .deb in the domU's image (repeatable), e.g. a kernel from "
+                   "`make bindeb-pkg`: the domU then boots that kernel, and the run checks `uname -r`")
 
 
 def _run_dir(p: argparse.ArgumentParser, kind: str) -> None:
@@ -66,6 +77,17 @@ def _images(sub: Sub) -> None:
     b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
     _release_option(b)
     b.set_defaults(func=c.cmd_images_build)
+    dm = isub.add_parser("devmodel", help="build (once, cached) dom0's device model with linux-aio, for qdisk-direct",
+                         description="Debian builds qemu-system-xen without linux-aio, so libxl's direct-io-safe "
+                         "disk (aio=native) cannot open. This rebuilds the Xen flavour of the release's own qemu "
+                         "source package with QEMU_XEN_CONFIGURE_OPTIONS=--enable-linux-aio in a throwaway build "
+                         "chroot, repacks the release's qemu-system-xen with it (version +xdhaio1), caches the "
+                         ".deb and prints its path. --backend qdisk-direct then installs it in dom0. Takes about "
+                         "20 minutes on 2 cores.")
+    dm.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
+                    help=f"Debian release to build for (default {DEFAULT_RELEASE})")
+    dm.add_argument("--force", action="store_true", help="rebuild even if cached")
+    dm.set_defaults(func=c.cmd_images_devmodel)
     lst = isub.add_parser("list", help="list built images")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=c.cmd_images_list)
@@ -169,8 +191,12 @@ def _reproduce(sub: Sub) -> None:
     r.add_argument("--rerun", action="store_true",
                    help="instead, run the iteration again from scratch with its config, seed and cut plan; "
                         "both verdicts are printed side by side")
-    r.add_argument("--release", choices=list(RELEASES),
-                   help="with --rerun: rerun on this Debian release instead of the recorded one")
+    g = r.add_argument_group("other components (with --rerun; default: the recorded ones)")
+    g.add_argument("--release", choices=list(RELEASES),
+                   help="rerun on this Debian release instead of the recorded one")
+    _deb_options(g, rerun=True)
+    g.add_argument("--stock", action="store_true",
+                   help="rerun without the recorded run's own .debs (the release's stock packages)")
     r.set_defaults(func=c.cmd_reproduce)
 
 

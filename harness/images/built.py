@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,10 +25,16 @@ class BuiltImage:
     built_at: str
     root_device: str
     release: str = DEFAULT_RELEASE
+    debs: list[dict] = field(default_factory=list)   # your own .debs installed (LocalDeb.to_json)
 
     @property
     def rootfs(self) -> Path:
         return self.dir / "rootfs.img"
+
+    @property
+    def kernel_release(self) -> str:
+        """What ``uname -r`` must say in the guest booted from this image (the extracted kernel's)."""
+        return self.artifacts.get("kernel", "").removeprefix("vmlinuz-")
 
     def artifact(self, key: str) -> Path:
         return self.dir / self.artifacts[key]

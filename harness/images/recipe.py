@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import paths, releases
 from ..errors import ConfigError, ImageError
 from ..releases import DEFAULT_RELEASE, Release
+from .debs import LocalDeb
 
 IMAGE_NAMES = ("dom0", "domu")
 # Bump when the build steps change what an image contains.
@@ -35,13 +36,14 @@ class Recipe:
     extract: dict[str, str] = field(default_factory=dict)
     install_guests: bool = False
     append: dict[str, str] = field(default_factory=dict)   # path in tree -> text appended after install
+    debs: tuple[LocalDeb, ...] = ()    # your own packages, installed with the recipe's (``debs.py``)
 
     @property
     def recipe_dir(self) -> Path:
         return paths.IMAGES_DIR / self.name
 
     @classmethod
-    def load(cls, name: str, release: str = DEFAULT_RELEASE) -> Recipe:
+    def load(cls, name: str, release: str = DEFAULT_RELEASE, debs: tuple[LocalDeb, ...] = ()) -> Recipe:
         if name not in IMAGE_NAMES:
             raise ConfigError(f"unknown image {name!r}", hint="choose one of: " + ", ".join(IMAGE_NAMES))
         path = paths.IMAGES_DIR / name / "recipe.toml"
@@ -51,7 +53,7 @@ class Recipe:
             raise ImageError(f"recipe {path} is missing", hint="run xdh from a checkout of the project") from None
         except tomllib.TOMLDecodeError as exc:
             raise ImageError(f"recipe {path} is not valid TOML: {exc}") from None
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - {"debs", "release", "name"}
         unknown = set(data) - known
         if unknown:
             raise ImageError(f"recipe {path}: unknown keys {sorted(unknown)}")
@@ -59,7 +61,7 @@ class Recipe:
         for key in ("packages", "enable", "mask"):
             data[key] = tuple(rel.fill(x) for x in data.get(key, ()))
         data["extract"] = {k: rel.fill(v) for k, v in data.get("extract", {}).items()}
-        return cls(name=name, release=rel, **data)
+        return cls(name=name, release=rel, debs=debs, **data)
 
     def inputs(self) -> list[Path]:
         """Every file whose content defines the image, in a stable order."""
@@ -76,4 +78,6 @@ class Recipe:
             h.update(f"{rel}\0{os.stat(p).st_mode & 0o111}\0".encode())
             h.update(p.read_bytes())
             h.update(b"\0")
+        for deb in self.debs:   # by content: a rebuilt package is a new image, wherever the file lies
+            h.update(f"deb={deb.package}\0{deb.sha256}\n".encode())
         return h.hexdigest()[:16]

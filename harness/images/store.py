@@ -12,6 +12,7 @@ from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
 from .build import build_image
 from .built import BuiltImage, ImagePair
+from .components import Components
 from .recipe import IMAGE_NAMES, Recipe
 
 CLIENT_KEY = "id_ed25519"
@@ -44,28 +45,39 @@ class ImageStore:
     def _dir_for(self, name: str, digest: str) -> Path:
         return self.images_dir / f"{name}-{digest}"
 
-    def current(self, name: str, release: str = DEFAULT_RELEASE) -> BuiltImage | None:
+    @staticmethod
+    def _spec(spec: Components | str) -> Components:
+        return Components(spec) if isinstance(spec, str) else spec
+
+    def recipe(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> Recipe:
+        spec = self._spec(spec)
+        return Recipe.load(name, spec.release, spec.debs(name))
+
+    def current(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage | None:
         try:
             pub = self.client_pubkey()
         except ImageError:
             return None
-        d = self._dir_for(name, Recipe.load(name, release).digest(pub))
+        d = self._dir_for(name, self.recipe(name, spec).digest(pub))
         return BuiltImage.from_dir(d) if (d / "manifest.json").exists() else None
 
-    def require(self, name: str, release: str = DEFAULT_RELEASE) -> BuiltImage:
-        img = self.current(name, release)
+    def require(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage:
+        spec = self._spec(spec)
+        img = self.current(name, spec)
         if img is None:
             stale = [m for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json"))
-                     if BuiltImage.from_dir(m.parent).release == release]
-            why = "is out of date (its recipe changed)" if stale else "is not built"
-            flag = "" if release == DEFAULT_RELEASE else f" --release {release}"
-            what = name if release == DEFAULT_RELEASE else f"{release} {name}"
-            raise ImageError(f"the {what} image {why} in {self.root}", hint=f"run `xdh images build{flag}`")
+                     if BuiltImage.from_dir(m.parent).release == spec.release]
+            why = "is out of date (its recipe changed)" if stale and not spec.paths(name) else "is not built"
+            flags = spec.flags()
+            what = name if spec.release == DEFAULT_RELEASE and not spec.paths(name) \
+                else f"{spec.describe()} {name}"
+            raise ImageError(f"the {what} image {why} in {self.root}",
+                             hint=f"run `xdh images build{' ' + flags if flags else ''}`")
         return img
 
-    def pair(self, release: str = DEFAULT_RELEASE) -> ImagePair:
-        """Both current images of ``release``, or an ImageError naming the fix."""
-        return ImagePair(self.require("dom0", release), self.require("domu", release))
+    def pair(self, spec: Components | str = DEFAULT_RELEASE) -> ImagePair:
+        """Both current images of these components, or an ImageError naming the fix."""
+        return ImagePair(self.require("dom0", spec), self.require("domu", spec))
 
     def rows(self) -> list[dict]:
         rows = []
@@ -76,12 +88,13 @@ class ImageStore:
                 cur = current.get(img.release)
                 rows.append({"name": name, "release": img.release, "digest": img.digest,
                              "current": bool(cur and cur.digest == img.digest),
+                             "debs": [f"{d['package']} {d['version']}" for d in img.debs],
                              "size_mib": round(img.size_bytes() / 2**20), "built_at": img.built_at,
                              "build_seconds": img.build_seconds, "dir": str(img.dir)})
         return rows
 
     def clean(self, everything: bool = False) -> list[Path]:
-        """Remove stale images (all images and keys with ``everything``)."""
+        """Remove stale images and images with your own .debs (all images and keys with ``everything``)."""
         removed: list[Path] = []
         if not self.images_dir.exists():
             return removed
@@ -99,12 +112,13 @@ class ImageStore:
 
     # --- build ----------------------------------------------------------------------
     def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
-              progress: Progress = print, release: str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
-        """Build what is missing or stale; returns (image, was_built) per name."""
+              progress: Progress = print, release: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
+        """Build what is missing or stale (for a release, or a release plus your .debs); returns
+        (image, was_built) per name."""
         pub = self.client_pubkey(create=True)
         out = []
         for name in names:
-            recipe = Recipe.load(name, release)
+            recipe = self.recipe(name, release)
             digest = recipe.digest(pub)
             final = self._dir_for(name, digest)
             if (final / "manifest.json").exists() and not force:

@@ -3,6 +3,8 @@ booted from: a stack that runs other components than the ones recorded proves no
 
 from __future__ import annotations
 
+import re
+
 from ..errors import LaunchError
 from ..images import ImagePair
 from ..releases import Release
@@ -22,14 +24,21 @@ def mismatches(running: dict[str, str], images: ImagePair, release: Release) -> 
     out = []
     for guest, image in (("dom0", images.dom0), ("domu", images.domu)):
         kernel = running.get(f"{guest}_kernel", "")
-        if f"linux-image-{kernel}" not in image.packages:
-            out.append(f"{guest} runs kernel {kernel!r}, which is not installed in its image")
-    if not running.get("xen", "").startswith(release.xen + "."):
-        out.append(f"the hypervisor is {running.get('xen')!r}, not Xen {release.xen}")
+        if kernel != image.kernel_release:
+            out.append(f"{guest} runs kernel {kernel!r}, not its image's {image.kernel_release!r}")
+    xen = _hypervisor_version(images.dom0.artifacts.get("xen", "")) or release.xen
+    if not running.get("xen", "").startswith(xen + "."):
+        out.append(f"the hypervisor is {running.get('xen')!r}, not Xen {xen}")
     if running.get("device_model") != images.dom0.packages.get("qemu-system-xen"):
         out.append(f"dom0's qemu-system-xen is {running.get('device_model')!r}, "
                    f"the image has {images.dom0.packages.get('qemu-system-xen')!r}")
     return out
+
+
+def _hypervisor_version(artifact: str) -> str:
+    """``4.17`` from the extracted hypervisor's name (``xen-4.17-amd64``), "" if it has none."""
+    m = re.match(r"xen-(\d+\.\d+)", artifact)
+    return m.group(1) if m else ""
 
 
 def check_running(dom0: Shell, domu: Shell, images: ImagePair, release: Release) -> dict[str, str]:

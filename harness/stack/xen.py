@@ -61,6 +61,8 @@ def versions(images: ImagePair) -> dict[str, Any]:
         "domu": pick(domu.packages, "linux-image-amd64", "python3", "sqlite3", "xfsprogs"),
         "images": {"dom0": dom0.digest, "domu": domu.digest},
         "dom0_kernel": dom0.artifacts.get("kernel"),
+        "domu_kernel": domu.artifacts.get("kernel"),
+        "own_debs": {"dom0": dom0.debs, "domu": domu.debs},   # your packages: file, hash, version
     }
 
 
@@ -81,7 +83,7 @@ def make_stack(config: StackConfig, run_dir: Path, store: ImageStore | None = No
     run_dir.mkdir(parents=True, exist_ok=True)
     dut = dut or run_dir / boot.dut_name
     boot.prepare_dut(dut, config.dut_size_mib)
-    return XenStack(config, run_dir, images or store.pair(config.release), dut_drive(dut), boot, store, progress)
+    return XenStack(config, run_dir, images or store.pair(config.components()), dut_drive(dut), boot, store, progress)
 
 
 @dataclass

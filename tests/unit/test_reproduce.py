@@ -39,7 +39,7 @@ def test_rerun_uses_the_same_seed_and_cut_and_prints_both_verdicts(recorded, rel
                                p.cut.to_json(), acked=79)
     monkeypatch.setattr("harness.campaign.reproduce.run_iteration", fake_run_iteration)
     monkeypatch.setattr("harness.campaign.reproduce.Kit", lambda *a, **k: contextlib.nullcontext())
-    monkeypatch.setattr(ImageStore, "pair", lambda self, release="bookworm": ("images of", release))
+    monkeypatch.setattr(ImageStore, "pair", lambda self, spec="bookworm": ("images of", spec))
     args = ["reproduce", str(it.path), "--rerun"] + (["--release", release] if release else [])
     assert main(args) == 0
     (p, where), = seen
@@ -54,4 +54,4 @@ def test_rerun_uses_the_same_seed_and_cut_and_prints_both_verdicts(recorded, rel
 def test_release_without_rerun_is_a_usage_error(recorded, capsys):
     it, _ = recorded
     assert main(["reproduce", str(it.path), "--release", "trixie"]) == 2
-    assert "--release applies to --rerun only" in capsys.readouterr().err
+    assert "--release, --dom0-deb, --domu-deb and --stock apply to --rerun only" in capsys.readouterr().err

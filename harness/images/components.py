@@ -1,0 +1,50 @@
+"""Which images a stack boots: a Debian release, plus your own .debs for each guest."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..releases import DEFAULT_RELEASE
+from .debs import LocalDeb, inspect_all
+
+
+@dataclass(frozen=True)
+class Components:
+    """A release and the local .debs installed on top of it (absolute paths), per image."""
+
+    release: str = DEFAULT_RELEASE
+    dom0_debs: tuple[str, ...] = ()
+    domu_debs: tuple[str, ...] = ()
+
+    def paths(self, image: str) -> tuple[str, ...]:
+        return self.dom0_debs if image == "dom0" else self.domu_debs
+
+    def debs(self, image: str) -> tuple[LocalDeb, ...]:
+        """The image's .debs, inspected (a missing or bad file is a ConfigError naming the fix)."""
+        return inspect_all(self.paths(image))
+
+    @property
+    def stock(self) -> bool:
+        return not (self.dom0_debs or self.domu_debs)
+
+    def flags(self) -> str:
+        """The command-line options that select these components (for hints)."""
+        out = [] if self.release == DEFAULT_RELEASE else ["--release", self.release]
+        for p in self.dom0_debs:
+            out += ["--dom0-deb", p]
+        for p in self.domu_debs:
+            out += ["--domu-deb", p]
+        return shlex.join(out)
+
+    def describe(self) -> str:
+        """``bookworm``, or ``bookworm + domu:linux-image-6.12...deb``: for people."""
+        own = [f"{image}:{Path(p).name}" for image in ("dom0", "domu") for p in self.paths(image)]
+        return " + ".join([self.release, *own])
+
+    def replaced(self, release: str | None = None, dom0_debs: tuple[str, ...] = (),
+                 domu_debs: tuple[str, ...] = (), stock: bool = False) -> Components:
+        """These components with another release, other .debs per image, or (``stock``) none."""
+        base = Components(self.release) if stock else self
+        return Components(release or base.release, dom0_debs or base.dom0_debs, domu_debs or base.domu_debs)
