@@ -76,7 +76,7 @@ class CrashCall:
 
     @property
     def cell(self) -> str:
-        return f"{self.backend}__{self.fault}__{self.workload}__{self.disk_cache}"
+        return f"bookworm__{self.backend}__{self.fault}__{self.workload}__{self.disk_cache}"   # compare's cell name
 
 
 @dataclass

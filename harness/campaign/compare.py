@@ -19,15 +19,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import releases as releases_mod
 from ..catalog import backends as backends_mod
 from ..catalog import faults as faults_mod
 from ..catalog import workloads as workloads_mod
 from ..config import DiskCache, StackConfig, TortureConfig, choices
-from ..errors import ConfigError, InfraError, XdhError
-from ..images import ImageStore
+from ..errors import ConfigError, ImageError, InfraError, XdhError
+from ..images import ImageStore, devmodel
 from ..progress import Progress
+from ..releases import DEFAULT_RELEASE
 from ..report.matrix import write_report
 from ..report.rundir import RunDir
+from ..stack.xen import versions
 from ..status import ExitCode
 from ..verify.fast import FastVerifier
 from .campaign import run_campaign, run_canary
@@ -42,6 +45,7 @@ class CompareConfig:
     workloads: tuple[str, ...] = ("append",)
     disk_caches: tuple[str, ...] = ("none", "volatile")
     direct_faults: tuple[str, ...] = ("drop-flush", "disk-lies")   # the direct workload runs only here
+    releases: tuple[str, ...] = (DEFAULT_RELEASE,)   # Debian releases: a dimension like the others
     iterations: int = 3
     seed: int = 1
     cut_acks: tuple[int, int] = (20, 200)
@@ -51,7 +55,8 @@ class CompareConfig:
     stack: StackConfig = field(default_factory=StackConfig)
 
     def validate(self) -> None:
-        for what, names in (("backend", self.backends), ("fault", self.faults), ("workload", self.workloads)):
+        for what, names in (("backend", self.backends), ("fault", self.faults), ("workload", self.workloads),
+                            ("release", self.releases)):
             if not names:
                 raise ConfigError(f"no {what} given", hint=f"pass at least one with --{what}s")
         for b in self.backends:
@@ -60,6 +65,8 @@ class CompareConfig:
             faults_mod.get(f)
         for w in self.workloads:
             workloads_mod.get(w)
+        for r in self.releases:
+            releases_mod.get(r)
         for c in self.disk_caches:
             if c not in choices(DiskCache):
                 raise ConfigError(f"unknown disk cache model {c!r}", hint="use none and/or volatile")
@@ -73,15 +80,16 @@ class Cell:
     fault: str
     workload: str
     disk_cache: str
-    skip: str = ""          # why this cell is not run (an impossible combination)
+    release: str = DEFAULT_RELEASE
+    skip: str = ""          # why this cell is not run (an impossible combination, a missing part)
 
     @property
     def name(self) -> str:
-        return f"{self.backend}__{self.fault}__{self.workload}__{self.disk_cache}"
+        return f"{self.release}__{self.backend}__{self.fault}__{self.workload}__{self.disk_cache}"
 
     @property
     def group(self) -> str:
-        return f"{self.backend}__{self.disk_cache}"
+        return f"{self.release}__{self.backend}__{self.disk_cache}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"name": self.name, "group": self.group}
@@ -89,23 +97,26 @@ class Cell:
 
 def plan_cells(cfg: CompareConfig) -> list[Cell]:
     out = []
-    for b, f, w, c in itertools.product(cfg.backends, cfg.faults, cfg.workloads, cfg.disk_caches):
+    for r, b, f, w, c in itertools.product(cfg.releases, cfg.backends, cfg.faults, cfg.workloads, cfg.disk_caches):
         if w == "direct" and f not in cfg.direct_faults:
             continue
-        cell = Cell(b, f, w, c)
+        cell = Cell(b, f, w, c, r)
         try:
             torture_config(cfg, cell).validate()
-        except ConfigError as exc:
-            cell.skip = str(exc)
+        except (ConfigError, ImageError) as exc:   # impossible, or a part to build first (the hint says how)
+            cell.skip = exc.oneline()
         out.append(cell)
     return out
 
 
 def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> TortureConfig:
+    """The cell's campaign; a direct-io-safe backend gets its release's aio device model in dom0."""
+    dom0 = devmodel.dom0_debs(backends_mod.get(cell.backend).direct_io_safe, cell.release, cfg.stack.dom0_debs)
     return TortureConfig(workload=cell.workload, fault=cell.fault, iterations=cfg.iterations, seed=cfg.seed,
                          cut_acks=cfg.cut_acks, canary=canary, disk_cache=DiskCache(cell.disk_cache),
                          crash_subsets=cfg.crash_subsets, flush_points=cfg.flush_points,
-                         stack=dataclasses.replace(cfg.stack, backend=cell.backend))
+                         stack=dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release,
+                                                   dom0_debs=dom0))
 
 
 # --- running ------------------------------------------------------------------------------
@@ -118,8 +129,7 @@ def _run_canary(cfg: CompareConfig, cell: Cell, run: RunDir, progress: Progress,
         return run_canary(tc, kit, run, progress).to_json()
 
 
-def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
-                command: str = "") -> dict[str, Any]:
+def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: str = "") -> dict[str, Any]:
     """Run the matrix into ``run_dir`` and write its report; the report is written on every way
     out (an interrupt included), from the cells that ran."""
     cfg.validate()
@@ -137,7 +147,7 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, versions:
                             progress=progress, boot_timeout=cfg.stack.boot_timeout)
     try:
         verifier.start()
-        _run_cells(cfg, todo, run, progress, versions, verifier)
+        _run_cells(cfg, todo, run, progress, verifier)
     finally:
         verifier.stop()
         run.write_compare_wall(time.monotonic() - t0)
@@ -145,7 +155,7 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, versions:
     return data
 
 
-def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Progress, versions: dict[str, Any],
+def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Progress,
                verifier: FastVerifier) -> None:
     canaries: dict[str, dict[str, Any]] = {}
     unavailable: dict[str, str] = {}     # pairs whose stack cannot even start (e.g. qdisk-direct on Debian 12)
@@ -168,7 +178,9 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             run.write_cell_error(cell.name, f"stack unavailable: {unavailable[cell.group]}")
             continue
         try:
-            run_campaign(torture_config(cfg, cell), run.cell(cell.name).path, progress, versions, verifier=verifier)
+            tc = torture_config(cfg, cell)
+            images = ImageStore().pair(tc.stack.components())    # the cell records what its column runs
+            run_campaign(tc, run.cell(cell.name).path, progress, versions(images), verifier=verifier, images=images)
         except XdhError as exc:     # an InfraError here: the cell's stack (its snapshot) did not come up
             text = f"stack unavailable: {exc.oneline()}" if isinstance(exc, InfraError) else exc.oneline()
             run.write_cell_error(cell.name, text)

@@ -307,10 +307,11 @@ def cmd_compare(args: Args) -> int:
                                     disk_caches=args.disk_cache, direct_faults=args.direct_faults,
                                     iterations=args.iterations, seed=args.seed, cut_acks=args.cut_acks,
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
-                                    canary=not args.no_canary, stack=_stack_config(args))
+                                    canary=not args.no_canary, stack=_stack_config(args),
+                                    releases=tuple(args.releases or (args.release,)))
         cfg.validate()
-        out, images = _prepared_run("compare", args.run_dir, cfg.stack.components())
-        data = compare.run_compare(cfg, out, progress, _versions(images), command)
+        out, _ = _prepared_run("compare", args.run_dir, cfg.stack.components())
+        data = compare.run_compare(cfg, out, progress, command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return compare.compare_exit(data)

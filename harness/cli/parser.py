@@ -231,6 +231,9 @@ def _compare(sub: Sub) -> None:
                                "matrix's content), 2 usage, 5 a cell's stack failed, 6 a harness error, 130 "
                                "interrupted (the report of the cells that ran is written)",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("--releases", type=comma_list, metavar="LIST",
+                    help="comma-separated Debian releases, a dimension of the matrix: " + ", ".join(RELEASES)
+                    + " (default: --release); the report names each column's component versions")
     cp.add_argument("--backends", type=comma_list, default=("qdisk", "phy"),
                     help="comma-separated backend modes (default qdisk,phy)")
     cp.add_argument("--faults", type=comma_list, default=("none", "drop-flush"),

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from ..catalog import backends as backends_mod
+from ..releases import DEFAULT_RELEASE
 from .rundir import RunDir
 
 
@@ -27,10 +28,24 @@ def _cells_of(rd: RunDir, listed: list[dict[str, Any]] | None) -> list[dict[str,
         return listed
     out = []
     for d in sorted((rd.path / "cells").glob("*__*__*__*")):
-        b, f, w, c = d.name.split("__")
-        out.append({"name": d.name, "backend": b, "fault": f, "workload": w, "disk_cache": c, "skip": "",
-                    "group": f"{b}__{c}"})
+        parts = d.name.split("__")
+        r, b, f, w, c = parts if len(parts) == 5 else [DEFAULT_RELEASE, *parts]   # before releases: bookworm
+        out.append({"name": d.name, "release": r, "backend": b, "fault": f, "workload": w, "disk_cache": c,
+                    "skip": "", "group": f"{b}__{c}" if len(parts) == 4 else f"{r}__{b}__{c}"})
     return out
+
+
+def components(v: dict[str, Any]) -> str:
+    """One line naming what a column ran: Xen, both kernels, dom0's device model, your own .debs."""
+    if not v:
+        return ""
+    dom0 = v.get("dom0", {})
+    xen = next((x for k, x in dom0.items() if k.startswith("xen-hypervisor-")), "?")
+    own = [f"{d['package']} {d['version']}" for g in ("dom0", "domu") for d in v.get("own_debs", {}).get(g, [])]
+    return (f"Xen {xen}; dom0 {str(v.get('dom0_kernel', '?')).removeprefix('vmlinuz-')}, domU "
+            f"{str(v.get('domu_kernel') or v.get('domu', {}).get('linux-image-amd64', '?')).removeprefix('vmlinuz-')}; "
+            f"qemu-system-xen {dom0.get('qemu-system-xen', '?')}; outer QEMU {v.get('host_qemu', '?')}"
+            + (f"; your .debs: {', '.join(own)}" if own else ""))
 
 
 def collect(run_dirs: list[Path]) -> dict[str, Any]:
@@ -47,8 +62,10 @@ def collect(run_dirs: list[Path]) -> dict[str, Any]:
         canaries.update(cans)
         for cell in _cells_of(rd, listed):
             row = {k: cell[k] for k in ("backend", "fault", "workload", "disk_cache", "skip", "group")}
+            row["release"] = cell.get("release", DEFAULT_RELEASE)
             if not cell["skip"]:
                 row |= _cell_figures(rd.cell(cell["name"]))
+                row["components"] = components(rd.cell(cell["name"]).read_versions())
             name = cell["name"]
             if name in cells and cells[name].get("iterations") and not row.get("iterations"):
                 continue     # an earlier piece ran this cell; this one did not
@@ -99,7 +116,8 @@ def miss_reason(row: dict, rows: list[dict]) -> str:
     if row["disk_cache"] != "none" or row["fault"] == "none" or row.get("loss_iterations"):
         return ""
     twin = next((r for r in rows if r["disk_cache"] == "volatile" and
-                 (r["backend"], r["fault"], r["workload"]) == (row["backend"], row["fault"], row["workload"])), None)
+                 (r.get("release"), r["backend"], r["fault"], r["workload"])
+                 == (row.get("release"), row["backend"], row["fault"], row["workload"])), None)
     if not row.get("iterations"):
         return ""
     b = backends_mod.get(row["backend"])
@@ -115,12 +133,14 @@ def _fmt(v: object, unit: str = "") -> str:
 
 
 def markdown(data: dict, command: str = "") -> str:
-    rows = sorted(data["cells"], key=lambda r: (r["backend"], r["disk_cache"], r["fault"], r["workload"]))
+    rows = sorted(data["cells"], key=lambda r: (r.get("release", DEFAULT_RELEASE), r["backend"], r["disk_cache"],
+                                                r["fault"], r["workload"]))
     out = ["# Backend comparison", ""]
     if command:
         out += ["Command:", "", f"    {command}", ""]
     out += [f"Total wall time: {data['wall_seconds'] / 60:.0f} min. "
-            f"Cells: {sum(1 for r in rows if not r['skip'])} run, {sum(1 for r in rows if r['skip'])} impossible.", ""]
+            f"Cells: {sum(1 for r in rows if not r['skip'])} run, {sum(1 for r in rows if r['skip'])} not run "
+            "(impossible, or a part to build first).", ""]
     for cache in ("none", "volatile"):
         cells = [r for r in rows if r["disk_cache"] == cache and r.get("iterations")]
         states = sum(r["crash_states"] for r in cells)
@@ -130,14 +150,16 @@ def markdown(data: dict, command: str = "") -> str:
             out.append(f"- disk cache {cache}: {its} iterations, {states} crash states verified "
                        f"({states / its:.1f} per iteration), {states * 3600 / busy:.0f} crash states per hour "
                        f"of iteration time" if busy else f"- disk cache {cache}: {its} iterations")
+    out += _components_section(rows)
     out += ["",
-            "| backend | disk cache | fault | workload | canary | iterations | with loss | acked lost | crash states "
-            "| fsync/s | p50 us | p99 us | notes |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| release | backend | disk cache | fault | workload | canary | iterations | with loss | acked lost "
+            "| crash states | fsync/s | p50 us | p99 us | notes |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        rel = r.get("release", DEFAULT_RELEASE)
         if r["skip"]:
-            out.append(f"| {r['backend']} | {r['disk_cache']} | {r['fault']} | {r['workload']} | | | | | | | | | "
-                       f"impossible: {r['skip']} |")
+            out.append(f"| {rel} | {r['backend']} | {r['disk_cache']} | {r['fault']} | {r['workload']} "
+                       f"| | | | | | | | | not run: {r['skip'].replace('|', '/')} |")
             continue
         canary = {True: "caught", False: "**NOT caught**", None: "-"}[r.get("canary")]
         notes = []
@@ -154,7 +176,7 @@ def markdown(data: dict, command: str = "") -> str:
             notes.append("e.g. " + r["sample_violation"][:100])
         if r["fault"] == "none" and r.get("loss_iterations"):
             notes.append("**FALSE ALARM or real bug: loss with no fault**")
-        out.append(f"| {r['backend']} | {r['disk_cache']} | {r['fault']} | {r['workload']} | {canary} | "
+        out.append(f"| {rel} | {r['backend']} | {r['disk_cache']} | {r['fault']} | {r['workload']} | {canary} | "
                    f"{r.get('iterations', 0)} | {r.get('loss_iterations', 0)} | {r.get('lost_acked', 0)} | "
                    f"{r.get('crash_states', 0)} | {_fmt(r.get('fsyncs_per_s'))} | {_fmt(r.get('p50_us'))} | "
                    f"{_fmt(r.get('p99_us'))} | {'; '.join(notes).replace('|', '/')} |")
@@ -163,6 +185,22 @@ def markdown(data: dict, command: str = "") -> str:
             "random subsets of the later writes and earlier flush points. fsync/s and latencies are measured in "
             "the guest (median of iterations; percentiles over every ack of the cell).", ""]
     return "\n".join(out)
+
+
+def _components_section(rows: list[dict]) -> list[str]:
+    """What each release column ran, as recorded by its cells (a backend with its own device model,
+    qdisk-direct, is listed apart)."""
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("components"):
+            seen.setdefault(r["components"], []).append(f"{r.get('release', DEFAULT_RELEASE)} {r['backend']}")
+    if not seen:
+        return []
+    out = ["", "Components (read from each cell's config.json):", ""]
+    for text, where in seen.items():
+        cols = sorted(set(where))
+        out.append(f"- {', '.join(cols)}: {text}")
+    return out
 
 
 def _plots() -> ModuleType | None:
@@ -187,12 +225,12 @@ def html_report(data: dict, md: str) -> str:
     rows = [r for r in data["cells"] if not r["skip"] and r.get("iterations")]
     if plt is not None and rows:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        for r in sorted(rows, key=lambda r: (r["backend"], r["disk_cache"])):
+        for r in sorted(rows, key=lambda r: (r.get("release", ""), r["backend"], r["disk_cache"])):
             if r["fault"] != "none" or r["workload"] != "append" or not r.get("latencies_us"):
                 continue
             lat = sorted(r["latencies_us"])
             ax.step([x / 1000 for x in lat], [(i + 1) / len(lat) for i in range(len(lat))],
-                    label=f"{r['backend']} / cache {r['disk_cache']}", where="post")
+                    label=f"{r.get('release', '')} {r['backend']} / cache {r['disk_cache']}", where="post")
         ax.set_xscale("log")
         ax.set_xlabel("fsync latency in the guest (ms, log scale)")
         ax.set_ylabel("fraction of fsyncs")
@@ -200,19 +238,20 @@ def html_report(data: dict, md: str) -> str:
         ax.legend(fontsize=8)
         imgs.append(("fsync latency CDF", _png(fig)))
         plt.close(fig)
-        modes = sorted({(r["backend"], r["disk_cache"]) for r in rows})
+        modes = sorted({(r.get("release", ""), r["backend"], r["disk_cache"]) for r in rows})
         faults = sorted({r["fault"] for r in rows})
         fig, ax = plt.subplots(figsize=(9, 4.5))
         width = 0.8 / max(len(faults), 1)
         for k, f in enumerate(faults):
             vals = []
             for m in modes:
-                cell = [r for r in rows if (r["backend"], r["disk_cache"]) == m and r["fault"] == f]
+                cell = [r for r in rows if (r.get("release", ""), r["backend"], r["disk_cache"]) == m
+                        and r["fault"] == f]
                 its = sum(r["iterations"] for r in cell)
                 vals.append(sum(r["loss_iterations"] for r in cell) / its if its else 0)
             ax.bar([i + k * width for i in range(len(modes))], vals, width, label=f)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(modes))])
-        ax.set_xticklabels([f"{b}\ncache {c}" for b, c in modes], fontsize=8)
+        ax.set_xticklabels([f"{rel}\n{b}\ncache {c}" for rel, b, c in modes], fontsize=7)
         ax.set_ylabel("fraction of iterations with loss")
         ax.set_title("loss per mode and fault")
         ax.legend(fontsize=8)

@@ -178,6 +178,13 @@ class RunDir:
     def write_config(self, config: dict[str, Any], seed: int | None, versions: dict[str, Any]) -> None:
         write_json(self.config, {"config": config, "seed": seed, "versions": versions})
 
+    def read_versions(self) -> dict[str, Any]:
+        """The component versions a campaign recorded in config.json ({} if it has none)."""
+        try:
+            return dict(json.loads(self.config.read_text()).get("versions") or {})
+        except (OSError, ValueError):
+            return {}
+
     def write_summary(self, summary: dict[str, Any], text: str, junit: str) -> None:
         write_json(self.summary, summary)
         (self.path / "junit.xml").write_text(junit)

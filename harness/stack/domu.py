@@ -52,8 +52,9 @@ def check_device_model(dom0: Shell, config: StackConfig, backend: Backend, run_d
         (run_dir / "qemu-dm.log").write_text(log)
         hint = ""
         if "aio=native" in failed[0]:
-            hint = ("Debian 12's qemu-system-xen is built without linux-aio, which qdisk needs for "
-                    "direct-io-safe; use another backend mode")
+            hint = ("Debian's qemu-system-xen is built without linux-aio, which qdisk needs for "
+                    f"direct-io-safe: run `xdh images devmodel --release {config.release}` once, then "
+                    "--backend qdisk-direct installs it (or use qdisk-direct-threads)")
         raise LaunchError(f"backend {backend.name}: dom0's device model could not create the disk: "
                           f"{failed[0].strip()}", hint=hint)
     if config.device_model:

@@ -8,19 +8,39 @@ from harness.campaign.compare import Cell, CompareConfig
 from harness.report import matrix
 
 
-def test_matrix_of_the_acceptance():
+def test_matrix_of_the_acceptance(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDH_CACHE", str(tmp_path))     # no aio device model cached
     cfg = CompareConfig(backends=("qdisk", "qdisk-direct", "phy", "qdisk-qcow2"),
                         faults=("none", "drop-flush", "disk-lies", "backend-lies", "flush-eio"),
                         workloads=("append", "direct"), disk_caches=("none", "volatile"))
     cells = compare.plan_cells(cfg)
     names = {c.name for c in cells}
-    assert "qdisk__none__append__volatile" in names
-    assert "phy__drop-flush__direct__none" in names and "phy__none__direct__none" not in names
+    assert "bookworm__qdisk__none__append__volatile" in names
+    assert "bookworm__phy__drop-flush__direct__none" in names and "bookworm__phy__none__direct__none" not in names
     skipped = {c.name: c.skip for c in cells if c.skip}
-    assert set(skipped) == {"phy__backend-lies__append__none", "phy__backend-lies__append__volatile",
-                            "qdisk-qcow2__flush-eio__append__none", "qdisk-qcow2__flush-eio__append__volatile"}
+    direct = {n for n in skipped if "__qdisk-direct__" in n}
+    assert set(skipped) - direct == {"bookworm__phy__backend-lies__append__none",
+                                     "bookworm__phy__backend-lies__append__volatile",
+                                     "bookworm__qdisk-qcow2__flush-eio__append__none",
+                                     "bookworm__qdisk-qcow2__flush-eio__append__volatile"}
+    assert len(direct) == 5 * 2 + 2 * 2     # every qdisk-direct cell: its device model is not built yet
+    assert all("xdh images devmodel" in skipped[n] for n in direct)
     assert all("qdisk" in why or "flush-eio" in why for why in skipped.values())
     assert len(cells) == 4 * 5 * 2 + 4 * 2 * 2
+
+
+def test_releases_are_a_dimension_of_the_matrix(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDH_CACHE", str(tmp_path))
+    cfg = CompareConfig(backends=("qdisk", "phy"), faults=("none",), disk_caches=("volatile",),
+                        releases=("bookworm", "trixie"))
+    cells = compare.plan_cells(cfg)
+    assert [c.name for c in cells] == ["bookworm__qdisk__none__append__volatile",
+                                       "bookworm__phy__none__append__volatile",
+                                       "trixie__qdisk__none__append__volatile",
+                                       "trixie__phy__none__append__volatile"]
+    assert [compare.torture_config(cfg, c).stack.release for c in cells] == ["bookworm"] * 2 + ["trixie"] * 2
+    assert {c.group for c in cells} == {"bookworm__qdisk__volatile", "bookworm__phy__volatile",
+                                        "trixie__qdisk__volatile", "trixie__phy__volatile"}
 
 
 def _fake_cell(root, cell: Cell, statuses, lat=(100, 200, 300)):
@@ -45,10 +65,10 @@ def test_report_from_run_directories(tmp_path):
     for cell in compare.plan_cells(cfg):
         lies_seen = cell.fault == "disk-lies" and cell.disk_cache == "volatile"
         _fake_cell(tmp_path, cell, ["loss"] * 3 if lies_seen else ["pass"] * 3)
-    (tmp_path / "canaries" / "phy__none").mkdir(parents=True)
-    (tmp_path / "canaries" / "phy__none" / "canary.json").write_text(json.dumps({"status": "pass"}))
-    (tmp_path / "canaries" / "phy__volatile").mkdir(parents=True)
-    (tmp_path / "canaries" / "phy__volatile" / "canary.json").write_text(json.dumps({"status": "loss"}))
+    (tmp_path / "canaries" / "bookworm__phy__none").mkdir(parents=True)
+    (tmp_path / "canaries" / "bookworm__phy__none" / "canary.json").write_text(json.dumps({"status": "pass"}))
+    (tmp_path / "canaries" / "bookworm__phy__volatile").mkdir(parents=True)
+    (tmp_path / "canaries" / "bookworm__phy__volatile" / "canary.json").write_text(json.dumps({"status": "loss"}))
     data = matrix.write_report([tmp_path], tmp_path / "out", command="xdh compare --backends phy")
     rows = {(r["fault"], r["disk_cache"]): r for r in data["cells"]}
     assert rows[("disk-lies", "volatile")]["loss_iterations"] == 3

@@ -101,9 +101,9 @@ def _report_rows(md: str) -> dict[tuple[str, str], dict[str, str]]:
     """report.md's table, by (backend, fault)."""
     rows = {}
     for line in md.splitlines():
-        if not line.startswith("| ") or line.startswith("| backend") or line.startswith("| ---"):
+        if not line.startswith("| ") or line.startswith("| release") or line.startswith("| ---"):
             continue
-        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        c = [x.strip() for x in line.strip().strip("|").split("|")][1:]    # after the release column
         rows[(c[0], c[2])] = {"disk_cache": c[1], "workload": c[3], "canary": c[4], "iterations": c[5],
                               "loss": c[6], "notes": c[12]}
     return rows
@@ -112,8 +112,8 @@ def _report_rows(md: str) -> dict[tuple[str, str], dict[str, str]]:
 # --- 1. an interrupt stops a compare matrix ---------------------------------------------------
 COMPARE_ARGS = ["compare", "--backends", "qdisk,phy", "--faults", "none,drop-flush", "--workloads", "append",
                 "--disk-cache", "none", "--iterations", "2"]
-CELLS = ["qdisk__none__append__none", "qdisk__drop-flush__append__none", "phy__none__append__none",
-         "phy__drop-flush__append__none"]
+CELLS = ["bookworm__qdisk__none__append__none", "bookworm__qdisk__drop-flush__append__none",
+         "bookworm__phy__none__append__none", "bookworm__phy__drop-flush__append__none"]
 
 
 def verdicts(cfg: TortureConfig, name: str) -> str:
@@ -136,7 +136,7 @@ def test_sigterm_inside_compare_stops_the_matrix_and_reports_what_ran(fake_stage
     # the matrix stopped in its 2nd cell: later cells (and their canary) never started
     assert crashes.cells_started() == CELLS[:2]
     assert not (out / "cells" / CELLS[2]).exists() and not (out / "cells" / CELLS[3]).exists()
-    assert not (out / "canaries" / "phy__none").exists()
+    assert not (out / "canaries" / "bookworm__phy__none").exists()
     assert [c.name for c in crashes.calls] == ["canary", "iter-0000", "iter-0001", "iter-0000", "iter-0001"]
     # the interrupted cell summarized what ran, and its interrupted iteration says so
     cell2 = out / "cells" / CELLS[1]
@@ -165,8 +165,8 @@ def test_sigterm_in_a_canary_stops_the_matrix(fake_stages, tmp_path, capsys):
     assert crashes.cells_started() == CELLS[:2]
     assert [(c.backend, c.fault) for c in crashes.calls if c.name == "canary"] == [("qdisk", "drop-flush"),
                                                                                   ("phy", "drop-flush")]
-    assert not (out / "canaries" / "phy__none" / "canary.json").exists()    # not recorded as a result
-    assert _read(out / "canaries" / "phy__none" / "canary" / "result.json")["error"] == "interrupted"
+    assert not (out / "canaries" / "bookworm__phy__none" / "canary.json").exists()    # not recorded as a result
+    assert _read(out / "canaries" / "bookworm__phy__none" / "canary" / "result.json")["error"] == "interrupted"
     rows = _report_rows((out / "report.md").read_text())
     assert rows[("qdisk", "drop-flush")]["iterations"] == "2" and rows[("phy", "none")]["iterations"] == "0"
 
@@ -186,7 +186,7 @@ def test_interrupted_cell_campaign_stops_run_compare(fake_stages, tmp_path, monk
                         iterations=1, canary=False)
 
     with pytest.raises(Interrupted):
-        run_compare(cfg, tmp_path / "cmp", lambda m: None, {})
+        run_compare(cfg, tmp_path / "cmp", lambda m: None)
 
     assert started == CELLS[:2]
     rows = _report_rows((tmp_path / "cmp" / "report.md").read_text())
@@ -391,13 +391,15 @@ def test_compare_exit_on_collected_data(rows, code):
 
 @pytest.mark.parametrize("cell_script, code", [
     ({}, ExitCode.CLEAN),                                        # every cell reached verdicts, losses included
-    ({"phy__none__append__none": "guest-died"}, ExitCode.INFRA),
-    ({"phy__none__append__none": "bug"}, ExitCode.ERROR),
-    ({"phy__none__append__none": "guest-died", "qdisk__none__append__none": "workload"}, ExitCode.ERROR),
+    ({"bookworm__phy__none__append__none": "guest-died"}, ExitCode.INFRA),
+    ({"bookworm__phy__none__append__none": "bug"}, ExitCode.ERROR),
+    ({"bookworm__phy__none__append__none": "guest-died", "bookworm__qdisk__none__append__none": "workload"},
+     ExitCode.ERROR),
 ])
 def test_compare_via_main_exit_code_follows_the_cells(fake_stages, tmp_path, cell_script, code):
     fake_stages(lambda cfg, name: cell_script.get(
-        f"{cfg.stack.backend}__{cfg.fault}__{cfg.workload}__{cfg.disk_cache}", verdicts(cfg, name))
+        f"{cfg.stack.release}__{cfg.stack.backend}__{cfg.fault}__{cfg.workload}__{cfg.disk_cache}",
+        verdicts(cfg, name))
         if name != "canary" else "loss")
     out = tmp_path / "cmp"
     assert main([*COMPARE_ARGS, "--run-dir", str(out)]) == code

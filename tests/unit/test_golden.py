@@ -313,6 +313,15 @@ def _fake_cell(root: Path, cell: Cell, statuses: list[str], lat=(100, 200, 300),
                     "fsync_latency_us": {"ops_per_s": ops}, "seconds": {"total": 30.0}})
     d.mkdir(parents=True, exist_ok=True)
     write_json(d / "summary.json", {"iterations": its, "wall_seconds": 95.0})
+    write_json(d / "config.json", {"config": {}, "seed": 7, "versions": VERSIONS})
+
+
+# what config.json records of the components (stack.xen.versions), as on bookworm
+VERSIONS = {"host_qemu": "7.2.22", "release": "bookworm",
+            "dom0": {"xen-hypervisor-4.17-amd64": "4.17.6+25-g2ea78ea1dc-1",
+                     "qemu-system-xen": "1:7.2+dfsg-7+deb12u18+b3"},
+            "domu": {"linux-image-amd64": "6.1.192-2"}, "dom0_kernel": "vmlinuz-6.1.0-56-amd64",
+            "domu_kernel": "vmlinuz-6.1.0-56-amd64", "own_debs": {"dom0": [], "domu": []}}
 
 
 def _fake_compare(root: Path, backend: str, wall: float) -> Path:
@@ -326,14 +335,14 @@ def _fake_compare(root: Path, backend: str, wall: float) -> Path:
     for cell in cells:
         if cell.skip:
             continue
-        if cell.name == "qdisk__backend-lies__append__volatile":
+        if cell.name == "bookworm__qdisk__backend-lies__append__volatile":
             # a campaign that raised (a group whose canary could not run would say "stack unavailable")
             run.write_cell_error(cell.name, "LaunchError: dom0's device model did not create the disk")
             continue
         # as measured (docs/compare): phy without the model keeps what the domU did not flush
         lost = cell.fault != "none" and (backend != "phy" or cell.disk_cache == "volatile")
         statuses = ["loss"] * 3 if lost else ["pass"] * 3
-        if cell.name == "phy__none__append__none":
+        if cell.name == "bookworm__phy__none__append__none":
             statuses = ["pass", "guest-died", "pass"]
         _fake_cell(run.path, cell, statuses, lat=(900, 1200, 4000) if slow else (100, 200, 300),
                    ops=20.0 if slow else 55.5)
