@@ -17,6 +17,7 @@ from typing import Any
 from . import releases
 from .catalog import backends, faults, workloads
 from .errors import ConfigError
+from .images import kernel
 from .images.components import Components
 from .vm.accel import Accel
 
@@ -75,6 +76,8 @@ class StackConfig:
     release: str = releases.DEFAULT_RELEASE   # the Debian release of both guests (harness/releases.py)
     dom0_debs: tuple[str, ...] = ()   # your own .debs installed into dom0's image (absolute paths)
     domu_debs: tuple[str, ...] = ()   # ... and into the domU's
+    domu_kernel: str = ""   # a kernel image from a build tree, booted instead of the domU image's (images/kernel.py)
+    domu_initrd: str = ""   # its initramfs ("" = none: what it needs must be built in)
     accel: Accel = Accel.AUTO
     memory_mib: int = 3072
     dom0_mem_mib: int = 1536
@@ -98,6 +101,11 @@ class StackConfig:
         releases.get(self.release)
         for image in ("dom0", "domu"):
             self.components().debs(image)   # each file exists and is a .deb
+        if self.domu_initrd and not self.domu_kernel:
+            raise ConfigError("--domu-initrd needs --domu-kernel", hint="add --domu-kernel, or drop --domu-initrd")
+        if self.domu_kernel:
+            kernel.inspect(self.domu_kernel)
+            kernel.initrd(self.domu_initrd)
         if self.domu_mem_mib < 512:
             raise ConfigError(f"domU memory {self.domu_mem_mib} MiB is too small (Debian's initrd OOMs)",
                               hint="use at least 512")

@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Reset, TortureConfig, VerifyPath
+from ..config import Reset, StackConfig, TortureConfig, VerifyPath
 from ..crash.plan import CutPlan, IterationPlan
 from ..errors import ConfigError
 from ..images import ImageStore
-from ..images.components import Components
 from ..progress import Progress
 from ..report.records import IterationRecord
 from ..report.rundir import IterationDir, RunDir
@@ -64,28 +63,32 @@ class Rerun:
     """A rerun beside what was recorded: "did my fix fix it"."""
 
     recorded: IterationRecord | None    # the iteration's result.json (None if it never finished)
-    recorded_components: Components
+    recorded_stack: StackConfig
     record: IterationRecord
-    components: Components
+    stack: StackConfig
 
 
-def rerun(it: IterationDir, progress: Progress, components: Components | None = None) -> Rerun:
+def describe(stack: StackConfig) -> str:
+    """The components of a stack, for people: release, your .debs, your domU kernel file."""
+    own = f" + domu kernel {stack.domu_kernel}" if stack.domu_kernel else ""
+    return stack.components().describe() + own
+
+
+def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None) -> Rerun:
     """Run the iteration again from scratch beside its campaign: the same config, seed and cut
-    plan, on the recorded components or on others (another release, your patched .debs)."""
+    plan, on the recorded stack or on another (another release, your patched .debs or kernel)."""
     plan = load_plan(it)
-    before = plan.cfg.stack.components()
-    after = components or before
-    stack = dataclasses.replace(plan.cfg.stack, release=after.release, dom0_debs=after.dom0_debs,
-                                domu_debs=after.domu_debs)
+    before = plan.cfg.stack
+    stack = stack or before
     cfg = dataclasses.replace(plan.cfg, canary=False, stack=stack)
     cfg.validate()
     plan = dataclasses.replace(plan, cfg=cfg)
     recorded = it.read_result() if it.result.exists() else None
     out = it.path.parent.parent / f"rerun-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {after.describe()} "
+    progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {describe(stack)} "
              f"into {out}")
     run = RunDir(out).create()
     store = ImageStore()
-    with Kit(cfg, run.verifier, store, store.pair(after), progress) as kit:
+    with Kit(cfg, run.verifier, store, store.pair(stack.components()), progress) as kit:
         record = run_iteration(plan, kit, IterationDir(out), progress)
-    return Rerun(recorded, before, record, after)
+    return Rerun(recorded, before, record, stack)

@@ -5,6 +5,7 @@ codes in one place (``harness.cli.main``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError, ImageError, InfraError
-from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel
+from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
 from ..images.components import Components
 from ..releases import DEFAULT_RELEASE
 from ..report import summary as summary_mod
@@ -83,8 +84,12 @@ def cmd_images_build(args: Args) -> int:
 
 def cmd_images_devmodel(args: Args) -> int:
     dm = devmodel.build(releases.get(args.release), progress, force=args.force)
+    # and the dom0 image that carries it, so that --backend qdisk-direct is ready to boot
+    (img, _), = ImageStore().build(("dom0",), progress=progress,
+                                   release=Components(args.release, (str(dm.deb),)))
     print(f"{dm.deb}\n  {dm.version}, from Debian's qemu {dm.source_version} with linux-aio; built in "
-          f"{dm.build_seconds:.0f} s. `--backend qdisk-direct --release {args.release}` uses it.")
+          f"{dm.build_seconds:.0f} s; dom0 image {img.digest}. `--backend qdisk-direct"
+          f"{'' if args.release == DEFAULT_RELEASE else ' --release ' + args.release}` uses both.")
     return ExitCode.CLEAN
 
 
@@ -120,7 +125,8 @@ def _stack_config(args: Args) -> StackConfig:
     dom0 = devmodel.dom0_debs(backends.get(args.backend).direct_io_safe, args.release, debs.absolute(args.dom0_deb))
     cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
                       domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout,
-                      dom0_debs=dom0, domu_debs=debs.absolute(args.domu_deb))
+                      dom0_debs=dom0, domu_debs=debs.absolute(args.domu_deb),
+                      domu_kernel=kernel.resolve(args.domu_kernel), domu_initrd=kernel.resolve(args.domu_initrd))
     cfg.validate()
     return cfg
 
@@ -246,24 +252,30 @@ def cmd_torture(args: Args) -> int:
 
 def cmd_reproduce(args: Args) -> int:
     it = IterationDir(Path(args.iteration).resolve())
-    other = args.release or args.dom0_deb or args.domu_deb or args.stock
+    other = args.release or args.dom0_deb or args.domu_deb or args.domu_kernel or args.domu_initrd or args.stock
     if other and not args.rerun:
-        raise ConfigError("--release, --dom0-deb, --domu-deb and --stock apply to --rerun only",
+        raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel and --stock apply to --rerun only",
                           hint="add --rerun, or drop them")
     if not args.rerun:
         return _reverify(it, VerifyPath(args.verify))
-    recorded = reproduce.load_plan(it).cfg.stack.components()
-    spec = recorded.replaced(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb), args.stock)
-    return _rerun(it, spec)
+    recorded = reproduce.load_plan(it).cfg.stack
+    spec = recorded.components().replaced(args.release, debs.absolute(args.dom0_deb),
+                                          debs.absolute(args.domu_deb), args.stock)
+    own = ("", "") if args.stock else (recorded.domu_kernel, recorded.domu_initrd)
+    if args.domu_kernel:
+        own = (kernel.resolve(args.domu_kernel), kernel.resolve(args.domu_initrd))
+    stack = dataclasses.replace(recorded, release=spec.release, dom0_debs=spec.dom0_debs, domu_debs=spec.domu_debs,
+                                domu_kernel=own[0], domu_initrd=own[1])
+    return _rerun(it, stack)
 
 
-def _rerun(it: IterationDir, spec: Components) -> int:
-    r = reproduce.rerun(it, progress, spec)
+def _rerun(it: IterationDir, stack: StackConfig) -> int:
+    r = reproduce.rerun(it, progress, stack)
     print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
-    for what, comp, rec in (("recorded", r.recorded_components, r.recorded), ("rerun", r.components, r.record)):
+    for what, st, rec in (("recorded", r.recorded_stack, r.recorded), ("rerun", r.stack, r.record)):
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
                                         + (f": {rec.error}" if rec.error else ""))
-        print(f"  {what:8} {comp.describe():9} {text}")
+        print(f"  {what:8} {reproduce.describe(st):9} {text}")
     for line in r.record.violations:
         print(f"    {line}")
     return status_exit(r.record.status)

@@ -37,6 +37,15 @@ def _stack_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--domu-memory", type=at_least(512), default=512, metavar="MiB", help="domU memory (default 512)")
     g.add_argument("--boot-timeout", type=at_least(1, float), default=300, metavar="S",
                    help="seconds to wait for each of dom0 and the domU to answer SSH (default 300)")
+    _kernel_options(g)
+
+
+def _kernel_options(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    g.add_argument("--domu-kernel", metavar="FILE", default="",
+                   help="boot the domU with this kernel from a build tree (arch/x86/boot/bzImage, vmlinux, or the "
+                   "tree itself) instead of its image's; no initramfs unless --domu-initrd, so blkfront, "
+                   "netfront and ext4 must be built in (=y); `uname -r` is checked after boot")
+    g.add_argument("--domu-initrd", metavar="FILE", default="", help="an initramfs for --domu-kernel")
 
 
 def _release_option(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
@@ -83,7 +92,7 @@ def _images(sub: Sub) -> None:
                          "source package with QEMU_XEN_CONFIGURE_OPTIONS=--enable-linux-aio in a throwaway build "
                          "chroot, repacks the release's qemu-system-xen with it (version +xdhaio1), caches the "
                          ".deb and prints its path. --backend qdisk-direct then installs it in dom0. Takes about "
-                         "20 minutes on 2 cores.")
+                         "6 minutes on 2 cores (measured: 327 s for bookworm).")
     dm.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
                     help=f"Debian release to build for (default {DEFAULT_RELEASE})")
     dm.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -195,8 +204,9 @@ def _reproduce(sub: Sub) -> None:
     g.add_argument("--release", choices=list(RELEASES),
                    help="rerun on this Debian release instead of the recorded one")
     _deb_options(g, rerun=True)
+    _kernel_options(g)
     g.add_argument("--stock", action="store_true",
-                   help="rerun without the recorded run's own .debs (the release's stock packages)")
+                   help="rerun without the recorded run's own .debs and kernel file (the release's stock packages)")
     r.set_defaults(func=c.cmd_reproduce)
 
 

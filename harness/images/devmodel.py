@@ -171,5 +171,5 @@ def require(release_name: str, root: Path | None = None) -> DeviceModel:
     if have is None:
         flag = "" if rel.name == releases.DEFAULT_RELEASE else f" --release {rel.name}"
         raise ImageError(f"qdisk-direct needs dom0's device model built with linux-aio, and none is cached "
-                         f"for {rel.name}", hint=f"run `xdh images devmodel{flag}` once (about 20 minutes)")
+                         f"for {rel.name}", hint=f"run `xdh images devmodel{flag}` once (about 6 minutes on 2 cores)")
     return have

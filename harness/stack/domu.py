@@ -12,7 +12,7 @@ from ..config import StackConfig
 from ..errors import LaunchError, XdhError
 from ..progress import Progress
 from ..vm.ssh import Shell
-from .xl import BRIDGE, DOMU_CFG, DOMU_NAME, EXTRACT_DOMU_KERNEL, domu_config
+from .xl import BRIDGE, DOMU_CFG, DOMU_INITRD, DOMU_KERNEL, DOMU_NAME, EXTRACT_DOMU_KERNEL, domu_config
 
 
 def dom0_device(dom0: Shell, serial: str) -> str:
@@ -20,16 +20,22 @@ def dom0_device(dom0: Shell, serial: str) -> str:
     return dom0.run(["readlink", "-f", f"/dev/disk/by-id/virtio-{serial}"]).stdout.strip()
 
 
-def create_domu(dom0: Shell, config: StackConfig, backend: Backend, run_dir: Path, step: Progress) -> dict[str, str]:
-    """Prepare the backend, extract the domU's kernel, write domu.cfg, ``xl create``; returns
-    dom0's device names of the domU's disks."""
+def create_domu(dom0: Shell, config: StackConfig, backend: Backend, run_dir: Path, step: Progress,
+                boot_files: tuple[str, str]) -> dict[str, str]:
+    """Prepare the backend, copy the domU's kernel and initramfs (``boot_files``, names under its
+    /boot) out of its root, write domu.cfg, ``xl create``; returns dom0's device names of the domU's disks."""
     root_dev = dom0_device(dom0, "domu-root")
     dut_dev = dom0_device(dom0, "dut")
     prep = backend.dom0_prepare(dut_dev, config.dut_size_mib)
     if prep:
         step(f"dom0: preparing {backend.name} on {dut_dev}")
         dom0.run(["sh", "-c", prep], timeout=180)
-    dom0.run(["sh", "-c", EXTRACT_DOMU_KERNEL, "sh", root_dev], timeout=120)
+    dom0.run(["sh", "-c", EXTRACT_DOMU_KERNEL, "sh", root_dev, *boot_files], timeout=120)
+    if config.domu_kernel:    # your kernel from a build tree replaces the image's (and its initramfs, if any)
+        step(f"dom0: domU kernel {config.domu_kernel}")
+        dom0.put_bytes(Path(config.domu_kernel).read_bytes(), DOMU_KERNEL)
+        if config.domu_initrd:
+            dom0.put_bytes(Path(config.domu_initrd).read_bytes(), DOMU_INITRD)
     dom0.run(["sh", "-c", BRIDGE])
     cfg = domu_config(config, backend, root_dev, dut_dev)
     (run_dir / "domu.cfg").write_text(cfg)

@@ -19,13 +19,16 @@ def read_running(dom0: Shell, domu: Shell) -> dict[str, str]:
             "domu_kernel": domu.run(["uname", "-r"]).stdout.strip(), "xen": xen, "device_model": dm}
 
 
-def mismatches(running: dict[str, str], images: ImagePair, release: Release) -> list[str]:
-    """How what runs differs from what the images hold (pure)."""
+def mismatches(running: dict[str, str], images: ImagePair, release: Release, domu_kernel: str = "") -> list[str]:
+    """How what runs differs from what the images hold, or from ``domu_kernel`` (the release of
+    your own domU kernel file, if one was given) (pure)."""
     out = []
-    for guest, image in (("dom0", images.dom0), ("domu", images.domu)):
+    for guest, want, whose in (("dom0", images.dom0.kernel_release, "its image's"),
+                               ("domu", domu_kernel or images.domu.kernel_release,
+                                "your kernel file's" if domu_kernel else "its image's")):
         kernel = running.get(f"{guest}_kernel", "")
-        if kernel != image.kernel_release:
-            out.append(f"{guest} runs kernel {kernel!r}, not its image's {image.kernel_release!r}")
+        if kernel != want:
+            out.append(f"{guest} runs kernel {kernel!r}, not {whose} {want!r}")
     xen = _hypervisor_version(images.dom0.artifacts.get("xen", "")) or release.xen
     if not running.get("xen", "").startswith(xen + "."):
         out.append(f"the hypervisor is {running.get('xen')!r}, not Xen {xen}")
@@ -41,9 +44,10 @@ def _hypervisor_version(artifact: str) -> str:
     return m.group(1) if m else ""
 
 
-def check_running(dom0: Shell, domu: Shell, images: ImagePair, release: Release) -> dict[str, str]:
+def check_running(dom0: Shell, domu: Shell, images: ImagePair, release: Release,
+                  domu_kernel: str = "") -> dict[str, str]:
     running = read_running(dom0, domu)
-    found = mismatches(running, images, release)
+    found = mismatches(running, images, release, domu_kernel)
     if found:
         raise LaunchError("the stack does not run what its images hold: " + "; ".join(found))
     return running

@@ -25,7 +25,7 @@ from .. import releases
 from ..catalog import backends
 from ..config import StackConfig
 from ..errors import InfraError
-from ..images import ImagePair, ImageStore
+from ..images import ImagePair, ImageStore, kernel
 from ..jsonio import write_json
 from ..progress import Progress
 from ..vm import accel as accel_mod
@@ -49,7 +49,7 @@ def dut_drive(path: Path, write_log: Path | None = None) -> Drive:
     return Drive("dut", path, "qcow2" if path.suffix == ".qcow2" else "raw", write_log=write_log)
 
 
-def versions(images: ImagePair) -> dict[str, Any]:
+def versions(images: ImagePair, config: StackConfig | None = None) -> dict[str, Any]:
     def pick(pkgs: dict, *names: str) -> dict:
         return {n: pkgs[n] for n in names if n in pkgs}
     dom0, domu = images
@@ -63,13 +63,21 @@ def versions(images: ImagePair) -> dict[str, Any]:
         "dom0_kernel": dom0.artifacts.get("kernel"),
         "domu_kernel": domu.artifacts.get("kernel"),
         "own_debs": {"dom0": dom0.debs, "domu": domu.debs},   # your packages: file, hash, version
+        **(own_kernel(config) if config and config.domu_kernel else {}),
     }
+
+
+def own_kernel(config: StackConfig) -> dict[str, Any]:
+    """Your domU kernel file (and initramfs), by hash: part of the record and of the snapshot key."""
+    file = kernel.inspect(config.domu_kernel).to_json() | {"initrd": kernel.initrd(config.domu_initrd)}
+    return {"domu_kernel_file": file}
 
 
 def machine_identity(config: StackConfig, store: ImageStore, images: ImagePair) -> dict[str, Any]:
     """What a saved machine state depends on besides images and config (the snapshot key)."""
     choice = accel_mod.choose(config.accel, QEMU_BINARY, images.dom0.artifact("kernel"), store.root)
-    return {"accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
+    return {**(own_kernel(config) if config.domu_kernel else {}),
+            "accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
             "xen_args": XEN_ARGS, "dom0_args": DOM0_ARGS, "domu_args": DOMU_ARGS, "bridge": DOM0_BRIDGE_IP}
 
 
@@ -165,7 +173,7 @@ class XenStack(Lifecycle):
                 os.close(state_fd)
         spec = self._machine.spec
         self.info = StackInfo(config=asdict(c), accel=accel_mod.to_json(choice), ssh_port=spec.ssh_port,
-                              versions=versions(self.images))
+                              versions=versions(self.images, self.config))
         self._write_info()
         self._step(f"QEMU started (pid {self._machine.pid}, dom0 ssh on 127.0.0.1:{spec.ssh_port})")
         self.info.timings["qemu_started"] = self._elapsed()
@@ -181,7 +189,9 @@ class XenStack(Lifecycle):
         self.info.timings["dom0_ssh"] = self._elapsed()
         self._step("dom0 is up (SSH)")
         self._wait_xen_tools(self.dom0)
-        self.info.dom0_device = create_domu(self.dom0, self.config, self.backend, self.run_dir, self._step)
+        domu = self.images.domu
+        self.info.dom0_device = create_domu(self.dom0, self.config, self.backend, self.run_dir, self._step,
+                                            (domu.artifacts["kernel"], domu.artifacts["initrd"]))
         self.info.timings["xl_create"] = self._elapsed()
         self._step("domU created; waiting for its SSH through dom0")
         try:
@@ -190,7 +200,8 @@ class XenStack(Lifecycle):
             raise exc.with_tail(domu_failure_text(self.dom0, self.run_dir)) from None
         self.info.timings["domu_ssh"] = self._elapsed()
         self._step("domU is up (SSH)")
-        self.info.running = check_running(self.dom0, self.domu, self.images, releases.get(self.config.release))
+        own = kernel.inspect(self.config.domu_kernel).release if self.config.domu_kernel else ""
+        self.info.running = check_running(self.dom0, self.domu, self.images, releases.get(self.config.release), own)
         b = read_backend(self.dom0, self.domu, self.backend, self.info.dom0_device.get("dut", ""))
         self.info.backend = asdict(b)
         self._write_info()

@@ -21,10 +21,10 @@ DOMU_KERNEL = "/run/xdh/vmlinuz"
 DOMU_INITRD = "/run/xdh/initrd.img"
 DOMU_CFG = "/run/xdh/domu.cfg"
 
-# The domU's kernel and initramfs come from its own image, so they match its modules ($1: its root).
+# The domU's kernel and initramfs come from its own image, so they match its modules ($1: its root);
+# the ones the image build chose ($2, $3: file names under /boot), e.g. your kernel beside Debian's.
 EXTRACT_DOMU_KERNEL = ("set -e; m=/run/xdh/domu-root; mkdir -p $m; mount -o ro,noload \"$1\" $m; "
-                       f"cp \"$(ls $m/boot/vmlinuz-* | tail -n1)\" {DOMU_KERNEL}; "
-                       f"cp \"$(ls $m/boot/initrd.img-* | tail -n1)\" {DOMU_INITRD}; umount $m")
+                       f"cp \"$m/boot/$2\" {DOMU_KERNEL}; cp \"$m/boot/$3\" {DOMU_INITRD}; umount $m")
 # the domU's network: a bridge local to dom0, link-local addresses, routed nowhere
 BRIDGE = ("ip link show xenbr0 >/dev/null 2>&1 || ip link add xenbr0 type bridge; "
           f"ip addr replace {DOM0_BRIDGE_IP}/24 dev xenbr0; ip link set xenbr0 up")
@@ -42,7 +42,7 @@ def domu_config(config: StackConfig, backend: Backend, root_dev: str, dut_dev: s
         f'name = "{DOMU_NAME}"',
         'type = "pv"',
         f'kernel = "{DOMU_KERNEL}"',
-        f'ramdisk = "{DOMU_INITRD}"',
+        *([f'ramdisk = "{DOMU_INITRD}"'] if config.domu_initrd or not config.domu_kernel else []),
         f'extra = "{DOMU_ARGS}"',
         f"memory = {config.domu_mem_mib}",
         f"vcpus = {config.domu_vcpus}",

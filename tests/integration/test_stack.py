@@ -3,6 +3,7 @@ xvdb, reads the mode back from both ends, and leaves no QEMU behind."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,19 @@ def stack_config(mode: str, images: ImageStore, release: str = "bookworm") -> St
     return cfg
 
 
+# CI boots each mode on Debian 12 (trixie has its own smoke test); XDH_TEST_RELEASES=bookworm,trixie
+# runs every mode on both (the acceptance run of the releases)
+RELEASES = os.environ.get("XDH_TEST_RELEASES", "bookworm").split(",")
+
+
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("mode", list(EXPECTED))
-def test_backend_mode_boots_writes_and_reports(mode, images, tmp_path):
+def test_backend_mode_boots_writes_and_reports(mode, release, images, tmp_path):
     run = tmp_path / "run"
     kind, params, dio = EXPECTED[mode]
-    with make_stack(stack_config(mode, images), run, images) as stack:
+    if release != "bookworm":
+        images.build(progress=lambda m: print(m, flush=True), release=release)
+    with make_stack(stack_config(mode, images, release), run, images) as stack:
         assert stack.machine is not None and stack.machine.is_running()
         out = stack.domu.run(["xdh-sync-probe", "/dev/xvdb", "--count", "4"], timeout=120).stdout
         assert out.split() == ["ACK", "0", "ACK", "1", "ACK", "2", "ACK", "3"]

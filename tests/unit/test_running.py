@@ -41,3 +41,9 @@ def test_the_booted_kernel_must_be_the_extracted_one_not_merely_installed():
     assert found == ["domu runs kernel '6.1.0-41-amd64', not its image's '6.12.95+deb12-amd64'"]
     assert mismatches(RUNNING | {"domu_kernel": "6.12.95+deb12-amd64"}, PAIR._replace(domu=own),
                       get("trixie")) == []
+
+
+def test_with_your_kernel_file_the_domu_must_run_that_release():
+    found = mismatches(RUNNING, PAIR, get("trixie"), domu_kernel="6.13.0-rc1-mine")
+    assert found == ["domu runs kernel '6.12.118+deb13-amd64', not your kernel file's '6.13.0-rc1-mine'"]
+    assert mismatches(RUNNING | {"domu_kernel": "6.13.0-rc1-mine"}, PAIR, get("trixie"), "6.13.0-rc1-mine") == []
