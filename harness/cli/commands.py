@@ -275,7 +275,7 @@ def _rerun(it: IterationDir, stack: StackConfig) -> int:
     for what, st, rec in (("recorded", r.recorded_stack, r.recorded), ("rerun", r.stack, r.record)):
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
                                         + (f": {rec.error}" if rec.error else ""))
-        print(f"  {what:8} {reproduce.describe(st):9} {text}")
+        print(f"  {what:8} {text}\n           on {reproduce.describe(st)}")
     for line in r.record.violations:
         print(f"    {line}")
     return status_exit(r.record.status)
