@@ -101,7 +101,8 @@ def _images(sub: Sub) -> None:
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(func=c.cmd_images_list)
     cl = isub.add_parser("clean", help="remove stale images and their saved stack snapshots (all with --all)")
-    cl.add_argument("--all", action="store_true", help="remove every image and the SSH client key")
+    cl.add_argument("--all", action="store_true",
+                    help="remove every image, the SSH client key and the built device models")
     cl.set_defaults(func=c.cmd_images_clean)
 
 

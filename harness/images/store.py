@@ -10,6 +10,7 @@ from .. import paths, releases
 from ..errors import ImageError
 from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
+from . import devmodel
 from .build import build_image
 from .built import BuiltImage, ImagePair
 from .components import Components
@@ -94,20 +95,27 @@ class ImageStore:
         return rows
 
     def clean(self, everything: bool = False) -> list[Path]:
-        """Remove stale images and images with your own .debs (all images and keys with ``everything``)."""
+        """Remove stale images and images with your own .debs, but for dom0 with a cached device model
+        (all images, keys and device models with ``everything``)."""
         removed: list[Path] = []
         if not self.images_dir.exists():
             return removed
         keep = set()
         if not everything:
-            keep = {img.dir for img in (self.current(n, r) for n in IMAGE_NAMES for r in releases.RELEASES) if img}
+            specs: list[Components | str] = list(releases.RELEASES)
+            # and dom0 with each cached linux-aio device model (qdisk-direct boots it)
+            specs += [Components(r, (str(dm.deb),)) for r in releases.RELEASES
+                      if (dm := devmodel.cached(releases.get(r), self.root))]
+            keep = {img.dir for img in (self.current(n, s) for n in IMAGE_NAMES for s in specs) if img}
         for d in sorted(self.images_dir.iterdir()):
             if d.is_dir() and d not in keep:
                 shutil.rmtree(d)
                 removed.append(d)
-        if everything and self.keys_dir.exists():
-            shutil.rmtree(self.keys_dir)
-            removed.append(self.keys_dir)
+        if everything:
+            for d in (self.keys_dir, self.root / "devmodel"):   # the key, and the built device models
+                if d.exists():
+                    shutil.rmtree(d)
+                    removed.append(d)
         return removed
 
     # --- build ----------------------------------------------------------------------
