@@ -137,7 +137,8 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: 
     cells = plan_cells(cfg)
     run.write_compare_config(asdict(cfg), [c.to_json() for c in cells])
     todo = [c for c in cells if not c.skip]
-    progress(f"compare: {len(todo)} cells to run ({len(cells) - len(todo)} impossible, listed in the report), "
+    progress(f"compare: {len(todo)} cells to run ({len(cells) - len(todo)} not run: impossible, or a part to "
+             "build first; listed in the report), "
              f"{cfg.iterations} iterations each, seed {cfg.seed}; run directory {run_dir}")
     t0 = time.monotonic()
     store = ImageStore()
