@@ -44,7 +44,8 @@ def components(v: dict[str, Any]) -> str:
     own = [f"{d['package']} {d['version']}" for g in ("dom0", "domu") for d in v.get("own_debs", {}).get(g, [])]
     return (f"Xen {xen}; dom0 {str(v.get('dom0_kernel', '?')).removeprefix('vmlinuz-')}, domU "
             f"{str(v.get('domu_kernel') or v.get('domu', {}).get('linux-image-amd64', '?')).removeprefix('vmlinuz-')}; "
-            f"qemu-system-xen {dom0.get('qemu-system-xen', '?')}; outer QEMU {v.get('host_qemu', '?')}"
+            f"qemu-system-xen {dom0.get('qemu-system-xen', '?')}; outer QEMU "
+            f"{str(v.get('host_qemu', '?')).removeprefix('QEMU emulator version ')}"
             + (f"; your .debs: {', '.join(own)}" if own else ""))
 
 
