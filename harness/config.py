@@ -17,7 +17,7 @@ from typing import Any
 from . import releases
 from .catalog import backends, faults, workloads
 from .errors import ConfigError
-from .images import kernel
+from .images import devmodel, kernel
 from .images.components import Components
 from .vm.accel import Accel
 
@@ -95,6 +95,12 @@ class StackConfig:
     def components(self) -> Components:
         """The images this stack boots."""
         return Components(self.release, self.dom0_debs, self.domu_debs)
+
+    def completed(self) -> StackConfig:
+        """This stack with what its backend needs on its release: qdisk-direct's linux-aio device
+        model in dom0 (``images/devmodel.py``; an ImageError naming the command if none is built)."""
+        dom0 = devmodel.dom0_debs(backends.get(self.backend).direct_io_safe, self.release, self.dom0_debs)
+        return dataclasses.replace(self, dom0_debs=dom0)
 
     def validate(self) -> None:
         backends.get(self.backend)

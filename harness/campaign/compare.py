@@ -25,7 +25,7 @@ from ..catalog import faults as faults_mod
 from ..catalog import workloads as workloads_mod
 from ..config import DiskCache, StackConfig, TortureConfig, choices
 from ..errors import ConfigError, ImageError, InfraError, XdhError
-from ..images import ImageStore, devmodel
+from ..images import ImageStore
 from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
 from ..report.matrix import write_report
@@ -111,12 +111,11 @@ def plan_cells(cfg: CompareConfig) -> list[Cell]:
 
 def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> TortureConfig:
     """The cell's campaign; a direct-io-safe backend gets its release's aio device model in dom0."""
-    dom0 = devmodel.dom0_debs(backends_mod.get(cell.backend).direct_io_safe, cell.release, cfg.stack.dom0_debs)
+    stack = dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release).completed()
     return TortureConfig(workload=cell.workload, fault=cell.fault, iterations=cfg.iterations, seed=cfg.seed,
                          cut_acks=cfg.cut_acks, canary=canary, disk_cache=DiskCache(cell.disk_cache),
                          crash_subsets=cfg.crash_subsets, flush_points=cfg.flush_points,
-                         stack=dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release,
-                                                   dom0_debs=dom0))
+                         stack=stack)
 
 
 # --- running ------------------------------------------------------------------------------
@@ -181,7 +180,8 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
         try:
             tc = torture_config(cfg, cell)
             images = ImageStore().pair(tc.stack.components())    # the cell records what its column runs
-            run_campaign(tc, run.cell(cell.name).path, progress, versions(images), verifier=verifier, images=images)
+            run_campaign(tc, run.cell(cell.name).path, progress, versions(images, tc.stack), verifier=verifier,
+                         images=images)
         except XdhError as exc:     # an InfraError here: the cell's stack (its snapshot) did not come up
             text = f"stack unavailable: {exc.oneline()}" if isinstance(exc, InfraError) else exc.oneline()
             run.write_cell_error(cell.name, text)

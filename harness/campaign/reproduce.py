@@ -74,6 +74,19 @@ def describe(stack: StackConfig) -> str:
     return stack.components().describe() + own
 
 
+def other_stack(recorded: StackConfig, release: str | None = None, dom0_debs: tuple[str, ...] = (),
+                domu_debs: tuple[str, ...] = (), domu_kernel: str = "", domu_initrd: str = "",
+                stock: bool = False) -> StackConfig:
+    """The recorded stack with what is given replaced; ``stock`` first drops its own .debs and
+    kernel file. Completed again for its release (qdisk-direct's device model)."""
+    base = dataclasses.replace(recorded, dom0_debs=(), domu_debs=(), domu_kernel="", domu_initrd="") \
+        if stock else recorded
+    kernel_files = (domu_kernel, domu_initrd) if domu_kernel else (base.domu_kernel, base.domu_initrd)
+    return dataclasses.replace(base, release=release or base.release, dom0_debs=dom0_debs or base.dom0_debs,
+                               domu_debs=domu_debs or base.domu_debs, domu_kernel=kernel_files[0],
+                               domu_initrd=kernel_files[1]).completed()
+
+
 def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None) -> Rerun:
     """Run the iteration again from scratch beside its campaign: the same config, seed and cut
     plan, on the recorded stack or on another (another release, your patched .debs or kernel)."""

@@ -5,7 +5,6 @@ codes in one place (``harness.cli.main``)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -62,17 +61,13 @@ def _prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path,
         raise
 
 
-def _versions(images: ImagePair) -> dict[str, Any]:
-    return versions(images)
-
-
 # --- images ------------------------------------------------------------------------------
 def cmd_images_build(args: Args) -> int:
     store = ImageStore()
     names = tuple(args.only) if args.only else IMAGE_NAMES
     t0 = time.monotonic()
     spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb))
-    results = store.build(names, force=args.force, progress=progress, release=spec)
+    results = store.build(names, force=args.force, progress=progress, spec=spec)
     print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
     for img, built in results:
         print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
@@ -85,8 +80,7 @@ def cmd_images_build(args: Args) -> int:
 def cmd_images_devmodel(args: Args) -> int:
     dm = devmodel.build(releases.get(args.release), progress, force=args.force)
     # and the dom0 image that carries it, so that --backend qdisk-direct is ready to boot
-    (img, _), = ImageStore().build(("dom0",), progress=progress,
-                                   release=Components(args.release, (str(dm.deb),)))
+    (img, _), = ImageStore().build(("dom0",), progress=progress, spec=Components(args.release, (str(dm.deb),)))
     print(f"{dm.deb}\n  {dm.version}, from Debian's qemu {dm.source_version} with linux-aio; built in "
           f"{dm.build_seconds:.0f} s; dom0 image {img.digest}. `--backend qdisk-direct"
           f"{'' if args.release == DEFAULT_RELEASE else ' --release ' + args.release}` uses both.")
@@ -122,11 +116,11 @@ def cmd_images_clean(args: Args) -> int:
 
 # --- stack -------------------------------------------------------------------------------
 def _stack_config(args: Args) -> StackConfig:
-    dom0 = devmodel.dom0_debs(backends.get(args.backend).direct_io_safe, args.release, debs.absolute(args.dom0_deb))
     cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
                       domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout,
-                      dom0_debs=dom0, domu_debs=debs.absolute(args.domu_deb),
-                      domu_kernel=kernel.resolve(args.domu_kernel), domu_initrd=kernel.resolve(args.domu_initrd))
+                      dom0_debs=debs.absolute(args.dom0_deb), domu_debs=debs.absolute(args.domu_deb),
+                      domu_kernel=kernel.resolve(args.domu_kernel),
+                      domu_initrd=kernel.resolve(args.domu_initrd)).completed()
     cfg.validate()
     return cfg
 
@@ -245,7 +239,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
     run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.components())
-    result = run_campaign(cfg, run_dir, progress, _versions(images), images=images)
+    result = run_campaign(cfg, run_dir, progress, versions(images, cfg.stack), images=images)
     _print_summary(result.summary, args.json)
     return result.exit_code
 
@@ -258,14 +252,9 @@ def cmd_reproduce(args: Args) -> int:
                           hint="add --rerun, or drop them")
     if not args.rerun:
         return _reverify(it, VerifyPath(args.verify))
-    recorded = reproduce.load_plan(it).cfg.stack
-    spec = recorded.components().replaced(args.release, debs.absolute(args.dom0_deb),
-                                          debs.absolute(args.domu_deb), args.stock)
-    own = ("", "") if args.stock else (recorded.domu_kernel, recorded.domu_initrd)
-    if args.domu_kernel:
-        own = (kernel.resolve(args.domu_kernel), kernel.resolve(args.domu_initrd))
-    stack = dataclasses.replace(recorded, release=spec.release, dom0_debs=spec.dom0_debs, domu_debs=spec.domu_debs,
-                                domu_kernel=own[0], domu_initrd=own[1])
+    stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
+                                  debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
+                                  kernel.resolve(args.domu_initrd), args.stock)
     return _rerun(it, stack)
 
 
@@ -298,7 +287,7 @@ def cmd_bench(args: Args) -> int:
                             cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
     cfg.validate()
     run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
-    result = bench.run_bench(cfg, run_dir, progress, _versions(images))
+    result = bench.run_bench(cfg, run_dir, progress, versions(images, cfg.stack))
     if args.json:
         print(dumps(result))
     else:

@@ -42,9 +42,3 @@ class Components:
         """``bookworm``, or ``bookworm + domu:linux-image-6.12...deb``: for people."""
         own = [f"{image}:{Path(p).name}" for image in ("dom0", "domu") for p in self.paths(image)]
         return " + ".join([self.release, *own])
-
-    def replaced(self, release: str | None = None, dom0_debs: tuple[str, ...] = (),
-                 domu_debs: tuple[str, ...] = (), stock: bool = False) -> Components:
-        """These components with another release, other .debs per image, or (``stock``) none."""
-        base = Components(self.release) if stock else self
-        return Components(release or base.release, dom0_debs or base.dom0_debs, domu_debs or base.domu_debs)

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,41 +56,49 @@ def inspect(path: str) -> LocalDeb:
 @functools.lru_cache(maxsize=64)
 def _inspect(path: str, size: int, mtime_ns: int) -> LocalDeb:
     del size, mtime_ns   # cache key only: a rewritten file is inspected again
-    fields = _dpkg_deb(["-f", path, "Package", "Version", "Architecture"], path)
-    info = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
+    info = _control(path)
     if "Package" not in info or "Version" not in info:
         raise ConfigError(f"{path} has no Package or Version field", hint="build it with dpkg-deb or make bindeb-pkg")
     arch = info.get("Architecture", "")
     if arch not in ("amd64", "all"):
         raise ConfigError(f"{path} is for architecture {arch!r}; the guests are amd64", hint="build it for amd64")
-    listing = _dpkg_deb(["--fsys-tarfile", path], path, listing=True)
-    boot = tuple(sorted(n for n in listing if n.startswith("boot/") and not n.endswith("/")))
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return LocalDeb(path, h.hexdigest(), info["Package"], info["Version"], arch, boot)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return LocalDeb(path, digest, info["Package"], info["Version"], arch, _boot_files(path))
 
 
-def _dpkg_deb(args: list[str], path: str, listing: bool = False) -> Any:
-    """dpkg-deb's output; for ``listing``, the member names of its data archive (no leading ./)."""
+def _not_a_deb(path: str) -> ConfigError:
+    return ConfigError(f"{path} is not a readable .deb package", hint="give a file built by dpkg-deb")
+
+
+def _dpkg_deb(args: list[str], **kw: Any) -> Any:
     try:
-        if listing:
-            tar = subprocess.Popen(["dpkg-deb", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            out = subprocess.run(["tar", "-t"], stdin=tar.stdout, capture_output=True, text=True, check=False)
-            assert tar.stdout is not None
-            tar.stdout.close()
-            ok = tar.wait() == 0 and out.returncode == 0
-            names = [n[2:] if n.startswith("./") else n for n in out.stdout.splitlines()]
-            if ok:
-                return names
-        else:
-            res = subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=False)
-            if res.returncode == 0:
-                return res.stdout
+        return subprocess.Popen(["dpkg-deb", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **kw)
     except FileNotFoundError:
         raise ConfigError("dpkg-deb is not installed", hint="apt-get install dpkg") from None
-    raise ConfigError(f"{path} is not a readable .deb package", hint="give a file built by dpkg-deb")
+
+
+def _control(path: str) -> dict[str, str]:
+    """The package's control fields that identify it."""
+    with _dpkg_deb(["-f", path, "Package", "Version", "Architecture"], text=True) as proc:
+        out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise _not_a_deb(path)
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def _boot_files(path: str) -> tuple[str, ...]:
+    """The files the package ships under /boot (read from its data archive as a stream)."""
+    members: list[tuple[str, bool]] = []
+    with _dpkg_deb(["--fsys-tarfile", path]) as proc:
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                members = [(m.name.removeprefix("./"), m.isfile()) for m in tar]
+        except tarfile.TarError:
+            pass
+    if proc.returncode != 0 or not members:
+        raise _not_a_deb(path)
+    return tuple(sorted(name for name, is_file in members if is_file and name.startswith("boot/")))
 
 
 def inspect_all(paths: tuple[str, ...]) -> tuple[LocalDeb, ...]:

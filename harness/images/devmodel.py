@@ -53,8 +53,13 @@ class DeviceModel:
         return cls(deb, data["version"], data["source_version"], data["build_seconds"]) if deb.exists() else None
 
 
+def cache_root(root: Path | None = None) -> Path:
+    """Where built device models are cached (one directory per release and build script)."""
+    return (root or paths.cache_dir()) / "devmodel"
+
+
 def cache_dir(release: Release, root: Path | None = None) -> Path:
-    return (root or paths.cache_dir()) / "devmodel" / f"{release.name}-{_script_digest()}"
+    return cache_root(root) / f"{release.name}-{_script_digest()}"
 
 
 def _script_digest() -> str:
@@ -157,11 +162,14 @@ def _repack(out: Path, work: Path, log: TextIO) -> Path:
 
 def dom0_debs(direct_io_safe: bool, release_name: str, given: tuple[str, ...],
               root: Path | None = None) -> tuple[str, ...]:
-    """dom0's .debs for a backend: a ``direct-io-safe`` disk needs the aio device model, the cached
-    one unless you give your own qemu-system-xen."""
-    if not direct_io_safe or any(inspect(p).package == "qemu-system-xen" for p in given):
-        return given
-    return (*given, str(require(release_name, root).deb))
+    """dom0's .debs for a backend and release: a ``direct-io-safe`` disk needs the release's aio
+    device model, the cached one unless you give your own qemu-system-xen. A device model added
+    before (a recorded run's, maybe of another release) is dropped first, so this can be applied
+    to any stack again (``StackConfig.completed``)."""
+    own = tuple(p for p in given if not Path(p).is_relative_to(cache_root(root)))
+    if not direct_io_safe or any(inspect(p).package == "qemu-system-xen" for p in own):
+        return own
+    return (*own, str(require(release_name, root).deb))
 
 
 def require(release_name: str, root: Path | None = None) -> DeviceModel:

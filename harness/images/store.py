@@ -112,7 +112,7 @@ class ImageStore:
                 shutil.rmtree(d)
                 removed.append(d)
         if everything:
-            for d in (self.keys_dir, self.root / "devmodel"):   # the key, and the built device models
+            for d in (self.keys_dir, devmodel.cache_root(self.root)):   # the key, and the built device models
                 if d.exists():
                     shutil.rmtree(d)
                     removed.append(d)
@@ -120,13 +120,13 @@ class ImageStore:
 
     # --- build ----------------------------------------------------------------------
     def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
-              progress: Progress = print, release: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
+              progress: Progress = print, spec: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
         """Build what is missing or stale (for a release, or a release plus your .debs); returns
         (image, was_built) per name."""
         pub = self.client_pubkey(create=True)
         out = []
         for name in names:
-            recipe = self.recipe(name, release)
+            recipe = self.recipe(name, spec)
             digest = recipe.digest(pub)
             final = self._dir_for(name, digest)
             if (final / "manifest.json").exists() and not force:

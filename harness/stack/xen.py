@@ -63,12 +63,15 @@ def versions(images: ImagePair, config: StackConfig | None = None) -> dict[str, 
         "dom0_kernel": dom0.artifacts.get("kernel"),
         "domu_kernel": domu.artifacts.get("kernel"),
         "own_debs": {"dom0": dom0.debs, "domu": domu.debs},   # your packages: file, hash, version
-        **(own_kernel(config) if config and config.domu_kernel else {}),
+        **(own_kernel(config) if config else {}),
     }
 
 
 def own_kernel(config: StackConfig) -> dict[str, Any]:
-    """Your domU kernel file (and initramfs), by hash: part of the record and of the snapshot key."""
+    """Your domU kernel file (and initramfs), by hash: part of the record and of the snapshot key
+    ({} without one)."""
+    if not config.domu_kernel:
+        return {}
     file = kernel.inspect(config.domu_kernel).to_json() | {"initrd": kernel.initrd(config.domu_initrd)}
     return {"domu_kernel_file": file}
 
@@ -76,8 +79,7 @@ def own_kernel(config: StackConfig) -> dict[str, Any]:
 def machine_identity(config: StackConfig, store: ImageStore, images: ImagePair) -> dict[str, Any]:
     """What a saved machine state depends on besides images and config (the snapshot key)."""
     choice = accel_mod.choose(config.accel, QEMU_BINARY, images.dom0.artifact("kernel"), store.root)
-    return {**(own_kernel(config) if config.domu_kernel else {}),
-            "accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
+    return {**own_kernel(config), "accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
             "xen_args": XEN_ARGS, "dom0_args": DOM0_ARGS, "domu_args": DOMU_ARGS, "bridge": DOM0_BRIDGE_IP}
 
 

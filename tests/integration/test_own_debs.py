@@ -19,7 +19,7 @@ def test_a_local_deb_is_installed_recorded_and_keyed(images: ImageStore, tmp_pat
     deb = make_deb(tmp_path, package="xdh-marker", version="1.0-xdh1",
                    files=("usr/share/xdh-marker/hello",), arch="all")
     spec = Components(domu_debs=(str(deb),))
-    (img, built), = images.build(("domu",), release=spec, progress=lambda m: print(m, flush=True))
+    (img, built), = images.build(("domu",), spec=spec, progress=lambda m: print(m, flush=True))
     try:
         assert img.digest != images.require("domu").digest          # not the stock image
         assert img.packages["xdh-marker"] == "1.0-xdh1"

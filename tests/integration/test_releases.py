@@ -16,7 +16,7 @@ pytestmark = pytest.mark.stack
 
 
 def test_trixie_stack_runs_its_own_components(images, tmp_path):
-    images.build(release="trixie", progress=lambda m: print(m, flush=True))
+    images.build(spec="trixie", progress=lambda m: print(m, flush=True))
     run = tmp_path / "run"
     with make_stack(StackConfig(release="trixie"), run, images) as stack:
         running = stack.info.running

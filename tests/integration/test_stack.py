@@ -39,8 +39,8 @@ def stack_config(mode: str, images: ImageStore, release: str = "bookworm") -> St
     if devmodel.cached(get(release)) is None:
         pytest.skip(f"qdisk-direct needs the linux-aio device model, none is cached for {release}: "
                     f"run `xdh images devmodel --release {release}` once (about 6 minutes)")
-    cfg = StackConfig(backend=mode, release=release, dom0_debs=devmodel.dom0_debs(True, release, ()))
-    images.build(("dom0",), progress=lambda m: print(m, flush=True), release=cfg.components())
+    cfg = StackConfig(backend=mode, release=release).completed()
+    images.build(("dom0",), progress=lambda m: print(m, flush=True), spec=cfg.components())
     return cfg
 
 
@@ -55,7 +55,7 @@ def test_backend_mode_boots_writes_and_reports(mode, release, images, tmp_path):
     run = tmp_path / "run"
     kind, params, dio = EXPECTED[mode]
     if release != "bookworm":
-        images.build(progress=lambda m: print(m, flush=True), release=release)
+        images.build(progress=lambda m: print(m, flush=True), spec=release)
     with make_stack(stack_config(mode, images, release), run, images) as stack:
         assert stack.machine is not None and stack.machine.is_running()
         out = stack.domu.run(["xdh-sync-probe", "/dev/xvdb", "--count", "4"], timeout=120).stdout

@@ -87,7 +87,7 @@ def fake_stages(tmp_path, monkeypatch, images):
         monkeypatch.setattr("harness.campaign.kit.machine_identity", lambda *a, **kw: {"fake": True})
         monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
         monkeypatch.setattr("harness.campaign.compare.FastVerifier", FakeVerifier)
-        monkeypatch.setattr("harness.cli.commands._versions", lambda release: {"fake": True})
+        monkeypatch.setattr("harness.cli.commands.versions", lambda images, stack=None: {"fake": True})
         monkeypatch.setattr("harness.report.matrix._plots", lambda: None)   # matplotlib is slow and beside the point
         return crashes
     return install

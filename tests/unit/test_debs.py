@@ -155,3 +155,24 @@ def test_qdisk_direct_takes_the_cached_aio_device_model_or_names_the_command(tmp
     (d / "q.deb").write_bytes(b"x")
     (d / "devmodel.json").write_text('{"deb": "q.deb", "version": "v", "source_version": "s", "build_seconds": 1}')
     assert devmodel.dom0_debs(True, "trixie", (), root=tmp_path) == (str(d / "q.deb"),)
+
+
+def test_a_rerun_on_another_release_takes_that_releases_device_model(tmp_path, monkeypatch):
+    """The recorded qdisk-direct stack names bookworm's device model; on trixie it must be trixie's,
+    and --stock keeps the one the backend needs."""
+    from harness.campaign.reproduce import other_stack
+    from harness.images import devmodel
+    from harness.releases import get
+    monkeypatch.setenv("XDH_CACHE", str(tmp_path))
+    built = {}
+    for rel in ("bookworm", "trixie"):
+        d = devmodel.cache_dir(get(rel))
+        d.mkdir(parents=True)
+        (d / "q.deb").write_bytes(b"x")
+        (d / "devmodel.json").write_text('{"deb": "q.deb", "version": "v", "source_version": "s", '
+                                         '"build_seconds": 1}')
+        built[rel] = str(d / "q.deb")
+    recorded = StackConfig(backend="qdisk-direct").completed()
+    assert recorded.dom0_debs == (built["bookworm"],)
+    assert other_stack(recorded, release="trixie").dom0_debs == (built["trixie"],)
+    assert other_stack(recorded, stock=True).dom0_debs == (built["bookworm"],)
