@@ -151,8 +151,8 @@ class TortureConfig:
     ack_timeout: float = 120.0
     reset: Reset = Reset.SNAPSHOT
     disk_cache: DiskCache = DiskCache.NONE
-    crash_subsets: int = 3      # volatile: random subsets of the unflushed writes, per iteration
-    flush_points: int = 2       # volatile: earlier flush points checked for integrity (-1: all)
+    crash_subsets: int = 3      # volatile: random subsets of each epoch's unflushed writes (crash.states)
+    flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
     verify: VerifyPath = VerifyPath.AUTO
     stack: StackConfig = field(default_factory=StackConfig)
 

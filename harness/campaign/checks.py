@@ -15,12 +15,14 @@ from ..config import DiskCache, VerifyPath
 from ..crash import writelog
 from ..crash.plan import IterationPlan
 from ..crash.run import CrashOutcome
-from ..crash.states import INVARIANT_KINDS, build, plan_states
+from ..crash.states import CrashState, build, plan_states
 from ..errors import VerifyError
 from ..progress import Progress
 from ..report.records import StateRecord
 from ..report.rundir import IterationDir
 from ..status import Status
+from ..verify.batch import LogView, StateJob, verify_states
+from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier, VerifyJob
 from ..verify.oracle import Verdict, judge
 from ..vm.kernlog import evidence
@@ -36,8 +38,9 @@ class Checked:
     violations: list[str]
     verdicts: dict[str, Any] = field(default_factory=dict)   # per path, when more than one ran
     states: list[dict[str, Any]] = field(default_factory=list)
-    crash_states: int = 1
+    crash_states: int = 1          # distinct states verified, the cut included
     seconds: dict[str, float] = field(default_factory=dict)
+    states_generated: int = 1
 
 
 def job_for(plan: IterationPlan) -> VerifyJob:
@@ -45,15 +48,16 @@ def job_for(plan: IterationPlan) -> VerifyJob:
     return VerifyJob(workloads.get(cfg.workload), plan.seed, cfg.params(), backends.get(cfg.stack.backend).layout)
 
 
+MAX_STATE_LINES = 20      # failing states named in the record (all of them: states/states.json)
+
+
 def verify_image(verifier: Verifier, image: Path, job: VerifyJob, out_dir: Path, acks: Sequence[Ack],
-                 cut_t: float, it: IterationDir, own: bool = False, invariants: bool = False) -> Verdict:
+                 cut_t: float, it: IterationDir, own: bool = False) -> Verdict:
     """Verify one crash image, judge it, write its verify.json and verdict.json."""
     report = verifier.verify(image, job, out_dir)
     logs = [*it.kernel_logs(), *report.kernel_logs]
     verdict = judge(job.workload.name, list(acks), report.data, cut_t=cut_t, seed=job.seed,
                     kernel_lines=evidence(logs))
-    if invariants:   # no ack applies to an earlier flush point: only integrity counts
-        verdict.violations = [v for v in verdict.violations if v.kind in INVARIANT_KINDS]
     it.write_verification(out_dir, report.data, verdict.to_json(), own=own)
     return verdict
 
@@ -83,42 +87,76 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
             raise VerifyError(f"the fast and reboot verifiers disagree: {by_path}")
     lost, violations = first.lost_acked, [v.line() for v in first.violations]
     states: list[StateRecord] = []
+    counts = {"generated": 0, "distinct": 0}
     if cfg.disk_cache == DiskCache.VOLATILE:
         t1 = time.monotonic()
-        states = check_states(plan, kit, it, outcome, job, paths[0])
+        states, counts = check_states(plan, kit, it, outcome, job, paths[0], say)
         seconds["verify_states"] = round(time.monotonic() - t1, 1)
         failed = [st for st in states if not st.ok]
         lost = max([lost, *(st.lost_acked for st in failed)])
-        violations += [f"[{st.name}] {x}" for st in failed for x in st.violations]
+        violations += [f"[{st.name}] {x}" for st in failed[:MAX_STATE_LINES] for x in st.violations[:2]]
+        if failed:
+            say(f"crash states: {len(failed)} of {counts['generated']} fail ({counts['distinct']} distinct verified)")
     ok = first.ok and all(st.ok for st in states)
     return Checked(Status.PASS if ok else Status.LOSS, lost, violations, by_path,
-                   [s.to_json() for s in states], 1 + len(states), seconds)
+                   [s.to_json() for s in states if not s.ok][:MAX_STATE_LINES], 1 + counts["distinct"], seconds,
+                   1 + counts["generated"])
+
+
+PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 layout) verify by default
 
 
 def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, job: VerifyJob,
-                 path: VerifyPath) -> list[StateRecord]:
-    """Build the crash states the write log allows (worst case, subsets, flush points) and verify
-    each like a reboot; any violation in any state is a loss."""
+                 path: VerifyPath, say: Progress) -> tuple[list[StateRecord], dict[str, int]]:
+    """Every crash state the write log allows (``crash.states``), each distinct one verified once
+    (batched in the fast verifier; else one image at a time) and every one judged with its own
+    acks; any violation in any state is a loss. Returns the records and the counts."""
     cfg = plan.cfg
     assert outcome.write_log is not None
     log = writelog.parse(outcome.write_log)
-    chosen = plan_states(log, plan.seed, cfg.crash_subsets, cfg.flush_points, outcome.start_entry)
+    batched = path == VerifyPath.FAST and job.layout == "raw"
+    points = cfg.flush_points if batched or cfg.flush_points >= 0 else PER_IMAGE_FLUSH_POINTS
+    sp = plan_states(log, outcome.acks, plan.seed, cfg.crash_subsets, points, outcome.start_entry)
     it.states.mkdir(parents=True, exist_ok=True)
     base = kit.boot_source(plan.seed).base_dut(it.states, cfg.stack.dut_size_mib)
-    verifier = kit.verifier(path, cfg.effective_stack())
-    out: list[StateRecord] = []
-    for st in chosen:
-        sdir = it.state(st.name)
-        sdir.mkdir(parents=True, exist_ok=True)
-        img = build(log, base, st, sdir / "crash.img")
-        v = verify_image(verifier, img, job, sdir, outcome.acks if st.kind == "acked" else [], outcome.cut_t, it,
-                         invariants=st.kind == "invariants")
-        if v.ok and not cfg.keep_images:
+    issued = len(outcome.acks) + 1
+    reports: dict[str, dict[str, Any]] = {}
+    first_of = {st.key: st.name for st in sp.distinct}
+    failed_once = False
+
+    def judged(st: CrashState, report: dict[str, Any]) -> StateRecord:
+        nonlocal failed_once
+        v = judge(job.workload.name, list(outcome.acks[:st.required]), report, cut_t=outcome.cut_t, seed=job.seed,
+                  issued=issued)
+        if v.violations and not failed_once:
+            failed_once = True
+            say(f"crash state {st.name}: LOSS: {v.violations[0].line()[:160]}")
+        return StateRecord(st.name, st.recipe(), v.ok, v.lost_acked, [x.line() for x in v.violations],
+                           "" if first_of[st.key] == st.name else first_of[st.key])
+
+    if batched:
+        view = LogView(log.path, log.sectorsize,
+                       [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in log.entries])
+        fast = kit.verifier(path, cfg.effective_stack())
+        assert isinstance(fast, FastVerifier)
+        jobs = [StateJob(st.flush, st.extra) for st in sp.distinct]
+        for res in verify_states(fast, base, view, jobs, job, it.states):
+            st = sp.distinct[res.index]
+            reports[st.key] = res.report
+            judged(st, res.report)      # reported as soon as the guest has it
+    else:
+        verifier = kit.verifier(path, cfg.effective_stack())
+        for st in sp.distinct:
+            sdir = it.state(st.name)
+            sdir.mkdir(parents=True, exist_ok=True)
+            img = build(log, base, st, sdir / "crash.img")
+            reports[st.key] = verifier.verify(img, job, sdir).data
             img.unlink()
-        out.append(StateRecord(st.name, st.kind, st.note, v.ok, v.lost_acked, [x.line() for x in v.violations]))
-    summary = {"log_entries": len(log.entries), "flushes": len(log.flushes()),
-               "workload_start_entry": outcome.start_entry, "tail_writes": len(log.tail_writes())}
-    it.write_states(summary, [s.to_json() for s in out])
+    out = [judged(st, reports[st.key]) for st in sp.states]
+    failing = [r for r in out if not r.ok]
+    counts = {**sp.summary(), "log_entries": len(log.entries), "flushes": len(log.flushes()),
+              "workload_start_entry": outcome.start_entry, "failing": len(failing)}
+    it.write_states(counts, [r.to_json() for r in out], evidence(it.kernel_logs()) if failing else [])
     if base.parent == it.states:
         base.unlink()
-    return out
+    return out, counts

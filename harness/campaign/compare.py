@@ -50,7 +50,7 @@ class CompareConfig:
     seed: int = 1
     cut_acks: tuple[int, int] = (20, 200)
     crash_subsets: int = 3
-    flush_points: int = 2
+    flush_points: int = -1
     canary: bool = True
     stack: StackConfig = field(default_factory=StackConfig)
 

@@ -16,11 +16,14 @@ PROGRAM = "xdh-workload"
 
 @dataclass(frozen=True)
 class Ack:
-    """One line ``A <id> [latency_us]`` of a workload's output: the op is durable now."""
+    """One line ``A <id> [latency_us]`` of a workload's output: the op is durable now.
+    ``log_bytes``: with a write log, its size on the host when the line arrived; the flush that
+    made the op durable had completed by then, so it lies within those bytes (-1: no log)."""
 
     ident: str           # as printed by the workload: "17", "3:5" (block:version)
     t: float             # host time the line arrived
     latency_us: int = 0
+    log_bytes: int = -1
 
     @classmethod
     def parse(cls, line: str, t: float) -> Ack | None:

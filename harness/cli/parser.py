@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import NoReturn, TypeAlias
 
+from ..campaign.checks import PER_IMAGE_FLUSH_POINTS
 from ..catalog import backends, faults, workloads
 from ..config import Accel, CutMode, DiskCache, Journal, Reset, Sync, VerifyPath, choices
 from ..releases import DEFAULT_RELEASE, RELEASES
@@ -185,9 +186,12 @@ def _torture(sub: Sub) -> None:
 
 def _state_options(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
     g.add_argument("--crash-subsets", type=at_least(0), default=3, metavar="K",
-                   help="volatile: random subsets of the unflushed writes verified per iteration (default 3)")
-    g.add_argument("--flush-points", type=flush_points, default=2, metavar="N",
-                   help="volatile: earlier flush points checked for integrity per iteration, -1 for all (default 2)")
+                   help="volatile: seeded random subsets of each epoch's unflushed writes, per flush state "
+                        "(default 3; duplicates by content are verified once)")
+    g.add_argument("--flush-points", type=flush_points, default=-1, metavar="N",
+                   help="volatile: flush states per iteration, each with the acks it must hold; -1 for every "
+                        "flush of the workload (default; batched in the fast verifier; a reboot or qdisk-qcow2 "
+                        f"verifies {PER_IMAGE_FLUSH_POINTS} unless given)")
 
 
 def _reproduce(sub: Sub) -> None:

@@ -4,6 +4,7 @@ workload output, kernel logs, the write log) into the paths it is given."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -55,8 +56,9 @@ class CrashOutcome:
 class AckReader:
     """Reads the workload's stdout in a thread; every ack is kept with its arrival time."""
 
-    def __init__(self, stream: Stream, acks_path: Path, other_path: Path):
+    def __init__(self, stream: Stream, acks_path: Path, other_path: Path, write_log: Path | None = None):
         self.stream = stream
+        self.write_log = write_log
         self.acks: list[Ack] = []
         self.ended = threading.Event()
         self._acks_file = open(acks_path, "w", buffering=1)  # noqa: SIM115 - closed in finish()
@@ -71,8 +73,11 @@ class AckReader:
                 if ack is None:
                     self._other.write(line + "\n")
                     continue
+                if self.write_log is not None:   # maps the ack to a flush of the log (crash.states)
+                    ack = dataclasses.replace(ack, log_bytes=self.write_log.stat().st_size)
                 self.acks.append(ack)
-                self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us}) + "\n")
+                self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us,
+                                                  "log_bytes": ack.log_bytes}) + "\n")
         except Exception as exc:  # noqa: BLE001 - the channel dies with the cut
             self._other.write(f"# stream ended: {exc}\n")
         finally:
@@ -89,7 +94,7 @@ def load_acks(path: Path) -> list[Ack]:
     out = []
     for line in path.read_text().splitlines():
         d = json.loads(line)
-        out.append(Ack(d["id"], d["t"], d.get("latency_us", 0)))
+        out.append(Ack(d["id"], d["t"], d.get("latency_us", 0), d.get("log_bytes", -1)))
     return out
 
 
@@ -142,7 +147,7 @@ def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPath
         if volatile:
             start_entry = log_entries(paths.write_log)
         argv = workload.argv("run", seed, cfg.params() | {"ops": 1 << 30})
-        reader = AckReader(stack.domu.stream(argv), paths.acks, paths.output)
+        reader = AckReader(stack.domu.stream(argv), paths.acks, paths.output, paths.write_log if volatile else None)
         t_start = time.monotonic()
         _wait_for_cut(reader, plan, cfg.ack_timeout, t_start, stack, paths.output)
         cut_t = time.time()

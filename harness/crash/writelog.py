@@ -52,6 +52,7 @@ class Entry:
     flags: int
     data_offset: int     # byte offset of the data in the log file (0 if none)
     data_len: int        # bytes of data that follow (writes; mark labels)
+    end: int = 0         # byte offset just past the entry in the log file: how far the log had to grow
 
     @property
     def is_flush(self) -> bool:
@@ -123,8 +124,9 @@ def parse(path: Path, sectorsize_hint: int = 512) -> WriteLog:
                 if len(log.entries) >= nr_entries:
                     break                          # the data of an uncommitted entry did not make it
                 raise LogError(f"{path}: entry {len(log.entries)} runs past the end of the log")
-            log.entries.append(Entry(len(log.entries), sector, nr, flags, data_at if dlen else 0, dlen))
-            pos = data_at + -(-dlen // sectorsize) * sectorsize
+            end = data_at + -(-dlen // sectorsize) * sectorsize
+            log.entries.append(Entry(len(log.entries), sector, nr, flags, data_at if dlen else 0, dlen, end))
+            pos = end
         if len(log.entries) < nr_entries:
             raise LogError(f"{path}: super block promises {nr_entries} entries, found {len(log.entries)}")
         return log

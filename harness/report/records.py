@@ -11,14 +11,15 @@ from ..status import Status
 
 @dataclass(frozen=True)
 class StateRecord:
-    """One crash state of the volatile model, verified."""
+    """One crash state of the volatile model, judged: its recipe (``crash.states.CrashState``),
+    the acks it had to hold, and which state's verification it shares (equal content)."""
 
     name: str
-    kind: str
-    note: str
+    recipe: dict[str, Any]
     ok: bool
     lost_acked: int
     violations: list[str] = field(default_factory=list)
+    verified_as: str = ""       # the state with the same content that was verified ("" if itself)
 
     def to_json(self, limit: int = 5) -> dict[str, Any]:
         """As stored in the record and states.json: the first ``limit`` violations."""
@@ -49,8 +50,9 @@ class IterationRecord:
     verify: str = "reboot"
     verdicts: dict[str, Any] = field(default_factory=dict)   # per verification path, when more than one ran
     disk_cache: str = "none"
-    crash_states: int = 1       # crash states verified (the cut, plus the volatile model's)
-    states: list[dict[str, Any]] = field(default_factory=list)   # volatile: one StateRecord per state
+    crash_states: int = 1       # distinct crash states verified (the cut, plus the volatile model's)
+    states_generated: int = 1   # crash states judged, duplicates by content included
+    states: list[dict[str, Any]] = field(default_factory=list)   # volatile: the failing states (all: states.json)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

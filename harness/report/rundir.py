@@ -118,9 +118,11 @@ class IterationDir:
             write_json(d / "verify.json", report)
             write_json(d / "verdict.json", verdict)
 
-    def write_states(self, log: dict[str, Any], states: list[dict[str, Any]]) -> None:
+    def write_states(self, log: dict[str, Any], states: list[dict[str, Any]], kernel_evidence: list[str]) -> None:
+        """states.json: the counts, every state judged (with its recipe) and, if any failed, the
+        kernel lines that explain it."""
         self.states.mkdir(parents=True, exist_ok=True)
-        write_json(self.states / "states.json", {"log": log, "states": states})
+        write_json(self.states / "states.json", {"log": log, "states": states, "kernel_evidence": kernel_evidence})
 
     def write_result(self, record: IterationRecord) -> None:
         write_json(self.result, record.to_json())

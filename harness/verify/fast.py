@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +100,17 @@ class FastVerifier(Lifecycle):
             self.stop()
             self.start()
 
-    def verify(self, image: Path, job: VerifyJob, out_dir: Path) -> VerifyReport:
-        """Hot-plug ``image`` (raw, or qcow2 if it ends in .qcow2), verify it, unplug it.
-        The verifier's kernel lines for this image go to ``out_dir/kmsg-verifier.log``."""
+    @contextmanager
+    def plugged(self, image: Path, out_dir: Path, label: str = "crash") -> Iterator[str]:
+        """``image`` (raw, or qcow2 if it ends in .qcow2) hot-plugged through a throwaway qcow2
+        overlay, so it is never written; yields its device node in the VM, unplugs on exit."""
         if self.machine is None or self.shell is None:
             raise GuestDied("the fast verifier is not running")
         self.machine.check_alive()
-        out_dir.mkdir(parents=True, exist_ok=True)
         self._n += 1
-        node, dev_id = f"crash{self._n}", f"crashdev{self._n}"
-        overlay = out_dir / "dut-verify.qcow2"
+        node, dev_id = f"{label}{self._n}", f"{label}dev{self._n}"
+        overlay = out_dir / f"{label}-verify.qcow2"
         make_overlay(image, overlay)
-        marker = f"xdh-verify-begin {node}"
-        self.shell.run(["sh", "-c", f"echo {marker} > /dev/kmsg"])
         plugged = added = False
         try:
             self.machine.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
@@ -118,18 +118,30 @@ class FastVerifier(Lifecycle):
             added = True
             self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
             plugged = True
-            device = self._wait_device(node)
-            if job.layout == "raw":
-                report = verify_on(self.shell, device, job.workload, job.seed, job.params)
-            else:
-                report = self._verify_in_dom0_file(device, job.workload, job.seed, job.params)
+            yield self._wait_device(node)
         finally:
-            self._save_kmsg(marker, out_dir / "kmsg-verifier.log")
             if plugged:
                 self._unplug(dev_id)
             if added:
                 self.machine.qmp("blockdev-del", **{"node-name": node})
             overlay.unlink(missing_ok=True)
+
+    def verify(self, image: Path, job: VerifyJob, out_dir: Path) -> VerifyReport:
+        """Hot-plug ``image``, verify it, unplug it. The verifier's kernel lines for this image
+        go to ``out_dir/kmsg-verifier.log``."""
+        if self.shell is None:
+            raise GuestDied("the fast verifier is not running")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        marker = f"xdh-verify-begin {self._n + 1}"
+        self.shell.run(["sh", "-c", f"echo {marker} > /dev/kmsg"])
+        try:
+            with self.plugged(image, out_dir, "dut") as device:
+                if job.layout == "raw":
+                    report = verify_on(self.shell, device, job.workload, job.seed, job.params)
+                else:
+                    report = self._verify_in_dom0_file(device, job.workload, job.seed, job.params)
+        finally:
+            self.save_kmsg(marker, out_dir / "kmsg-verifier.log")
         return VerifyReport(report, (out_dir / "kmsg-verifier.log",))
 
     def _verify_in_dom0_file(self, device: str, workload: Workload, seed: int,
@@ -175,7 +187,7 @@ class FastVerifier(Lifecycle):
         if not self.machine.wait_event("DEVICE_DELETED", timeout, device=dev_id):
             raise VerifyError(f"the fast verifier did not release {dev_id} in {timeout:.0f} s")
 
-    def _save_kmsg(self, marker: str, path: Path) -> None:
+    def save_kmsg(self, marker: str, path: Path) -> None:
         assert self.shell is not None
         try:
             out = self.shell.run(["dmesg", "--ctime"], check=False, timeout=60).stdout

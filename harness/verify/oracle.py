@@ -116,7 +116,8 @@ def check_append(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     return out
 
 
-def check_replace(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
+def check_replace(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, *,
+                  issued: int | None = None) -> list[Violation]:
     if not acks:
         return []
     last = max(acks, key=lambda a: int(a.ident))
@@ -130,7 +131,7 @@ def check_replace(acks: list[Ack], report: dict[str, Any], cut_t: float | None =
     found = report.get("version")
     if found is None or found < v_acked:
         return [Violation("stale", f"replace.dat (acked version {v_acked})", f"version {found}", 1, ev)]
-    if found > v_acked + 1:
+    if found > (issued if issued is not None else v_acked + 1):
         return [Violation("unexpected", f"replace.dat (acked version {v_acked})",
                           f"version {found}, never written", 1, ev)]
     return []
@@ -143,14 +144,20 @@ def direct_block(seed: int, op: int, nblocks: int) -> int:
 
 
 def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, *,
-                 seed: int = 0) -> list[Violation]:
+                 seed: int = 0, issued: int | None = None) -> list[Violation]:
     nblocks = report.get("nblocks", 0)
     acked: dict[int, tuple[int, Ack]] = {}
     for a in acks:
         b, v = (int(x) for x in a.ident.split(":"))
         if v >= acked.get(b, (0, a))[0]:
             acked[b] = (v, a)
-    inflight = direct_block(seed, len(acks), nblocks) if nblocks else -1
+    # ops after the last required ack that may have reached the disk: each block's newest such
+    # version, or a torn block (one op in flight at a cut; more in an earlier crash state)
+    newer: dict[int, int] = {}
+    for op in range(len(acks), issued if issued is not None else len(acks) + 1):
+        if nblocks:
+            b = direct_block(seed, op, nblocks)
+            newer[b] = newer.get(b, acked.get(b, (0, None))[0]) + 1
     found = {int(b): (st, ver) for b, (st, ver) in report.get("blocks", {}).items()}
     out: list[Violation] = []
     for b in sorted(set(acked) | set(found)):
@@ -160,7 +167,7 @@ def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
         # block of the op in flight at the cut, also the next version or a torn block
         if (st == "ok" and ver == v_acked and v_acked > 0) or (st == "zero" and v_acked == 0):
             continue
-        if b == inflight and ((st == "ok" and ver == v_acked + 1) or st == "corrupt"):
+        if b in newer and ((st == "ok" and v_acked < ver <= newer[b]) or st == "corrupt"):
             continue
         ev = _ack_ev(ack, cut_t)
         what = f"block {b} version {v_acked}" if v_acked else f"block {b} (never acked)"
@@ -211,13 +218,17 @@ CHECKS = {"append": check_append, "replace": check_replace, "direct": check_dire
 
 
 def judge(workload: str, acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, seed: int = 0,
-          kernel_lines: list[str] | None = None) -> Verdict:
-    """Apply the workload's oracle; an unmountable filesystem loses every acked op."""
+          kernel_lines: list[str] | None = None, issued: int | None = None) -> Verdict:
+    """Apply the workload's oracle; an unmountable filesystem loses every acked op. ``acks``
+    must hold; ``issued``: how many ops may have reached the disk (default: the acked ones and
+    the one in flight). An earlier crash state requires fewer acks than were issued."""
     if report.get("mount_error"):
         violations = [Violation("unmountable", "filesystem on xvdb", report["mount_error"], max(len(acks), 1),
                                 _ack_ev(acks[-1] if acks else None, cut_t))]
     elif workload == "direct":
-        violations = check_direct(acks, report, cut_t, seed=seed)
+        violations = check_direct(acks, report, cut_t, seed=seed, issued=issued)
+    elif workload == "replace":
+        violations = check_replace(acks, report, cut_t, issued=issued)
     else:
         violations = CHECKS[workload](acks, report, cut_t)
     return Verdict(workload, len(acks), violations, kernel_lines or [])

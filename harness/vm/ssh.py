@@ -183,6 +183,13 @@ class Stream:
     def exit_status(self) -> int | None:
         return self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
 
+    def stderr_tail(self, limit: int = 2000) -> str:
+        """What the command wrote to stderr so far (the end of it)."""
+        out = bytearray()
+        while self.chan.recv_stderr_ready():
+            out += self.chan.recv_stderr(65536)
+        return bytes(out[-limit:]).decode(errors="replace").strip()
+
     def close(self) -> None:
         self.chan.close()
 

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from harness.catalog.workloads import Ack
 from harness.crash import states as st_mod
 from harness.crash import writelog as cs
 
@@ -46,11 +47,15 @@ def test_entries_past_a_stale_super_block_are_read(tmp_path):
     assert log.nr_entries == 5 and len(log.entries) == 7
 
 
+def _plan(log, acks=(), seed=3, subsets=4, points=-1, first=0):
+    return st_mod.plan_states(log, list(acks), seed, subsets, points, first)
+
+
 def test_build_states_byte_exact(tmp_path):
     log = cs.parse(_crafted(tmp_path))
     base = _img(tmp_path)
-    states = {s.name: s for s in st_mod.plan_states(log, seed=3, subsets=4, flush_points=-1)}
-    worst = st_mod.build(log, base, states["worst"], tmp_path / "worst.img").read_bytes()
+    states = {s.name: s for s in _plan(log).states}
+    worst = st_mod.build(log, base, states["flush-4"], tmp_path / "worst.img").read_bytes()
     want = bytearray(64 * SS)
     want[2 * SS:4 * SS] = b"A" * 2 * SS
     want[8 * SS:9 * SS] = b"B" * SS
@@ -58,17 +63,51 @@ def test_build_states_byte_exact(tmp_path):
     assert worst == bytes(want)
     first = st_mod.build(log, base, states["flush-1"], tmp_path / "f1.img").read_bytes()
     assert first[2 * SS:4 * SS] == b"A" * 2 * SS and first[8 * SS:9 * SS] == bytes(SS)
-    assert states["flush-1"].kind == "invariants" and states["worst"].kind == "acked"
+    assert {"flush-1", "flush-4", "flush-4+0"} <= set(states)
     for name, st in states.items():
-        if name.startswith("subset"):
+        if name.startswith("flush-4+"):       # subsets of the tail epoch: proper, non-empty
             assert set(st.positions) - set(range(5)) < {5, 6} and st.positions[:5] == (0, 1, 2, 3, 4)
+        if name.startswith("flush-1+"):       # the epoch after flush 1 (a write and a discard)
+            assert st.extra in ((2,), (3,))
 
 
-def test_plan_is_seeded(tmp_path):
+def test_plan_is_seeded_and_samples_flush_points(tmp_path):
     log = cs.parse(_crafted(tmp_path))
-    a = st_mod.plan_states(log, seed=9, subsets=5, flush_points=1)
-    assert a == st_mod.plan_states(log, seed=9, subsets=5, flush_points=1)
-    assert sum(1 for s in a if s.name.startswith("flush-")) == 1
+    a = _plan(log, seed=9, subsets=5, points=0)
+    assert a == _plan(log, seed=9, subsets=5, points=0)
+    assert [s.name for s in a.states if "+" not in s.name] == ["flush-4"]     # the last flush always
+    assert [s.name for s in _plan(log, subsets=0).states] == ["no-flush", "flush-1", "flush-4"]
+    assert [s.name for s in _plan(log, subsets=0, first=2).states] == ["flush-1", "flush-4"]
+
+
+def test_acks_map_to_the_last_flush_the_log_held_when_they_arrived(tmp_path):
+    log = cs.parse(_crafted(tmp_path))
+    f1, f4 = log.entries[1].end, log.entries[4].end
+    acks = [Ack("0", 1.0, 0, f1), Ack("1", 2.0, 0, f4 - 1), Ack("2", 3.0, 0, f4), Ack("3", 4.0, 0, -1),
+            Ack("4", 5.0, 0, 100)]
+    assert st_mod.ack_bounds(log, acks) == [1, 1, 4, 4, -1]
+    req = {s.name: s.required for s in _plan(log, acks[:3], subsets=0).states}
+    assert req == {"no-flush": 0, "flush-1": 2, "flush-4": 3}   # acks hold from their flush on, never before
+
+
+def test_equal_content_is_one_distinct_state(tmp_path):
+    p = tmp_path / "log.bin"
+    cs.write_log(p, SS, [("write", 2, b"A" * SS), ("flush", 0, b""), ("flush", 0, b""),      # nothing between
+                         ("write", 2, b"B" * SS), ("flush", 0, b""), ("write", 2, b"A" * SS),  # back to A
+                         ("flush", 0, b""), ("write", 5, b"C" * SS), ("write", 6, b"D" * SS)])
+    plan = _plan(cs.parse(p), subsets=6)
+    keys = {s.name: s.key for s in plan.states}
+    assert keys["flush-1"] == keys["flush-2"] == keys["flush-6"] != keys["flush-4"]
+    assert keys["flush-6+0"] != keys["flush-6"] and len({keys["flush-6+0"], keys["flush-6+1"]}) == 2
+    assert [s.name for s in plan.distinct] == ["no-flush", "flush-1", "flush-4", "flush-6+0", "flush-6+1"]
+    assert len(plan.distinct) == len(set(keys.values())) == 5
+    assert plan.summary() == {"generated": len(plan.states), "distinct": 5}
+
+
+def test_a_recipe_rebuilds_its_state(tmp_path):
+    log = cs.parse(_crafted(tmp_path))
+    for st in _plan(log).states:
+        assert st_mod.CrashState.from_recipe(st.recipe()) == st
 
 
 @pytest.mark.parametrize("damage, msg", [
@@ -110,12 +149,12 @@ def test_a_log_written_by_qemu_rebuilds_the_disk_exactly(tmp_path):
     writes = [(e.sector * SS, e.nr_sectors * SS) for e in log.entries if e.is_write]
     assert writes == [(0, 4096), (8192, 8192), (65536, 4096), (512, 1024)]
     assert log.entries[-1].is_flush          # qemu-io flushes when it closes the image
-    everything = st_mod.CrashState("all", "acked", tuple(range(len(log.entries))))
+    everything = st_mod.CrashState("all", len(log.entries) - 1, (), 0, "")
     assert st_mod.build(log, base, everything, tmp_path / "all.img").read_bytes() == data.read_bytes()
     # the state at the last flush before the 0xef write: that write is not there yet
     last_w = max(i for i, e in enumerate(log.entries) if e.is_write)
     f = max(i for i in log.flushes() if i < last_w)
-    st = {s.name: s for s in st_mod.plan_states(log, 1, 0, -1)}[f"flush-{f}"]
+    st = {s.name: s for s in _plan(log, subsets=0).states}[f"flush-{f}"]
     img = st_mod.build(log, base, st, tmp_path / "flush.img").read_bytes()
     assert img[:4096] == b"\xab" * 4096 and img[8192:16384] == b"\xcd" * 8192
     assert img[512:1536] == b"\xab" * 1024
@@ -129,6 +168,7 @@ def test_a_lying_disk_logs_no_flush_so_the_worst_state_keeps_nothing(tmp_path):
                                     extra_opts="cache.no-flush=on,")
     log = cs.parse(logf)
     assert log.nr_entries == 0 and log.flushes() == [] and len(log.tail_writes()) == 2
-    worst = st_mod.plan_states(log, 1, 0, 0)[0]
+    worst = _plan(log, subsets=0).states[0]
+    assert worst.name == "no-flush"
     assert st_mod.build(log, base, worst, tmp_path / "w.img").read_bytes() == base.read_bytes()
     assert data.read_bytes()[:4096] == b"\xab" * 4096          # the data itself did reach the file

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.verify import oracle
-from harness.verify.oracle import Ack, judge
+from harness.verify.oracle import Ack, check_direct, check_replace, direct_block, judge
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD = ROOT / "guests" / "xdh-workload"
@@ -195,3 +195,26 @@ def test_ack_parsing():
     assert Ack.parse("A 12 345", 1.0) == Ack("12", 1.0, 345)
     assert Ack.parse("A 3:4 10", 1.0).ident == "3:4"
     assert Ack.parse("Warning: foo", 1.0) is None
+
+
+def test_an_earlier_crash_state_allows_every_issued_op_but_requires_only_its_acks():
+    """A flush state requires the acks whose flush it holds; later ops (acked only after it)
+    may be there too: several direct blocks newer than required, a replace version ahead."""
+    seed, nblocks = 5, 8
+    ops = [direct_block(seed, op, nblocks) for op in range(6)]
+    versions: dict[int, int] = {}
+    acks = []
+    for op, b in enumerate(ops):
+        versions[b] = versions.get(b, 0) + 1
+        acks.append(Ack(f"{b}:{versions[b]}", float(op)))
+    found = {str(b): ["ok", v] for b, v in versions.items()}          # every op reached the disk
+    report = {"blocks": found, "nblocks": nblocks}
+    assert check_direct(acks[:2], report, seed=seed, issued=len(acks) + 1) == []
+    assert [v.kind for v in check_direct(acks[:2], report, seed=seed)] != []   # without issued: a single op ahead
+    gone = {"blocks": {k: v for k, v in found.items() if k != str(ops[0])}, "nblocks": nblocks}
+    assert [v.kind for v in check_direct(acks[:2], gone, seed=seed, issued=7)] == ["lost"]   # required: still caught
+    rep = {"exists": True, "state": "ok", "version": 5}
+    two = [Ack("1", 1.0), Ack("2", 2.0)]
+    assert check_replace(two, rep, issued=5) == []
+    assert [v.kind for v in check_replace(two, rep, issued=4)] == ["unexpected"]
+    assert [v.kind for v in check_replace(two, {"exists": True, "state": "ok", "version": 1}, issued=5)] == ["stale"]
