@@ -154,6 +154,7 @@ class TortureConfig:
     crash_subsets: int = 3      # volatile: random subsets of each epoch's unflushed writes (crash.states)
     flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
     verify: VerifyPath = VerifyPath.AUTO
+    jobs: int = 1               # lanes, each with its own stack and fast verifier (campaign.run_lanes)
     stack: StackConfig = field(default_factory=StackConfig)
 
     def __post_init__(self) -> None:
@@ -184,6 +185,8 @@ class TortureConfig:
         if self.flush_points < -1:
             raise ConfigError(f"--flush-points {self.flush_points}: must be -1 (all) or more",
                               hint="use N >= 0, or -1 for every flush point")
+        if not 1 <= self.jobs <= 64:
+            raise ConfigError(f"--jobs {self.jobs}: must be 1..64", hint="use about one lane per two cores")
         if self.record_size < 16 or self.ack_timeout <= 0:
             raise ConfigError("record size must be at least 16 and the ack timeout positive")
 

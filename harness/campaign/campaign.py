@@ -4,7 +4,10 @@ iterations, all on one kit; the summary is written on every way out, an interrup
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ from ..report.records import IterationRecord
 from ..report.rundir import RunDir
 from ..status import ExitCode, Status
 from ..verify.fast import FastVerifier
-from .iteration import run_iteration
+from ..vm.machine import kill_all
+from .iteration import check_phase, crash_phase, run_iteration
 from .kit import Kit
 
 
@@ -58,6 +62,62 @@ def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) ->
     return c
 
 
+def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
+             finished: Callable[[IterationRecord], None]) -> None:
+    """One lane: the crash run of iteration i+1 beside the verification of iteration i (the
+    stack and the verifier are two VMs, one core each). On an interrupt the verifiers stop at
+    once (the check under way ends with them) and the interrupt goes on up."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="check")
+    pending: Future[IterationRecord] | None = None
+    try:
+        for idx in indices:
+            crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
+            if pending is not None:
+                done, pending = pending, None
+                finished(done.result())
+            pending = pool.submit(check_phase, crashed, kit, progress)
+        if pending is not None:
+            done, pending = pending, None
+            finished(done.result())
+    except BaseException:
+        kit.stop()
+        if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
+            r = pending.result()
+            if r.status not in (Status.PASS, Status.LOSS):
+                r = dataclasses.replace(r, status=Status.ERROR, error="interrupted")
+                run.iteration(r.index).write_result(r)
+            finished(r)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
+              finished: Callable[[IterationRecord], None]) -> None:
+    """``--jobs N``: N pipelines, each on its own stack and fast verifier, iterations dealt
+    round-robin. An interrupt kills every machine of every lane (``vm.machine.kill_all``)."""
+    if cfg.jobs <= 1 or len(indices) <= 1:
+        pipeline(cfg, kit, run, indices, progress, finished)
+        return
+    lanes = [kit.lane(n) for n in range(min(cfg.jobs, len(indices)))]
+
+    def lane(n: int) -> None:
+        with lanes[n]:
+            pipeline(cfg, lanes[n], run, indices[n::len(lanes)], progress, finished)
+
+    pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="lane")
+    try:
+        for f in [pool.submit(lane, n) for n in range(len(lanes))]:
+            f.result()
+    except BaseException:
+        kill_all()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for k in lanes:
+            k.stop()
+
+
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
                  verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
     """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
@@ -80,23 +140,33 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     records: list[IterationRecord] = []
     first_loss: dict[str, float] = {}
     kit = Kit(cfg, run.verifier, store, images, progress, verifier)
+    lock = threading.Lock()
     try:
         with kit:
             if cfg.canary:
                 canary = run_canary(cfg, kit, run, progress)
                 if canary.status == Status.LOSS:
                     first_loss["canary"] = round(time.monotonic() - t0, 1)
-            for n, idx in enumerate(indices if canary is None or canary.status == Status.LOSS else []):
-                r = run_iteration(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
-                records.append(r)
-                if r.status == Status.LOSS and "iteration" not in first_loss:
-                    first_loss["iteration"] = round(time.monotonic() - t0, 1)
-                elapsed = time.monotonic() - t0
-                eta = elapsed / (n + 1) * (len(indices) - n - 1)
-                detail = r.error or (r.violations[0] if r.violations else "")
-                progress(f"{progress_bar(n + 1, len(indices))} {r.name} seed={r.seed} {r.status.upper()} "
-                         f"acked={r.acked} lost={r.lost_acked} ({r.seconds.get('total', 0):.0f} s, "
-                         f"ETA {eta / 60:.0f} min)" + (f": {detail[:120]}" if detail else ""))
+            done = 0
+
+            def finished(r: IterationRecord) -> None:
+                nonlocal done
+                with lock:
+                    records.append(r)
+                    done += 1
+                    if r.status == Status.LOSS and "iteration" not in first_loss:
+                        first_loss["iteration"] = round(time.monotonic() - t0, 1)
+                    elapsed = time.monotonic() - t0
+                    eta = elapsed / done * (len(indices) - done)
+                    detail = r.error or (r.violations[0] if r.violations else "")
+                    states = f", {r.crash_states} states" if r.crash_states > 1 else ""
+                    progress(f"{progress_bar(done, len(indices))} {r.name} seed={r.seed} {r.status.upper()} "
+                             f"acked={r.acked} lost={r.lost_acked}{states} ({r.seconds.get('total', 0):.0f} s, "
+                             f"ETA {eta / 60:.0f} min)" + (f": {detail[:120]}" if detail else ""))
+
+            if canary is None or canary.status == Status.LOSS:
+                run_lanes(cfg, kit, run, indices, progress, finished)
+            records.sort(key=lambda r: r.index)
     finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
         summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)

@@ -78,6 +78,8 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
         if len(paths) > 1:
             say(f"{path.value} verification: {'PASS' if v.ok else 'LOSS'} ({v.lost_acked} of {len(outcome.acks)} "
                 "acked lost)" + ("; confirming with a full reboot" if n == 0 else ""))
+        elif not v.ok:      # the first violation, as soon as it is known
+            say(f"crash image after the cut: LOSS: {v.violations[0].line()[:160]}")
     first = verdicts[paths[0].value]
     by_path: dict[str, Any] = {}
     if len(verdicts) > 1:

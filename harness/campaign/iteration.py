@@ -44,38 +44,76 @@ def classify(exc: BaseException) -> Failure:
     return Failure(Status.ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0] + " (a bug in xdh)", bug=True)
 
 
-def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> IterationRecord:
-    """Run one iteration into ``it``. Harness failures end it with a status (the campaign goes
-    on); an interrupt is recorded and re-raised."""
+@dataclass
+class Crashed:
+    """An iteration after its crash run: what the check phase needs (or how it already failed)."""
 
-    def say(msg: str) -> None:
-        progress(f"  {plan.name}: {msg}")
-
-    cfg = plan.cfg
-    it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
-    t0 = time.monotonic()
+    plan: IterationPlan
+    it: IterationDir
+    t0: float
     outcome: CrashOutcome | None = None
-    checked: Checked | None = None
     failure: Failure | None = None
+
+
+def _say(plan: IterationPlan, progress: Progress) -> Progress:
+    return lambda msg: progress(f"  {plan.name}: {msg}")
+
+
+def _failed(exc: Exception, it: IterationDir, say: Progress) -> Failure:
+    LOG.debug("iteration failed", exc_info=True)
+    failure = classify(exc)
+    if failure.bug:
+        (it.path / "traceback.txt").write_text(traceback.format_exc())
+    say(f"{failure.status.value}: {failure.error}")
+    return failure
+
+
+def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> Crashed:
+    """The crash run of one iteration (the stack's part). A harness failure is kept in the
+    value for the check phase to record; an interrupt is recorded and re-raised."""
+    say = _say(plan, progress)
+    it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), plan.cfg.to_json())
+    crashed = Crashed(plan, it, time.monotonic())
     try:
         boot = kit.boot_source(plan.seed)
-        outcome = run_until_cut(cfg, plan.seed, plan.cut, it.crash_paths(boot.dut_name), kit.images, boot,
-                                kit.store, say)
-        it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut.to_json(), outcome.start_entry))
-        checked = check_outcome(plan, kit, it, outcome, say)
-    except Exception as exc:  # one broken iteration must not end the campaign
-        LOG.debug("iteration failed", exc_info=True)
-        failure = classify(exc)
-        if failure.bug:
-            (it.path / "traceback.txt").write_text(traceback.format_exc())
-        say(f"{failure.status.value}: {failure.error}")
+        crashed.outcome = run_until_cut(plan.cfg, plan.seed, plan.cut, it.crash_paths(boot.dut_name), kit.images,
+                                        boot, kit.store, say)
+        it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut.to_json(),
+                               crashed.outcome.start_entry))
+    except Exception as exc:  # noqa: BLE001 - one broken iteration must not end the campaign
+        crashed.failure = _failed(exc, it, say)
     except BaseException:   # KeyboardInterrupt, Interrupted: recorded, never swallowed
+        it.write_result(build_record(plan, kit, it, None, None, Failure(Status.ERROR, "interrupted"),
+                                     time.monotonic() - crashed.t0))
+        raise
+    return crashed
+
+
+def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationRecord:
+    """Verify the crash image and its states (the verifier's part); writes result.json on every
+    way out. Runs beside the next iteration's crash phase in a campaign."""
+    plan, it = crashed.plan, crashed.it
+    say = _say(plan, progress)
+    checked: Checked | None = None
+    failure = crashed.failure
+    try:
+        if failure is None and crashed.outcome is not None:
+            checked = check_outcome(plan, kit, it, crashed.outcome, say)
+    except Exception as exc:  # noqa: BLE001 - recorded as the iteration's status
+        failure = _failed(exc, it, say)
+    except BaseException:
         failure = Failure(Status.ERROR, "interrupted")
         raise
     finally:
-        record = build_record(plan, kit, it, outcome, checked, failure, time.monotonic() - t0)
+        record = build_record(plan, kit, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0)
         it.write_result(record)
     return record
+
+
+def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> IterationRecord:
+    """Run one iteration into ``it``, both phases in turn. Harness failures end it with a
+    status (the campaign goes on); an interrupt is recorded and re-raised."""
+    return check_phase(crash_phase(plan, kit, it, progress), kit, progress)
 
 
 def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome | None,

@@ -36,9 +36,17 @@ class Kit(Lifecycle):
         self._own_verifier = verifier is None
         self.setup_seconds: dict[str, float] = {}
 
+    def lane(self, n: int) -> Kit:
+        """A kit for campaign lane ``n`` (``--jobs``): the same images and snapshot, its own fast
+        verifier (lane 0 shares this kit's)."""
+        k = Kit(self.cfg, self.verifier_dir / f"lane-{n}", self.store, self.images, self.progress,
+                self.fast if n == 0 else None)
+        k.snapshot = self.snapshot
+        return k
+
     def _start(self) -> None:
         cfg = self.cfg
-        if cfg.reset == Reset.SNAPSHOT:
+        if cfg.reset == Reset.SNAPSHOT and self.snapshot is None:
             t0 = time.monotonic()
             stack = cfg.effective_stack()
             self.snapshot = ensure_snapshot(stack, self.images, self.store, self.progress,

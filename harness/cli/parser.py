@@ -168,9 +168,10 @@ def _torture(sub: Sub) -> None:
     d = t.add_argument_group("disk-cache model (see harness/crash/writelog.py)")
     d.add_argument("--disk-cache", choices=choices(DiskCache), default=DiskCache.NONE.value,
                    help="none: a completed write survives the cut (the host keeps it); volatile: record the disk "
-                        "under test's writes and flushes (QEMU blklogwrites) and also verify the crash states a "
-                        "disk with a volatile write cache allows: the last flush, random subsets of later writes, "
-                        "earlier flush points (default none)")
+                        "under test's writes and flushes (QEMU blklogwrites) and also verify every crash state a "
+                        "disk with a volatile write cache allows: each flush of the workload with the acks it must "
+                        "hold, seeded subsets of each epoch's writes; built and verified in one batch in the fast "
+                        "verifier (default none)")
     _state_options(d)
     f = t.add_argument_group("speed (see docs/performance.md)")
     f.add_argument("--reset", choices=choices(Reset), default=Reset.SNAPSHOT.value,
@@ -180,6 +181,9 @@ def _torture(sub: Sub) -> None:
                    help="fast: hot-plug each crash image into one verifier VM (domU kernel, no Xen); reboot: boot "
                         "the whole stack on it; both: both, and they must agree; auto: fast (default auto). "
                         "The canary always includes a reboot")
+    f.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
+                   help="lanes, each with its own stack and fast verifier (default 1; each lane already runs "
+                        "the next crash beside the last verification: about one lane per two cores)")
     _stack_options(t)
     t.set_defaults(func=c.cmd_torture)
 

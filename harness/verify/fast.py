@@ -15,6 +15,7 @@ qdisk uses, and nothing is written back), then verifies ``/dev/nbd0``.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import time
 from collections.abc import Iterator
@@ -28,13 +29,15 @@ from ..config import Accel
 from ..errors import GuestDied, InfraError, LaunchError, VerifyError, XdhError
 from ..images import BuiltImage, ImageStore
 from ..progress import Progress
+from ..stack.saved import STATE_FILE
 from ..stack.xl import DOM0_BRIDGE_IP, DOMU_IP, DOMU_NET
 from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec
-from ..vm.disks import QEMU_BINARY, make_overlay
+from ..vm.disks import QEMU_BINARY, make_overlay, qemu_version
 from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
+from . import saved
 from .guest import VerifyJob, VerifyReport, verify_on
 
 LOG = logging.getLogger(__name__)
@@ -69,29 +72,71 @@ class FastVerifier(Lifecycle):
     def _start(self) -> None:
         t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        root = self.run_dir / "root.qcow2"
-        make_overlay(self.image.rootfs, root)
-        kernel = self.image.artifact("kernel")
         if "initrd" not in self.image.artifacts:
             raise LaunchError("the domU image has no extracted kernel/initrd for the fast verifier",
                               hint="rebuild it: xdh images build")
-        choice = accel_mod.choose(self.accel, QEMU_BINARY, kernel, self.store.root)
-        self.machine = launch_on_free_port(
-            lambda port: MachineSpec(accel=choice, kernel=kernel, append=VERIFIER_ARGS,
-                                     initrds=[(self.image.artifact("initrd"), "")], drives=[Drive("root", root)],
-                                     ssh_port=port, memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
-                                     net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True),
-            self.run_dir, "verifier")
-        spec = self.machine.spec
-        ep = Endpoint("verifier", "127.0.0.1", spec.ssh_port, self.image.host_key)
+        choice = accel_mod.choose(self.accel, QEMU_BINARY, self.image.artifact("kernel"), self.store.root)
+        machine = {"accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
+                   "append": VERIFIER_ARGS, "net": VERIFIER_NET, "memory_mib": self.memory_mib}
+        key = saved.verifier_key(self.image, machine)
+        snap = saved.find(self.store, key)
+        if snap is None:
+            self.progress(f"fast verifier: booting it once to save it ({key})")
+            snap = saved.save_once(self.store, key, self.image, lambda work: self._boot_and_save(choice, work))
+            self.progress(f"fast verifier saved in {snap.seconds_to_build:.0f} s "
+                          f"(state {snap.state_bytes / 2**20:.0f} MiB)")
+        make_overlay(snap.disk(saved.ROOT), self.run_dir / saved.ROOT)
+        fd = os.open(snap.state, os.O_RDONLY)
         try:
-            self.shell = wait_for_shell(lambda: Shell.connect(ep, self.store.client_key), self.boot_timeout,
-                                        "the fast verifier", alive=self.machine.check_alive)
+            self._launch(choice, fd)
+        finally:
+            os.close(fd)
+        assert self.machine is not None
+        self.machine.wait_running(timeout=self.boot_timeout)
+        self.shell = self._connect()
+        self.shell.run(["date", "-u", "-s", f"@{time.time():.3f}"])
+        self.boot_seconds = round(time.monotonic() - t0, 1)
+        self.progress(f"fast verifier up in {self.boot_seconds:.1f} s (restored {key}: domU kernel, no Xen; "
+                      f"ssh on 127.0.0.1:{self.machine.spec.ssh_port})")
+
+    def _boot_and_save(self, choice: accel_mod.AccelChoice, work: Path) -> tuple[Path, float]:
+        """A cold boot in ``work``, prepared for batches and saved there; the VM is gone after."""
+        root = work / saved.ROOT
+        make_overlay(self.image.rootfs, root)
+        self._launch(choice, None, work)
+        try:
+            assert self.shell is not None and self.machine is not None
+            self.shell.run(["sh", "-c", saved.PREPARE], timeout=300)
+            self.shell.close()
+            return root, self.machine.save_state(work / STATE_FILE)
+        finally:
+            self.stop()
+
+    def _launch(self, choice: accel_mod.AccelChoice, state_fd: int | None, where: Path | None = None) -> None:
+        """QEMU on ``where/root.qcow2`` (default the run directory); a cold boot waits for SSH."""
+        where = where or self.run_dir
+        root = where / saved.ROOT
+        image = self.image
+        self.machine = launch_on_free_port(
+            lambda port: MachineSpec(accel=choice, kernel=image.artifact("kernel"), append=VERIFIER_ARGS,
+                                     initrds=[(image.artifact("initrd"), "")], drives=[Drive("root", root, "qcow2")],
+                                     ssh_port=port, memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
+                                     net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True,
+                                     incoming_fd=state_fd),
+            where, "verifier", before_retry=None if state_fd is None else lambda: os.lseek(state_fd, 0, os.SEEK_SET))
+        if state_fd is None:
+            self.shell = self._connect()
+        else:
+            self.shell = None
+
+    def _connect(self) -> Shell:
+        assert self.machine is not None
+        ep = Endpoint("verifier", "127.0.0.1", self.machine.spec.ssh_port, self.image.host_key)
+        try:
+            return wait_for_shell(lambda: Shell.connect(ep, self.store.client_key), self.boot_timeout,
+                                  "the fast verifier", alive=self.machine.check_alive)
         except InfraError as exc:
             raise exc.with_tail(self.machine.failure_text()) from None
-        self.boot_seconds = round(time.monotonic() - t0, 1)
-        self.progress(f"fast verifier up in {self.boot_seconds:.0f} s (domU kernel, no Xen; "
-                      f"ssh on 127.0.0.1:{spec.ssh_port})")
 
     def ensure_running(self) -> None:
         """Start again if the VM died (a long matrix shares one verifier)."""
@@ -139,36 +184,10 @@ class FastVerifier(Lifecycle):
                 if job.layout == "raw":
                     report = verify_on(self.shell, device, job.workload, job.seed, job.params)
                 else:
-                    report = self._verify_in_dom0_file(device, job.workload, job.seed, job.params)
+                    report = verify_in_dom0_file(self.shell, device, job.workload, job.seed, job.params)
         finally:
             self.save_kmsg(marker, out_dir / "kmsg-verifier.log")
         return VerifyReport(report, (out_dir / "kmsg-verifier.log",))
-
-    def _verify_in_dom0_file(self, device: str, workload: Workload, seed: int,
-                             params: dict[str, Any]) -> dict[str, Any]:
-        """qdisk-qcow2: dom0's filesystem on the crash image, the domU's disk a qcow2 file in it."""
-        assert self.shell is not None
-        outer = "/mnt/dom0-dut"
-        m = self.shell.run(["sh", "-c", f"mkdir -p {outer} && mount {shlex.quote(device)} {outer}"], check=False,
-                           timeout=300)
-        if m.status != 0:
-            return {"mount_error": "dom0's filesystem on the disk under test: "
-                                   + (m.stderr.strip() or m.stdout.strip())[-250:]}
-        try:
-            c = self.shell.run(["sh", "-c", f"test -e {outer}/{QCOW2_FILE} || exit 3; modprobe nbd; "
-                                f"qemu-nbd --snapshot --format=qcow2 --connect={NBD} {outer}/{QCOW2_FILE} && "
-                                f"for i in $(seq 100); do [ \"$(cat /sys/block/{NBD[5:]}/size)\" != 0 ] && exit 0; "
-                                "sleep 0.1; done; exit 4"], check=False, timeout=120)
-            if c.status != 0:
-                what = "no qcow2 image in dom0's filesystem" if c.status == 3 else \
-                    f"qemu-nbd could not open the qcow2 image: {(c.stderr.strip() or c.stdout.strip())[-250:]}"
-                return {"mount_error": what}
-            try:
-                return verify_on(self.shell, NBD, workload, seed, params)
-            finally:
-                self.shell.run(["qemu-nbd", "--disconnect", NBD], check=False, timeout=60)
-        finally:
-            self.shell.run(["umount", outer], check=False, timeout=120)
 
     def _wait_device(self, node: str, timeout: float = 60.0) -> str:
         assert self.shell is not None
@@ -207,3 +226,29 @@ class FastVerifier(Lifecycle):
             self.machine.shutdown()
         for f in self.run_dir.glob("*.qcow2"):
             f.unlink(missing_ok=True)
+
+
+def verify_in_dom0_file(shell: Shell, device: str, workload: Workload, seed: int,
+                        params: dict[str, Any]) -> dict[str, Any]:
+    """qdisk-qcow2: dom0's filesystem on the crash image, the domU's disk a qcow2 file in it."""
+    outer = "/mnt/dom0-dut"
+    m = shell.run(["sh", "-c", f"mkdir -p {outer} && mount {shlex.quote(device)} {outer}"], check=False,
+                       timeout=300)
+    if m.status != 0:
+        return {"mount_error": "dom0's filesystem on the disk under test: "
+                               + (m.stderr.strip() or m.stdout.strip())[-250:]}
+    try:
+        c = shell.run(["sh", "-c", f"test -e {outer}/{QCOW2_FILE} || exit 3; modprobe nbd; "
+                            f"qemu-nbd --snapshot --format=qcow2 --connect={NBD} {outer}/{QCOW2_FILE} && "
+                            f"for i in $(seq 100); do [ \"$(cat /sys/block/{NBD[5:]}/size)\" != 0 ] && exit 0; "
+                            "sleep 0.1; done; exit 4"], check=False, timeout=120)
+        if c.status != 0:
+            what = "no qcow2 image in dom0's filesystem" if c.status == 3 else \
+                f"qemu-nbd could not open the qcow2 image: {(c.stderr.strip() or c.stdout.strip())[-250:]}"
+            return {"mount_error": what}
+        try:
+            return verify_on(shell, NBD, workload, seed, params)
+        finally:
+            shell.run(["qemu-nbd", "--disconnect", NBD], check=False, timeout=60)
+    finally:
+        shell.run(["umount", outer], check=False, timeout=120)

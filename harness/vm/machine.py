@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,8 @@ class QemuMachine:
         LOG.debug("launching %s", self.argv)
         self._qemu_log_file = open(self.qemu_log, "ab")  # noqa: SIM115 - closed in _post_shutdown()
         self._proc = _spawn(self.argv, self._qemu_log_file, self.spec.incoming_fd)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         try:
             self._qmp.accept(timeout=30)
         except Exception as exc:
@@ -252,6 +255,8 @@ class QemuMachine:
             self._post_shutdown()
 
     def _post_shutdown(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         if self._qmp is not None:
             with contextlib.suppress(Exception):   # closing a dead connection
                 self._qmp.close()
@@ -286,6 +291,22 @@ def _wait_migrated(machine: QemuMachine, t0: float, timeout: float) -> None:
 
 def host_port_in_use_error(qemu_log: Path) -> bool:
     return "Could not set up host forwarding rule" in tail(qemu_log, 20)
+
+
+_LIVE: set[QemuMachine] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> int:
+    """SIGKILL every QEMU this process started and has not stopped yet: on an interrupt, the
+    machines other threads own (campaign lanes) stop at once and their owners' cleanup runs."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for m in live:
+        m.killed_on_purpose = True
+        if m._proc is not None and m._proc.poll() is None:
+            m._proc.kill()
+    return len(live)
 
 
 def launch_on_free_port(make_spec: Callable[[int], MachineSpec], log_dir: Path, name: str, attempts: int = 3,
