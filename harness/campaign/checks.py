@@ -25,6 +25,7 @@ from ..verify.batch import LogView, StateJob, verify_states
 from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier, VerifyJob
 from ..verify.oracle import Verdict, judge
+from ..vm.disks import is_blank
 from ..vm.kernlog import evidence
 from .kit import Kit
 
@@ -52,12 +53,12 @@ MAX_STATE_LINES = 20      # failing states named in the record (all of them: sta
 
 
 def verify_image(verifier: Verifier, image: Path, job: VerifyJob, out_dir: Path, acks: Sequence[Ack],
-                 cut_t: float, it: IterationDir, own: bool = False) -> Verdict:
+                 cut_t: float, it: IterationDir, own: bool = False, issued: int | None = None) -> Verdict:
     """Verify one crash image, judge it, write its verify.json and verdict.json."""
     report = verifier.verify(image, job, out_dir)
     logs = [*it.kernel_logs(), *report.kernel_logs]
     verdict = judge(job.workload.name, list(acks), report.data, cut_t=cut_t, seed=job.seed,
-                    kernel_lines=evidence(logs))
+                    kernel_lines=evidence(logs), issued=issued)
     it.write_verification(out_dir, report.data, verdict.to_json(), own=own)
     return verdict
 
@@ -89,7 +90,7 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
             raise VerifyError(f"the fast and reboot verifiers disagree: {by_path}")
     lost, violations = first.lost_acked, [v.line() for v in first.violations]
     states: list[StateRecord] = []
-    counts = {"generated": 0, "distinct": 0}
+    counts: dict[str, Any] = {"generated": 0, "distinct": 0}
     if cfg.disk_cache == DiskCache.VOLATILE:
         t1 = time.monotonic()
         states, counts = check_states(plan, kit, it, outcome, job, paths[0], say)
@@ -109,7 +110,7 @@ PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 
 
 
 def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, job: VerifyJob,
-                 path: VerifyPath, say: Progress) -> tuple[list[StateRecord], dict[str, int]]:
+                 path: VerifyPath, say: Progress) -> tuple[list[StateRecord], dict[str, Any]]:
     """Every crash state the write log allows (``crash.states``), each distinct one verified once
     (batched in the fast verifier; else one image at a time) and every one judged with its own
     acks; any violation in any state is a loss. Returns the records and the counts."""
@@ -156,8 +157,9 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
             img.unlink()
     out = [judged(st, reports[st.key]) for st in sp.states]
     failing = [r for r in out if not r.ok]
-    counts = {**sp.summary(), "log_entries": len(log.entries), "flushes": len(log.flushes()),
-              "workload_start_entry": outcome.start_entry, "failing": len(failing)}
+    counts: dict[str, Any] = {**sp.summary(), "log_entries": len(log.entries), "flushes": len(log.flushes()),
+              "workload_start_entry": outcome.start_entry, "failing": len(failing),
+              "base": "blank" if is_blank(base) else str(base), "issued": issued}
     it.write_states(counts, [r.to_json() for r in out], evidence(it.kernel_logs()) if failing else [])
     if base.parent == it.states:
         base.unlink()

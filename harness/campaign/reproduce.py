@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Reset, StackConfig, TortureConfig, VerifyPath
+from ..crash import writelog
 from ..crash.plan import CutPlan, IterationPlan
+from ..crash.states import CrashState, build
 from ..errors import ConfigError
 from ..images import ImageStore
 from ..progress import Progress
 from ..report.records import IterationRecord
 from ..report.rundir import IterationDir, RunDir
 from ..verify.oracle import Verdict
+from ..vm.disks import make_dut
 from .checks import job_for, verify_image
 from .iteration import run_iteration
 from .kit import Kit
@@ -56,6 +59,46 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
     same = [v["kind"] + v["what"] + v["found"] for v in old["violations"]] == \
            [v.kind + v.what + v.found for v in verdict.violations]
     return Reverified(plan.name, verdict, same, out)
+
+
+def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], progress: Progress) -> list[Reverified]:
+    """Rebuild one crash state of the volatile model from its recipe (the run's base disk and
+    write log, ``states/states.json``) and verify it again by each of ``paths``; each verdict is
+    compared with the recorded one."""
+    plan = load_plan(it)
+    recorded = {s["name"]: s for s in it.read_states().get("states", [])}
+    if name not in recorded:
+        near = ", ".join(sorted(n for n in recorded if not recorded[n]["ok"])[:5]) or "none failed"
+        raise ConfigError(f"no crash state {name!r} in {it.states}", hint=f"failing states: {near}")
+    if not it.write_log.exists():
+        raise ConfigError(f"no write log in {it.path}", hint="only failing iterations keep it; use --keep-images")
+    meta = it.read_states()["log"]
+    state = CrashState.from_recipe(recorded[name]["recipe"])
+    out = it.path / f"reproduce-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True)
+    base = out / "base.img"
+    if meta.get("base", "blank") == "blank":
+        make_dut(base, plan.cfg.stack.dut_size_mib)
+    else:
+        base = Path(meta["base"])
+        if not base.exists():
+            raise ConfigError(f"the run's base disk {base} is gone", hint="it lives in the snapshot cache")
+    image = build(writelog.parse(it.write_log), base, state, out / "crash.img")
+    progress(f"rebuilt crash state {name} of {plan.name} ({len(state.positions)} log entries) in {image}")
+    acks = it.read_acks()[:state.required]
+    cfg = dataclasses.replace(plan.cfg, canary=False, verify=VerifyPath.FAST, reset=Reset.BOOT)
+    store = ImageStore()
+    results = []
+    with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
+        for path in paths:
+            progress(f"verifying it by {'a full reboot' if path == VerifyPath.REBOOT else 'the fast verifier'}")
+            verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan),
+                                   out / path.value, acks, it.read_cut().cut_t, it, issued=meta.get("issued"))
+            lines = [v.line() for v in verdict.violations]
+            same = verdict.ok == recorded[name]["ok"] and lines[:len(recorded[name]["violations"])] == \
+                recorded[name]["violations"]
+            results.append(Reverified(f"{plan.name} {name} ({path.value})", verdict, same, out))
+    return results
 
 
 @dataclass(frozen=True)

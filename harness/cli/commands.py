@@ -250,8 +250,17 @@ def cmd_reproduce(args: Args) -> int:
     if other and not args.rerun:
         raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel and --stock apply to --rerun only",
                           hint="add --rerun, or drop them")
+    if args.state and args.rerun:
+        raise ConfigError("--state re-verifies one recorded crash state; --rerun runs the iteration again",
+                          hint="use one of them")
+    if args.state:
+        mode = VerifyPath(args.verify or "both")
+        paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
+        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress))
     if not args.rerun:
-        return _reverify(it, VerifyPath(args.verify))
+        mode = VerifyPath(args.verify or "reboot")
+        paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
+        return _print_reverified([reproduce.reverify(it, p, progress) for p in paths])
     stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
                                   debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
                                   kernel.resolve(args.domu_initrd), args.stock)
@@ -270,21 +279,21 @@ def _rerun(it: IterationDir, stack: StackConfig) -> int:
     return status_exit(r.record.status)
 
 
-def _reverify(it: IterationDir, path: VerifyPath) -> int:
-    r = reproduce.reverify(it, path, progress)
-    v = r.verdict
-    print(f"{r.name}: {'LOSS' if not v.ok else 'PASS'} acked={v.acked} lost={v.lost_acked}; "
-          f"same verdict as recorded: {'yes' if r.same else 'NO'}")
-    for x in v.violations:
-        print(f"  {x.line()}")
-    if not r.same:
-        return ExitCode.DIFFERENT
-    return ExitCode.CLEAN if v.ok else ExitCode.LOSS
+def _print_reverified(results: list[reproduce.Reverified]) -> int:
+    codes = []
+    for r in results:
+        v = r.verdict
+        print(f"{r.name}: {'LOSS' if not v.ok else 'PASS'} acked={v.acked} lost={v.lost_acked}; "
+              f"same verdict as recorded: {'yes' if r.same else 'NO'}")
+        for x in v.violations[:10]:
+            print(f"  {x.line()}")
+        codes.append(ExitCode.DIFFERENT if not r.same else ExitCode.CLEAN if v.ok else ExitCode.LOSS)
+    return max(codes)
 
 
 def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
-                            cut_acks=args.cut_acks, modes=args.modes, stack=_stack_config(args))
+                            cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=_stack_config(args))
     cfg.validate()
     run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
     result = bench.run_bench(cfg, run_dir, progress, versions(images, cfg.stack))

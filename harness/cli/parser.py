@@ -204,8 +204,12 @@ def _reproduce(sub: Sub) -> None:
                                    "and judge again; the verdict should match the recorded one.",
                        epilog=EXIT_CODES_HELP)
     r.add_argument("iteration", metavar="RUN/iterations/iter-NNNN", help="an iteration directory")
-    r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value), default="reboot",
-                   help="re-verify by a full reboot of the stack (default) or with the fast verifier VM")
+    r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value, VerifyPath.BOTH.value),
+                   help="re-verify by a full reboot of the stack, with the fast verifier VM, or both (default: "
+                        "reboot; with --state both)")
+    r.add_argument("--state", metavar="NAME",
+                   help="volatile model: rebuild this crash state (e.g. flush-62+1, from states/states.json) from "
+                        "the run's base disk and write log, and verify it alone")
     r.add_argument("--rerun", action="store_true",
                    help="instead, run the iteration again from scratch with its config, seed and cut plan; "
                         "both verdicts are printed side by side")
@@ -220,17 +224,21 @@ def _reproduce(sub: Sub) -> None:
 
 
 def _bench(sub: Sub) -> None:
-    bn = sub.add_parser("bench", help="baseline (full reboots) vs fast path (snapshot + fast verifier), side by side",
-                        description="Run the same workload, fault and seed twice: the baseline (a full boot per "
-                                    "crash run and a full reboot per verification) and the fast path (snapshot "
-                                    "reset, fast verifier). Prints seconds per iteration, iterations per hour, "
-                                    "verified crash states per hour and the ratio. See docs/performance.md.")
+    bn = sub.add_parser("bench", help="baseline, fast path and every-flush crash states, side by side",
+                        description="Run the same workload, fault and seed in each mode: baseline (a full boot per "
+                                    "crash run and a full reboot per verification), fast (snapshot reset, fast "
+                                    "verifier) and states (the fast path with the volatile disk-cache model: every "
+                                    "flush a crash state, verified in one batch). Prints seconds per iteration, "
+                                    "iterations per hour, distinct verified crash states per hour and the ratios. "
+                                    "See docs/performance.md.")
     bn.add_argument("--workload", default="append", choices=workloads.WORKLOADS.names(),
                     help="workload (default append)")
     bn.add_argument("--fault", default="none", choices=faults.FAULTS.names(), help="fault (default none)")
     _sample_options(bn, 1, "campaign seed, the same for both modes (default 1)")
-    bn.add_argument("--modes", type=comma_list, default=("baseline", "fast"),
-                    help="comma-separated: baseline, fast (default both)")
+    bn.add_argument("--modes", type=comma_list, default=("baseline", "fast", "states"),
+                    help="comma-separated: baseline, fast, states (default all three)")
+    bn.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
+                    help="lanes per campaign, as in torture (default 1)")
     _run_dir(bn, "bench")
     bn.add_argument("--json", action="store_true", help="print the result as JSON")
     _stack_options(bn)

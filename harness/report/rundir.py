@@ -128,6 +128,11 @@ class IterationDir:
         write_json(self.result, record.to_json())
 
     # --- reading ----------------------------------------------------------------------
+    def read_states(self) -> dict[str, Any]:
+        """states/states.json ({} if the iteration had no volatile crash states)."""
+        f = self.states / "states.json"
+        return read_json(f) if f.exists() else {}
+
     def read_meta(self) -> dict[str, Any]:
         if not self.meta.exists():
             raise ConfigError(f"{self.path} is not an iteration directory (no iteration.json)",

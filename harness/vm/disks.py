@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -59,3 +60,13 @@ def copy_raw(base: Path, out: Path) -> None:
         _qemu_img(["convert", "-q", "-O", "raw", str(base), str(out)], f"convert {base.name}")
     else:
         subprocess.run(["cp", "--sparse=always", str(base), str(out)], check=True)
+
+
+def is_blank(path: Path) -> bool:
+    """A raw file holding no data at all (sparse zeros): a disk under test as a run starts from it."""
+    with open(path, "rb") as f:
+        try:
+            os.lseek(f.fileno(), 0, os.SEEK_DATA)
+        except OSError:
+            return True      # ENXIO: no data anywhere
+    return False

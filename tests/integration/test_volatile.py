@@ -1,6 +1,8 @@
-"""The volatile disk-cache model on the real stack: its negative control (no fault: every crash
-state it builds passes) and its reason to exist (a disk that lies about flushes is invisible
-to the plain power cut, and caught by the model)."""
+"""The volatile disk-cache model on the real stack, every flush a crash state, verified in one
+batch by the guest kernel: its negative control (no fault: every state passes, each judged with
+the acks its flush covers), its positive controls (a disk that lies about flushes, invisible to
+the plain power cut; a state with the workload's writes taken out must fail at a flush point,
+not only at the end), and one failing state reproduced alone by both verifiers."""
 
 from __future__ import annotations
 
@@ -9,37 +11,101 @@ from pathlib import Path
 
 import pytest
 
+from harness.campaign import reproduce
 from harness.campaign.campaign import run_campaign
-from harness.config import StackConfig, TortureConfig
+from harness.catalog import workloads
+from harness.config import StackConfig, TortureConfig, VerifyPath
+from harness.crash import writelog
+from harness.crash.run import load_acks
+from harness.crash.states import plan_states
 from harness.report import summary as report
+from harness.report.rundir import IterationDir
+from harness.verify.batch import LogView, StateJob, verify_states
+from harness.verify.fast import FastVerifier
+from harness.verify.guest import VerifyJob
+from harness.verify.oracle import judge
+from harness.vm.disks import make_dut
 
 pytestmark = pytest.mark.stack
 
 
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 1), seed=20261126, canary=False, cut_acks=(30, 80),
-                        crash_subsets=2, flush_points=2, stack=StackConfig(), **kw)
+                        stack=StackConfig(), **kw)
     return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
 
 
-def test_volatile_model_negative_control(images, tmp_path):
-    s = _campaign(tmp_path, "neg", workload="append", fault="none", disk_cache="volatile", iterations=2)
+def _states(summary, it) -> dict:
+    return json.loads(Path(summary["run_dir"], "iterations", it["name"], "states", "states.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def clean(images, tmp_path_factory):
+    """Two clean iterations, every flush point checked; the images kept for the tamper test."""
+    return _campaign(tmp_path_factory.mktemp("volatile"), "neg", workload="append", fault="none",
+                     disk_cache="volatile", iterations=2, keep_images=True)
+
+
+def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
+    s = clean
     assert s["counts"] == {"pass": 2, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
     for it in s["iterations"]:
-        names = [st["name"] for st in it["states"]]
-        assert names[0] == "worst" and any(n.startswith("flush-") for n in names), names
-        assert it["crash_states"] == 1 + len(names) >= 3
-        states = json.loads(Path(s["run_dir"], "iterations", it["name"], "states", "states.json").read_text())
-        assert states["log"]["flushes"] > 0 and states["log"]["workload_start_entry"] > 0
+        st = _states(s, it)
+        log = st["log"]
+        flush_states = [x for x in st["states"] if "+" not in x["name"]]
+        # one state per flush of the workload (each fsync flushes at least once), plus the one before it
+        assert len(flush_states) > it["acked"] and flush_states[0]["name"].startswith("flush-")
+        assert log["generated"] == len(st["states"]) and log["distinct"] <= log["generated"]
+        assert it["crash_states"] == 1 + log["distinct"] and it["states_generated"] == 1 + log["generated"]
+        assert all(x["ok"] for x in st["states"])
+        required = [x["recipe"]["required"] for x in flush_states]
+        assert required == sorted(required) and required[0] == 0 and required[-1] == it["acked"]
+        assert any(0 < r < it["acked"] for r in required)      # earlier flushes require earlier acks
 
 
-def test_a_lying_disk_is_caught_only_with_the_volatile_model(images, tmp_path):
+def test_a_state_missing_the_workload_writes_fails_at_its_flush(clean, images, tmp_path):
+    """Positive control of the batch verifier and of the per-flush oracle: take the workload's
+    writes out of the log up to a middle flush; that state must lose its required acks, and
+    the same state untouched must pass."""
+    it_rec = clean["iterations"][0]
+    it = IterationDir(Path(clean["run_dir"], "iterations", it_rec["name"]))
+    log = writelog.parse(it.write_log)
+    acks = load_acks(it.acks)
+    start = json.loads((it.path / "cut.json").read_text())["workload_start_entry"]
+    plan = plan_states(log, acks, 1, 0, -1, start)
+    mid = next(st for st in plan.states if st.required >= len(acks) // 2)
+    entries = [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in log.entries]
+    gutted = [[s, n, writelog.MARK, 0, 0] if start <= i <= mid.flush and log.entries[i].is_write else [s, n, f, o, d]
+              for i, (s, n, f, o, d) in enumerate(entries)]
+    meta = it.read_meta()
+    job = VerifyJob(workloads.get("append"), meta["seed"], {"record_size": 512, "sync": "fsync"})
+    recorded_base = _states(clean, it_rec)["log"]["base"]
+    base = tmp_path / "base.img"
+    if recorded_base == "blank":
+        make_dut(base, StackConfig().dut_size_mib)
+    else:
+        base = Path(recorded_base)
+    with FastVerifier(tmp_path / "verifier", images.pair().domu, images) as fv:
+        reports = {}
+        for name, view in (("intact", entries), ("gutted", gutted)):
+            res = list(verify_states(fv, base, LogView(log.path, log.sectorsize, view), [StateJob(mid.flush)], job,
+                                     tmp_path / name))
+            reports[name] = judge("append", acks[:mid.required], res[0].report, issued=len(acks) + 1)
+    assert reports["intact"].ok, reports["intact"].violations
+    assert not reports["gutted"].ok and reports["gutted"].lost_acked == mid.required
+
+
+def test_a_lying_disk_is_caught_only_with_the_volatile_model_and_its_state_reproduces(images, tmp_path):
     plain = _campaign(tmp_path, "plain", workload="append", fault="disk-lies", disk_cache="none")
     assert plain["counts"]["pass"] == 1, report.table(plain)      # the host kept every write: invisible
     model = _campaign(tmp_path, "model", workload="append", fault="disk-lies", disk_cache="volatile")
     assert model["counts"]["loss"] == 1, report.table(model)
     it = model["iterations"][0]
-    worst = it["states"][0]
-    assert worst["name"] == "worst" and not worst["ok"] and worst["lost_acked"] == it["acked"]
+    failing = it["states"][0]          # no flush ever reached the disk: the state before the workload
+    assert failing["name"] == "no-flush" and not failing["ok"] and failing["lost_acked"] == it["acked"]
     assert Path(it["crash_image"]).exists()
     assert Path(s := model["run_dir"], "iterations", it["name"], "dut-writes.log").exists(), s
+    # that one state, rebuilt from its recipe and verified alone, by both verifiers
+    itdir = IterationDir(Path(model["run_dir"], "iterations", it["name"]))
+    again = reproduce.reverify_state(itdir, "no-flush", (VerifyPath.FAST, VerifyPath.REBOOT), print)
+    assert [(r.verdict.ok, r.verdict.lost_acked, r.same) for r in again] == [(False, it["acked"], True)] * 2

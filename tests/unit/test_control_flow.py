@@ -581,3 +581,65 @@ def test_stale_up_record_is_a_usage_error_and_is_removed(tmp_path):
     line = _one_line_usage_error(xdh(["ssh", "dom0", "--", "true"], tmp_path))
     assert "the recorded stack is gone" in line
     assert not (tmp_path / "cache" / "up.json").exists()
+
+
+# --- the pipeline: crash i+1 beside check i; lanes --------------------------------------------
+def _timed_stages(fake_stages, monkeypatch, check_seconds=0.3):
+    """Fakes whose crash and check phases log (event, iteration, thread) in order; the check is slow."""
+    import threading
+    import time as _time
+    crashes = fake_stages(verdicts)
+    events: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+    run, check = crashes.run_until_cut, crashes.check_outcome
+
+    def logged(kind, name):
+        with lock:
+            events.append((kind, name, threading.current_thread().name))
+
+    def run_until_cut(cfg, seed, plan, paths, *a, **kw):
+        logged("crash", paths.dut.parent.name)
+        return run(cfg, seed, plan, paths, *a, **kw)
+
+    def check_outcome(plan, kit, it, outcome, say):
+        logged("check-start", it.path.name)
+        _time.sleep(check_seconds)
+        logged("check-end", it.path.name)
+        return check(plan, kit, it, outcome, say)
+    monkeypatch.setattr("harness.campaign.iteration.run_until_cut", run_until_cut)
+    monkeypatch.setattr("harness.campaign.iteration.check_outcome", check_outcome)
+    return events
+
+
+def test_the_next_crash_runs_beside_the_last_check(fake_stages, monkeypatch, tmp_path):
+    events = _timed_stages(fake_stages, monkeypatch)
+    cfg = TortureConfig(iterations=3, seed=7, canary=False)
+    result = run_campaign(cfg, tmp_path / "run", lambda m: None, versions={})
+    assert [r.name for r in result.iterations] == ["iter-0000", "iter-0001", "iter-0002"]
+    order = [(k, n) for k, n, _ in events]
+    # iteration 1 crashed while iteration 0 was being checked, on another thread
+    assert order.index(("crash", "iter-0001")) < order.index(("check-end", "iter-0000"))
+    assert {t for k, _, t in events if k == "crash"} != {t for k, _, t in events if k == "check-start"}
+    assert result.summary["counts"]["pass"] == 3
+
+
+def test_lanes_share_the_iterations_and_report_them_in_order(fake_stages, monkeypatch, tmp_path):
+    events = _timed_stages(fake_stages, monkeypatch, check_seconds=0.05)
+    cfg = TortureConfig(iterations=5, seed=7, canary=False, jobs=2)
+    result = run_campaign(cfg, tmp_path / "run", lambda m: None, versions={})
+    assert [r.index for r in result.iterations] == [0, 1, 2, 3, 4]
+    lanes = {n: t for k, n, t in events if k == "crash"}
+    assert lanes["iter-0000"] == lanes["iter-0002"] == lanes["iter-0004"] != lanes["iter-0001"] == lanes["iter-0003"]
+    assert len(FakeVerifier.instances) == 2 and all(v.stopped for v in FakeVerifier.instances)
+
+
+def test_an_interrupt_during_the_next_crash_still_records_the_checked_iteration(fake_stages, tmp_path):
+    def script(cfg, name):
+        return "sigint" if name == "iter-0001" else "pass"
+    fake_stages(script)
+    cfg = TortureConfig(iterations=3, seed=7, canary=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(cfg, tmp_path / "run", lambda m: None, versions={})
+    s = _read(tmp_path / "run" / "summary.json")
+    assert [(i["name"], i["status"]) for i in s["iterations"]] == [("iter-0000", "pass")]
+    assert _read(tmp_path / "run" / "iterations" / "iter-0001" / "result.json")["error"] == "interrupted"

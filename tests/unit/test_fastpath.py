@@ -82,21 +82,26 @@ def test_verify_argv_names_the_device():
     assert argv[argv.index("--device") + 1] == "/dev/sda" and "--ops" not in argv
 
 
-def _summary(totals, statuses, setup=None):
-    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}} for t, st in zip(totals, statuses, strict=True)]
+def _summary(totals, statuses, setup=None, states=None):
+    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}, "crash_states": n, "states_generated": n + 1}
+           for t, st, n in zip(totals, statuses, states or [1] * len(totals), strict=True)]
     return {"iterations": its, "setup_seconds": setup or {}}
 
 
 def test_bench_figures_and_ratio():
     base = bench.mode_figures(_summary([180, 160], ["pass", "pass"]), wall=340)
     fast = bench.mode_figures(_summary([12, 8], ["pass", "error"], {"snapshot": 90, "verifier": 30}), wall=140)
-    assert base["iterations_per_hour"] == 21.2 and base["mean_iteration_seconds"] == 170.0
-    assert fast["mean_iteration_seconds"] == 10.0 and fast["iterations_per_hour"] == 360.0
+    states = bench.mode_figures(_summary([40, 50], ["pass", "pass"], {"verifier": 1}, [300, 500]), wall=61)
+    assert base["iterations_per_hour"] == 21.2 and base["seconds_per_iteration"] == 170.0
+    assert fast["seconds_per_iteration"] == 10.0 and fast["iterations_per_hour"] == 360.0   # wall minus setup
     assert fast["verified"] == 1 and fast["verified_states_per_hour"] == 180.0   # an error verifies nothing
-    r = bench.ratios({"baseline": base, "fast": fast})
-    assert r["steady"] == round(360.0 / base["iterations_per_hour"], 1)
-    assert r["incl_setup"] == round(fast["iterations_per_hour_incl_setup"] / base["iterations_per_hour_incl_setup"], 1)
-    assert "ratio fast/baseline" in bench.table({"modes": {"baseline": base, "fast": fast}, "ratio": r})
+    assert states["states_verified"] == 800 and states["verified_states_per_hour"] == 48000.0
+    assert states["states_generated"] == 802
+    r = bench.ratios({"baseline": base, "fast": fast, "states": states})
+    assert r["fast/baseline"]["steady"] == round(360.0 / base["iterations_per_hour"], 1)
+    assert r["states/fast"]["steady"] == round(48000.0 / 180.0, 1)
+    text = bench.table({"modes": {"baseline": base, "fast": fast, "states": states}, "ratio": r})
+    assert "ratio fast/baseline" in text and "ratio states/fast" in text and "crash states per hour" in text
 
 
 def test_bench_rejects_unknown_modes():
