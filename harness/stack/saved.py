@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +67,26 @@ class Snapshot:
 
 def snapshots_root(store: ImageStore) -> Path:
     return store.root / "snapshots"
+
+
+def cached_or_built(store: ImageStore, key: str, build: Callable[[Path, Path], Snapshot]) -> Snapshot:
+    """The saved machine ``key`` (a stack or the fast verifier): loaded if present, else made by
+    ``build(work, final)`` in a private directory renamed into place when complete. A lock keeps
+    concurrent campaigns from building it twice."""
+    root = snapshots_root(store)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key
+    with open(root / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "snapshot.json").exists():
+            return Snapshot.load(final)
+        work = root / f".build-{key}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        snap = build(work, final)
+        snap.write(work)
+        os.rename(work, final)
+        return snap
 
 
 def check_restorable(snap: Snapshot) -> None:

@@ -24,35 +24,26 @@ kernel and hypervisor command lines, accelerator and QEMU version. Any change ma
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from ..config import StackConfig
 from ..images import ImagePair, ImageStore
 from ..progress import Progress
 from .boot import ColdBoot
-from .saved import FROZEN_DISKS, STATE_FILE, Snapshot, snapshot_key, snapshots_root
+from .saved import FROZEN_DISKS, STATE_FILE, Snapshot, cached_or_built, snapshot_key
 from .xen import make_stack
 
 
 def ensure_snapshot(stack_config: StackConfig, images: ImagePair, store: ImageStore, progress: Progress,
-                    machine: dict) -> Snapshot:
+                    machine: dict[str, Any]) -> Snapshot:
     """The snapshot for this configuration: reused if present, else booted and saved once
-    (about as long as one full boot). A lock keeps concurrent campaigns from building it twice."""
+    (about as long as one full boot)."""
     key = snapshot_key(asdict(stack_config), images, machine)
-    root = snapshots_root(store)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / key
-    with open(root / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "snapshot.json").exists():
-            return Snapshot.load(final)
-        work = root / f".build-{key}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
+
+    def build(work: Path, final: Path) -> Snapshot:
         progress(f"snapshot {key}: booting the stack once to save it (later iterations restore it)")
         t0 = time.monotonic()
         with make_stack(stack_config, work, store, work / "dut.img", ColdBoot(), progress, images) as stack:
@@ -62,8 +53,7 @@ def ensure_snapshot(stack_config: StackConfig, images: ImagePair, store: ImageSt
                         state_bytes=(work / STATE_FILE).stat().st_size, stack_info=info)
         for name in (*FROZEN_DISKS, STATE_FILE):
             (work / name).chmod(0o444)
-        snap.write(work)
-        os.rename(work, final)
         progress(f"snapshot {key}: saved in {snap.seconds_to_build:.0f} s "
                  f"(state {snap.state_bytes / 2**20:.0f} MiB, written in {snap.seconds_to_save:.1f} s)")
         return snap
+    return cached_or_built(store, key, build)

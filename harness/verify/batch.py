@@ -74,6 +74,9 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
                 if "done" in d:
                     break
                 got += 1
+                if "verify_error" in d["report"]:
+                    raise VerifyError(f"the workload's verify failed on crash state {d['id']}: "
+                                      f"{d['report']['verify_error']}")
                 yield StateResult(d["id"], d["report"], d["seconds"])
             if got < len(jobs):
                 fv.machine.check_alive() if fv.machine else None

@@ -9,10 +9,8 @@ disks, Python's modules in the page cache). After a restore its clock is set to 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import BuiltImage, ImageStore
-from ..stack.saved import STATE_FILE, Snapshot, snapshots_root
+from ..stack.saved import STATE_FILE, Snapshot, cached_or_built, snapshots_root
 
 FORMAT = "1"
 ROOT = "root.qcow2"
@@ -41,25 +39,14 @@ def save_once(store: ImageStore, key: str, image: BuiltImage,
               boot_and_save: Callable[[Path], tuple[Path, float]]) -> Snapshot:
     """The saved verifier for ``key``: reused, or ``boot_and_save(workdir)`` (which boots, saves
     the state to ``workdir/state.bin`` and returns its root overlay and the seconds it took)."""
-    root = snapshots_root(store)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / key
-    with open(root / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "snapshot.json").exists():
-            return Snapshot.load(final)
-        work = root / f".build-{key}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
+    def build(work: Path, final: Path) -> Snapshot:
         t0 = time.monotonic()
         overlay, save_s = boot_and_save(work)
         shutil.move(str(overlay), work / ROOT)
-        snap = Snapshot(dir=final, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        for name in (ROOT, STATE_FILE):
+            (work / name).chmod(0o444)
+        return Snapshot(dir=final, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         seconds_to_build=round(time.monotonic() - t0, 1), seconds_to_save=round(save_s, 1),
                         state_bytes=(work / STATE_FILE).stat().st_size,
                         stack_info={"versions": {"images": {"domu": image.digest}}})
-        for name in (ROOT, STATE_FILE):
-            (work / name).chmod(0o444)
-        snap.write(work)
-        os.rename(work, final)
-        return snap
+    return cached_or_built(store, key, build)
