@@ -65,8 +65,14 @@ def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) ->
 def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
              finished: Callable[[IterationRecord], None]) -> None:
     """One lane: the crash run of iteration i+1 beside the verification of iteration i (the
-    stack and the verifier are two VMs, one core each). On an interrupt the verifiers stop at
-    once (the check under way ends with them) and the interrupt goes on up."""
+    stack and the fast verifier are two VMs, about a core each). On an interrupt the verifiers
+    stop at once (the check under way ends with them) and the interrupt goes on up. A reboot
+    verification is a second whole stack: it runs in turn, not beside (measured: two stacks
+    at once under TCG on 2 cores take longer than one after the other)."""
+    if cfg.verify_mode() != VerifyPath.FAST:
+        for idx in indices:
+            finished(run_iteration(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress))
+        return
     pool = ThreadPoolExecutor(1, thread_name_prefix="check")
     pending: Future[IterationRecord] | None = None
     try:
