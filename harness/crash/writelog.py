@@ -3,12 +3,9 @@
 The disk under test can be recorded by QEMU's ``blklogwrites`` filter, which writes the
 dm-log-writes format (the one fstests' ``replay-log`` reads): every write with its data and
 every flush, in completion order. A disk with a volatile write cache may lose, at a power
-cut, any write it has not been told to flush. So from one recorded run we can build:
-
-  - ``worst``: the state at the last completed flush (everything after it lost);
-  - ``subset-N``: the last flush's state plus a seeded random subset of the writes issued
-    after it (CrashMonkey's rule: earlier epochs whole, a random subset of the last);
-  - ``flush-N``: the state at earlier flush points, for invariants that need no ack.
+cut, any write it has not been told to flush. So one recorded run yields a crash state at
+every flush, and subsets of the writes after each (``states.py`` plans them and says which
+acks each must hold).
 
 Why blklogwrites rather than nbdkit's ``cache`` filter: it is built into the QEMU we already
 run (no extra process on the data path, no NBD socket), it records *which* writes a flush

@@ -182,8 +182,9 @@ def markdown(data: dict, command: str = "") -> str:
                    f"{r.get('crash_states', 0)} | {_fmt(r.get('fsyncs_per_s'))} | {_fmt(r.get('p50_us'))} | "
                    f"{_fmt(r.get('p99_us'))} | {'; '.join(notes).replace('|', '/')} |")
     out += ["", "Canary: drop-flush on append, one per (backend, disk cache), verified by the fast verifier and "
-            "a full reboot. Crash states: the cut, plus with the volatile model the state at the last flush, "
-            "random subsets of the later writes and earlier flush points. fsync/s and latencies are measured in "
+            "a full reboot. Crash states: the cut, plus with the volatile model every flush state of the write log "
+            "(or --flush-points of them) and subsets of each epoch's writes, deduplicated; the count is of "
+            "distinct states verified. fsync/s and latencies are measured in "
             "the guest (median of iterations; percentiles over every ack of the cell).", ""]
     return "\n".join(out)
 
