@@ -533,6 +533,10 @@ BAD_INPUT = [
     (["torture", "--workload", "direct", "--fault", "nobarrier"], "needs a filesystem"),   # a combination
     (["reproduce", EMPTY], "is not an iteration directory"),
     (["reproduce", "{tmp}/broken-iter"], "is not readable JSON"),
+    (["reproduce", EMPTY, "--state", "flush-3", "--rerun"], "--state re-verifies one recorded crash state"),
+    (["torture", "--jobs", "0"], "argument --jobs: 0 is too small"),
+    (["torture", "--jobs", "65"], "--jobs 65: must be 1..64"),
+    (["bench", "--modes", "fast,turbo"], "unknown bench mode 'turbo'"),
     (["report", "merge", EMPTY], "has no summary.json"),
     (["report", "merge", "{tmp}/future-run"], "has schema 99, newer than this xdh"),
     (["compare", "--report-from", EMPTY, "--run-dir", "{tmp}/out"], "is not an xdh compare run directory"),
