@@ -7,6 +7,7 @@ campaign, compare and CLI code around them runs unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -204,6 +205,7 @@ class FakeQMP:
         self.path = Path(path)
         self.closed = False
         self.commands: list[str] = []
+        self.loop = asyncio.get_event_loop()      # what qemu.qmp's sync shim binds itself to
         FakeQMP.instances.append(self)
 
     def accept(self, timeout: float | None = None) -> None:

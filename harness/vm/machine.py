@@ -9,6 +9,7 @@ even if the harness is SIGKILLed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -89,6 +90,7 @@ class QemuMachine:
         self._sock_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._qmp: QEMUMonitorProtocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._qemu_log_file: BinaryIO | None = None
         self.argv: list[str] = []
         self.killed_on_purpose = False
@@ -127,6 +129,10 @@ class QemuMachine:
         # unix socket paths are limited to 108 bytes: keep the socket in a short tmp dir
         self._sock_dir = Path(tempfile.mkdtemp(prefix="xdh-qmp-"))
         qmp_path = self._sock_dir / "qmp.sock"
+        # qemu.qmp's sync shim runs on the thread's current event loop; a loop of its own per machine
+        # lets two threads drive two machines at once (the crash run beside the verifier)
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
         self.argv = build_argv(self.spec, qmp_path, self.serial_log)
         (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
@@ -261,6 +267,9 @@ class QemuMachine:
             with contextlib.suppress(Exception):   # closing a dead connection
                 self._qmp.close()
             self._qmp = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         if self._qemu_log_file is not None:
             self._qemu_log_file.close()
             self._qemu_log_file = None

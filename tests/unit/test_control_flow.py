@@ -235,6 +235,20 @@ def test_interrupt_during_qemu_launch_propagates_and_leaves_nothing(fake_qemu, t
     assert signal.getsignal(signal.SIGTERM).__module__ == "harness.cleanup"
 
 
+def test_each_machine_has_its_own_event_loop(fake_qemu, tmp_path):
+    """qemu.qmp's sync shim runs on the event loop current at its creation: two machines driven
+    from two threads (the crash run beside the verifier) must not share one ("This event loop
+    is already running")."""
+    machines = [QemuMachine(_spec(tmp_path, 2222 + n), tmp_path / f"logs{n}") for n in range(2)]
+    for m in machines:
+        m.launch()
+    a, b = FakeQMP.instances
+    assert a.loop is not b.loop and not a.loop.is_closed()
+    for m in machines:
+        m.shutdown()
+    assert a.loop.is_closed() and b.loop.is_closed()
+
+
 def test_sigterm_during_cleanup_does_not_stop_the_cleanup(fake_qemu, tmp_path):
     install_signal_handlers()
     FakeQMP.on_accept = staticmethod(sigterm_self)
