@@ -50,6 +50,14 @@ def _child_setup() -> None:
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+def _fresh_loop() -> asyncio.AbstractEventLoop:
+    """qemu.qmp's sync shim binds the thread's current event loop: one per machine, so that two
+    threads can drive two machines at once (the crash run beside the verifier)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
 def _spawn(argv: list[str], log: BinaryIO, incoming_fd: int | None) -> subprocess.Popen[bytes]:
     """QEMU in its own session (Ctrl-C reaches us, not QEMU), dying with us (_child_setup)."""
     pass_fds = () if incoming_fd is None else (incoming_fd,)
@@ -129,10 +137,7 @@ class QemuMachine:
         # unix socket paths are limited to 108 bytes: keep the socket in a short tmp dir
         self._sock_dir = Path(tempfile.mkdtemp(prefix="xdh-qmp-"))
         qmp_path = self._sock_dir / "qmp.sock"
-        # qemu.qmp's sync shim runs on the thread's current event loop; a loop of its own per machine
-        # lets two threads drive two machines at once (the crash run beside the verifier)
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
+        self._loop = _fresh_loop()
         self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
         self.argv = build_argv(self.spec, qmp_path, self.serial_log)
         (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
