@@ -106,6 +106,7 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
                    1 + counts["generated"])
 
 
+STATES_PROGRESS_SECONDS = 30.0   # a line about a long batch at most this often
 PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 layout) verify by default
 
 
@@ -143,10 +144,15 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
         fast = kit.verifier(path, cfg.effective_stack())
         assert isinstance(fast, FastVerifier)
         jobs = [StateJob(st.flush, st.extra) for st in sp.distinct]
+        say(f"crash states: {len(sp.states)} from {len(log.flushes())} flushes, {len(jobs)} distinct, verifying")
+        last_said = time.monotonic()
         for res in verify_states(fast, base, view, jobs, job, it.states):
             st = sp.distinct[res.index]
             reports[st.key] = res.report
             judged(st, res.report)      # reported as soon as the guest has it
+            if time.monotonic() - last_said > STATES_PROGRESS_SECONDS:
+                last_said = time.monotonic()
+                say(f"crash states: {res.index + 1} of {len(jobs)} verified")
     else:
         verifier = kit.verifier(path, cfg.effective_stack())
         for st in sp.distinct:
