@@ -79,20 +79,24 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
         for idx in indices:
             crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
             if pending is not None:
-                done, pending = pending, None
-                finished(done.result())
+                r = pending.result()
+                pending = None
+                finished(r)
             pending = pool.submit(check_phase, crashed, kit, progress)
         if pending is not None:
-            done, pending = pending, None
-            finished(done.result())
+            r = pending.result()
+            pending = None
+            finished(r)
     except BaseException:
-        kit.stop()
+        # SIGKILL only: a QMP quit from this thread would race the checker's QMP on the verifier
+        kill_all()
         if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
             r = pending.result()
             if r.status not in (Status.PASS, Status.LOSS):
                 r = dataclasses.replace(r, status=Status.ERROR, error="interrupted")
                 run.iteration(r.index).write_result(r)
             finished(r)
+        kit.stop()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
