@@ -218,3 +218,14 @@ def test_an_earlier_crash_state_allows_every_issued_op_but_requires_only_its_ack
     assert check_replace(two, rep, issued=5) == []
     assert [v.kind for v in check_replace(two, rep, issued=4)] == ["unexpected"]
     assert [v.kind for v in check_replace(two, {"exists": True, "state": "ok", "version": 1}, issued=5)] == ["stale"]
+
+
+def test_a_database_before_its_table_was_created_is_empty_not_corrupt():
+    """An earlier crash state of sqlite (found by the batch): the file exists, the CREATE TABLE
+    had not committed. Nothing required: no violation; acks required: they are lost."""
+    report = {"exists": True, "error": "no such table: t", "integrity": None, "ids": [], "bad": []}
+    assert judge("sqlite", [], report).violations == []
+    v = judge("sqlite", [Ack("0", 1.0), Ack("1", 2.0)], report)
+    assert [x.kind for x in v.violations] == ["lost"] and v.lost_acked == 2
+    corrupt = {"exists": True, "error": "database disk image is malformed", "integrity": None, "ids": [], "bad": []}
+    assert [x.kind for x in judge("sqlite", [], corrupt).violations] == ["integrity"]
