@@ -75,18 +75,19 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="check")
     pending: Future[IterationRecord] | None = None
+
+    def collect() -> None:
+        nonlocal pending
+        if pending is not None:
+            r = pending.result()    # an interrupt while waiting leaves it pending: handled below
+            pending = None
+            finished(r)
     try:
         for idx in indices:
             crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
-            if pending is not None:
-                r = pending.result()
-                pending = None
-                finished(r)
+            collect()
             pending = pool.submit(check_phase, crashed, kit, progress)
-        if pending is not None:
-            r = pending.result()
-            pending = None
-            finished(r)
+        collect()
     except BaseException:
         # SIGKILL only: a QMP quit from this thread would race the checker's QMP on the verifier
         kill_all()

@@ -139,8 +139,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
                            "" if first_of[st.key] == st.name else first_of[st.key])
 
     if batched:
-        view = LogView(log.path, log.sectorsize,
-                       [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in log.entries])
+        view = LogView(log.path, log.sectorsize, log.rows())
         fast = kit.verifier(path, cfg.effective_stack())
         assert isinstance(fast, FastVerifier)
         jobs = [StateJob(st.flush, st.extra) for st in sp.distinct]

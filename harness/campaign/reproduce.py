@@ -66,13 +66,14 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
     write log, ``states/states.json``) and verify it again by each of ``paths``; each verdict is
     compared with the recorded one."""
     plan = load_plan(it)
-    recorded = {s["name"]: s for s in it.read_states().get("states", [])}
+    data = it.read_states()
+    recorded = {s["name"]: s for s in data.get("states", [])}
     if name not in recorded:
         near = ", ".join(sorted(n for n in recorded if not recorded[n]["ok"])[:5]) or "none failed"
         raise ConfigError(f"no crash state {name!r} in {it.states}", hint=f"failing states: {near}")
     if not it.write_log.exists():
         raise ConfigError(f"no write log in {it.path}", hint="only failing iterations keep it; use --keep-images")
-    meta = it.read_states()["log"]
+    meta = data["log"]
     state = CrashState.from_recipe(recorded[name]["recipe"])
     out = it.path / f"reproduce-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True)

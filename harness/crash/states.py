@@ -88,12 +88,15 @@ class _Keys:
         self.log = log
         self.sectors: dict[int, int] = {}
         self.key = 0
+        self._memo: dict[int, list[tuple[int, int]]] = {}    # an epoch's entries, hashed for its subsets
         self._f = open(log.path, "rb")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         self._f.close()
 
     def _hashes(self, i: int) -> list[tuple[int, int]]:
+        if i in self._memo:
+            return self._memo.pop(i)
         e, ss = self.log.entries[i], self.log.sectorsize
         if e.flags & DISCARD:
             data = bytes(e.nr_sectors * ss)
@@ -115,7 +118,8 @@ class _Keys:
         over: dict[int, int] = {}
         key = self.key
         for i in positions:
-            for s, h in self._hashes(i):
+            self._memo[i] = hashes = self._memo.get(i) or self._hashes(i)
+            for s, h in hashes:
                 key = (key - over.get(s, self.sectors.get(s, 0)) + h) % MOD
                 over[s] = h
         return key

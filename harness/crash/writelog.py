@@ -76,6 +76,11 @@ class WriteLog:
         f = self.flushes()
         return f[-1] if f else -1
 
+    def rows(self) -> list[list[int]]:
+        """Every entry as ``[sector, nr_sectors, flags, data_offset, data_len]``: the table
+        ``guests/xdh-replay`` applies (``verify.batch.LogView``)."""
+        return [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in self.entries]
+
     def tail_writes(self) -> list[int]:
         """Positions of the writes after the last flush (the last, unflushed epoch)."""
         return [i for i in range(self.last_flush() + 1, len(self.entries)) if self.entries[i].is_write

@@ -79,7 +79,8 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
                                       f"{d['report']['verify_error']}")
                 yield StateResult(d["id"], d["report"], d["seconds"])
             if got < len(jobs):
-                fv.machine.check_alive() if fv.machine else None
+                if fv.machine is not None:
+                    fv.machine.check_alive()       # a dead verifier says so, with its console
                 raise VerifyError(f"{PROGRAM} stopped after {got} of {len(jobs)} crash states: "
                                   f"{stream.stderr_tail() or 'no output for ' + str(int(idle_timeout)) + ' s'}")
         finally:

@@ -79,12 +79,8 @@ class FastVerifier(Lifecycle):
         machine = {"accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
                    "append": VERIFIER_ARGS, "net": VERIFIER_NET, "memory_mib": self.memory_mib}
         key = saved.verifier_key(self.image, machine)
-        snap = saved.find(self.store, key)
-        if snap is None:
-            self.progress(f"fast verifier: booting it once to save it ({key})")
-            snap = saved.save_once(self.store, key, self.image, lambda work: self._boot_and_save(choice, work))
-            self.progress(f"fast verifier saved in {snap.seconds_to_build:.0f} s "
-                          f"(state {snap.state_bytes / 2**20:.0f} MiB)")
+        snap = saved.save_once(self.store, key, self.image, lambda work: self._boot_and_save(choice, work),
+                                self.progress)
         make_overlay(snap.disk(saved.ROOT), self.run_dir / saved.ROOT)
         fd = os.open(snap.state, os.O_RDONLY)
         try:
@@ -101,6 +97,7 @@ class FastVerifier(Lifecycle):
 
     def _boot_and_save(self, choice: accel_mod.AccelChoice, work: Path) -> tuple[Path, float]:
         """A cold boot in ``work``, prepared for batches and saved there; the VM is gone after."""
+        self.progress(f"fast verifier: booting it once to save it ({work.name.removeprefix('.build-')})")
         root = work / saved.ROOT
         make_overlay(self.image.rootfs, root)
         self._launch(choice, None, work)

@@ -85,7 +85,7 @@ def test_a_state_missing_the_workload_writes_fails_at_its_flush(clean, images, t
     start = json.loads((it.path / "cut.json").read_text())["workload_start_entry"]
     plan = plan_states(log, acks, 1, 0, -1, start)
     mid = next(st for st in plan.states if st.required >= len(acks) // 2)
-    entries = [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in log.entries]
+    entries = log.rows()
     gutted = [[s, n, writelog.MARK, 0, 0] if start <= i <= mid.flush and log.entries[i].is_write else [s, n, f, o, d]
               for i, (s, n, f, o, d) in enumerate(entries)]
     meta = it.read_meta()

@@ -38,7 +38,7 @@ def test_the_guest_applies_a_log_like_the_host_builder(tmp_path):
     log = writelog.parse(p)
     base = tmp_path / "base.img"
     base.write_bytes(b"\xee" * 64 * SS)
-    entries = [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in log.entries]
+    entries = log.rows()
     guest_log = replay.Log(str(p), SS, entries)
     for st in states.plan_states(log, [], 4, 3, -1).states:
         host = states.build(log, base, st, tmp_path / "host.img").read_bytes()
