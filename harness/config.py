@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import releases
-from .catalog import backends, faults, workloads
+from .catalog import backends, faults, manifest, workloads
 from .errors import ConfigError
 from .images import devmodel, kernel
 from .images.components import Components
@@ -76,6 +76,7 @@ class StackConfig:
     release: str = releases.DEFAULT_RELEASE   # the Debian release of both guests (harness/releases.py)
     dom0_debs: tuple[str, ...] = ()   # your own .debs installed into dom0's image (absolute paths)
     domu_debs: tuple[str, ...] = ()   # ... and into the domU's
+    domu_packages: tuple[str, ...] = ()   # Debian packages the workload needs in the domU (from its manifest)
     domu_kernel: str = ""   # a kernel image from a build tree, booted instead of the domU image's (images/kernel.py)
     domu_initrd: str = ""   # its initramfs ("" = none: what it needs must be built in)
     accel: Accel = Accel.AUTO
@@ -89,12 +90,12 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "accel", _enum(Accel, self.accel, "accelerator"))
-        for key in ("dom0_debs", "domu_debs"):
+        for key in ("dom0_debs", "domu_debs", "domu_packages"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
 
     def components(self) -> Components:
         """The images this stack boots."""
-        return Components(self.release, self.dom0_debs, self.domu_debs)
+        return Components(self.release, self.dom0_debs, self.domu_debs, self.domu_packages)
 
     def completed(self) -> StackConfig:
         """This stack with what its backend needs on its release: qdisk-direct's linux-aio device
@@ -163,6 +164,13 @@ class TortureConfig:
                                    ("disk_cache", DiskCache, "disk cache model"),
                                    ("verify", VerifyPath, "verify mode")):
             object.__setattr__(self, name, _enum(enum, getattr(self, name), option))
+        if manifest.is_manifest(self.workload):
+            # your own workload: recorded by absolute path; the domU image carries its packages
+            w = workloads.get(self.workload)
+            object.__setattr__(self, "workload", w.manifest)
+            object.__setattr__(self, "stack", dataclasses.replace(self.stack, domu_packages=w.packages))
+        if manifest.is_manifest(self.fault):
+            object.__setattr__(self, "fault", faults.get(self.fault).manifest)
 
     def validate(self) -> None:
         w = workloads.get(self.workload)

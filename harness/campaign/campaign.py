@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
 from ..images import ImagePair, ImageStore
@@ -138,12 +139,14 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     cfg = cfg.resolved()
     assert cfg.seed is not None
     run = RunDir(run_dir).create()
-    run.write_config(cfg.to_json(), cfg.seed, versions)
+    w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
+    run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": w.describe()})
+    run.keep_own_files([Path(p) for p in (w.manifest, w.source, f.manifest) if p])
     indices = shard_indices(cfg.iterations, cfg.shard)
     store = ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile
     images = images or store.pair(cfg.stack.components())
-    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {cfg.workload} with fault {cfg.fault} on "
+    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {w.name} with fault {f.name} on "
              f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
              f"{cfg.verify_mode()}); run directory {run_dir}")
     t0 = time.monotonic()

@@ -57,7 +57,7 @@ def verify_image(verifier: Verifier, image: Path, job: VerifyJob, out_dir: Path,
     """Verify one crash image, judge it, write its verify.json and verdict.json."""
     report = verifier.verify(image, job, out_dir)
     logs = [*it.kernel_logs(), *report.kernel_logs]
-    verdict = judge(job.workload.name, list(acks), report.data, cut_t=cut_t, seed=job.seed,
+    verdict = judge(job.workload, list(acks), report.data, cut_t=cut_t, seed=job.seed,
                     kernel_lines=evidence(logs), issued=issued)
     it.write_verification(out_dir, report.data, verdict.to_json(), own=own)
     return verdict
@@ -130,7 +130,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
 
     def judged(st: CrashState, report: dict[str, Any]) -> StateRecord:
         nonlocal failed_once
-        v = judge(job.workload.name, list(outcome.acks[:st.required]), report, cut_t=outcome.cut_t, seed=job.seed,
+        v = judge(job.workload, list(outcome.acks[:st.required]), report, cut_t=outcome.cut_t, seed=job.seed,
                   issued=issued)
         if v.violations and not failed_once:
             failed_once = True

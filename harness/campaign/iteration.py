@@ -13,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from ..catalog import faults, workloads
 from ..config import TortureConfig
 from ..crash.plan import IterationPlan
 from ..crash.run import CrashOutcome, latency_stats, run_until_cut
@@ -138,7 +139,8 @@ def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
         overlay.unlink()   # the crash image itself is kept above
     acks = outcome.acks if outcome else ()
     return IterationRecord(
-        index=plan.index, seed=plan.seed, name=plan.name, status=status, workload=cfg.workload, fault=cfg.fault,
+        index=plan.index, seed=plan.seed, name=plan.name, status=status,
+        workload=workloads.get(cfg.workload).name, fault=faults.get(cfg.fault).name,
         backend=cfg.stack.backend, cut=plan.cut.to_json(), acked=len(acks),
         lost_acked=checked.lost_acked if checked and not failure else 0,
         violations=checked.violations if checked and not failure else [],

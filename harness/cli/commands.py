@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ from ..campaign import bench, compare, reproduce
 from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..config import StackConfig, TortureConfig, VerifyPath
-from ..errors import ConfigError, ImageError, InfraError
+from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
 from ..images.components import Components
 from ..releases import DEFAULT_RELEASE
@@ -27,10 +24,8 @@ from ..report import summary as summary_mod
 from ..report.matrix import write_report
 from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
 from ..stack.saved import clean_snapshots
-from ..stack.xen import make_stack, versions
-from ..stack.xl import DOMU_IP
+from ..stack.xen import versions
 from ..status import ExitCode, status_exit
-from ..vm.ssh import Endpoint, Shell
 
 Args = argparse.Namespace
 
@@ -54,6 +49,8 @@ def _prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path,
     error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
     try:
+        if spec.domu_packages:   # your workload's packages: its domU image is built once, cached by digest
+            ImageStore().build(("domu",), progress=progress, spec=spec)
         return run_dir, ImageStore().pair(spec)
     except ImageError:
         if not any(run_dir.iterdir()):
@@ -123,97 +120,6 @@ def _stack_config(args: Args) -> StackConfig:
                       domu_initrd=kernel.resolve(args.domu_initrd)).completed()
     cfg.validate()
     return cfg
-
-
-def _pid_alive(pid: object) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(str(pid)), 0)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def cmd_up(args: Args) -> int:
-    cfg = _stack_config(args)
-    state = _active_up_file()
-    if state.exists():
-        old = json.loads(state.read_text())
-        if _pid_alive(old.get("pid")):
-            raise ConfigError(f"a stack is already up (pid {old['pid']}, {old['run_dir']})",
-                              hint="run `xdh down` first")
-    run_dir, images = _prepared_run("up", args.run_dir, cfg.components())   # missing images: one line, nothing left
-    store = ImageStore()
-    dut = Path(args.dut).resolve() if args.dut else run_dir / "dut.img"
-    progress(f"run directory: {run_dir}")
-    with make_stack(cfg, run_dir, store, dut, progress=progress, images=images) as stack:
-        assert stack.info is not None
-        port = stack.info.ssh_port
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps({"pid": os.getpid(), "run_dir": str(run_dir), "ssh_port": port,
-                                     "components": asdict(cfg.components())}) + "\n")
-        common = (f"-i {store.client_key} -o UserKnownHostsFile={run_dir / 'known_hosts'} "
-                  "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
-        print(f"\nstack is up in {stack.info.timings['domu_ssh']:.0f} s (backend {cfg.backend}); "
-              f"disk under test: {dut}")
-        print(f"  dom0: ssh {common} -p {port} root@127.0.0.1")
-        print(f"  domU: ssh {common} -o ProxyCommand='ssh {common} -p {port} -W %h:%p root@127.0.0.1' root@{DOMU_IP}")
-        print("  or:   xdh ssh dom0 -- CMD   /   xdh ssh domu -- CMD")
-        print("stop with Ctrl-C or `xdh down`", flush=True)
-        try:
-            while True:
-                stack.alive()
-                time.sleep(2)
-        finally:
-            state.unlink(missing_ok=True)
-
-
-def _up_state() -> dict[str, Any]:
-    state = _active_up_file()
-    if not state.exists():
-        raise ConfigError("no stack is up", hint="start one with `xdh up`")
-    data: dict[str, Any] = json.loads(state.read_text())
-    if not _pid_alive(data.get("pid")):
-        state.unlink(missing_ok=True)
-        raise ConfigError("the recorded stack is gone", hint="start one with `xdh up`")
-    return data
-
-
-def cmd_down(args: Args) -> int:
-    data = _up_state()
-    os.kill(int(data["pid"]), signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while _pid_alive(data["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if _pid_alive(data["pid"]):
-        raise InfraError(f"xdh up (pid {data['pid']}) did not stop in 60 s", hint=f"kill {data['pid']}")
-    print(f"stopped the stack in {data['run_dir']}")
-    return ExitCode.CLEAN
-
-
-def cmd_ssh(args: Args) -> int:
-    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not cmd:
-        raise ConfigError("no command given", hint="usage: xdh ssh dom0|domu -- CMD [ARG...]")
-    data = _up_state()
-    store = ImageStore()
-    images = store.pair(Components(**data["components"]) if "components" in data
-                        else data.get("release", DEFAULT_RELEASE))
-    dom0 = Shell.connect(Endpoint("dom0", "127.0.0.1", data["ssh_port"], images.dom0.host_key), store.client_key)
-    target = dom0
-    try:
-        if args.guest == "domu":
-            target = Shell.connect(Endpoint("domu", DOMU_IP, 22, images.domu.host_key), store.client_key,
-                                   sock=dom0.jump_channel(DOMU_IP))
-        res = target.run(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout, check=False)
-        sys.stdout.write(res.stdout)
-        sys.stderr.write(res.stderr)
-        return res.status
-    finally:
-        if target is not dom0:
-            target.close()
-        dom0.close()
 
 
 # --- campaigns ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from ..config import Accel, CutMode, DiskCache, Journal, Reset, Sync, VerifyPath
 from ..releases import DEFAULT_RELEASE, RELEASES
 from ..status import EXIT_CODES_HELP, ExitCode
 from . import commands as c
-from .types import at_least, comma_list, flush_points, int_range, shard
+from . import interactive as i
+from .types import at_least, comma_list, flush_points, int_range, named_or_file, shard
 
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
 
@@ -108,22 +109,54 @@ def _images(sub: Sub) -> None:
 
 
 def _interactive(sub: Sub) -> None:
-    up = sub.add_parser("up", help="boot the stack and keep it running until Ctrl-C or `xdh down`",
-                        description="Boot outer QEMU -> Xen -> dom0 -> domU, print how to reach both guests, "
-                                    "and keep running until Ctrl-C or `xdh down`.",
-                        epilog="backend modes of the disk under test (xvdb in the domU):\n"
+    up = sub.add_parser("up", help="restore the stack (seconds), start a workload, keep it up for `xdh cut`",
+                        description="Restore the saved stack (outer QEMU -> Xen -> dom0 -> domU; built once, then "
+                                    "seconds), make the filesystem, inject the fault and start the workload as a "
+                                    "torture crash run does, print the QMP socket and how to reach both guests, and "
+                                    "keep running until `xdh cut` (the power cut; then `xdh verify`), Ctrl-C or "
+                                    "`xdh down`. --dut IMAGE instead boots on a crash image to inspect it.",
+                        epilog="examples:\n  xdh up --workload append --fault drop-flush --seed 7\n  xdh cut\n"
+                               "  xdh verify\n\nbackend modes of the disk under test (xvdb in the domU):\n"
                                + backends.BACKENDS.describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = up.add_argument_group("session")
+    g.add_argument("--workload", metavar="NAME|MANIFEST", type=named_or_file(workloads.WORKLOADS.names(), "workload"),
+                   help="start this workload, its acks recorded (default: none; append's filesystem is made)")
+    g.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
+                   type=named_or_file(faults.FAULTS.names(), "fault"), help="inject this fault (default none)")
+    g.add_argument("--seed", type=at_least(0), help="the seed (default: random); iter-0000 of a torture run with "
+                                                   "this seed runs the same workload")
+    g.add_argument("--disk-cache", choices=choices(DiskCache), default=DiskCache.NONE.value,
+                   help="volatile: record the outer disk's write log, so `xdh verify` checks every crash state")
+    g.add_argument("--reset", choices=choices(Reset), default=Reset.SNAPSHOT.value,
+                   help="snapshot: restore the saved stack (default; saved once); boot: a full boot")
+    g.add_argument("--run-dir", help="where logs and disks go (default ./runs/up-TIMESTAMP)")
+    g.add_argument("--dut", metavar="IMAGE", help="boot on an overlay over this crash image to inspect it (a full "
+                                                  "boot; the image is not written)")
     _stack_options(up)
-    up.add_argument("--run-dir", help="where logs and disks go (default ./runs/up-TIMESTAMP)")
-    up.add_argument("--dut", metavar="PATH", help="use this disk image as the disk under test (created if missing)")
-    up.set_defaults(func=c.cmd_up)
+    up.set_defaults(func=i.cmd_up)
+    cut = sub.add_parser("cut", help="cut the power of the stack started by `xdh up`, now",
+                         description="The same power cut as a torture crash run's (QMP stop, then kill; with "
+                                     "--disk-cache volatile a SIGKILL that flushes nothing). The crash image, acks "
+                                     "and logs stay in the session's run directory; `xdh verify` checks them.")
+    cut.set_defaults(func=i.cmd_cut)
+    ver = sub.add_parser("verify", help="verify the crash image of `xdh cut` and print the verdict",
+                         description="Torture's check phase on the last session's crash image (or ITER): the fast "
+                                     "verifier (or a full reboot) mounts it, runs the workload's verify and judges "
+                                     "the acks; with --disk-cache volatile every crash state too. Exit 0 pass, 1 loss.")
+    ver.add_argument("iteration", nargs="?", metavar="ITER",
+                     help="an iteration directory (default: the last session's)")
+    ver.add_argument("--workload", metavar="NAME|MANIFEST", type=named_or_file(workloads.WORKLOADS.names(), "workload"),
+                     help="verify as this workload (default: the session's)")
+    ver.add_argument("--verify", choices=[VerifyPath.FAST.value, VerifyPath.REBOOT.value, VerifyPath.BOTH.value],
+                     default=VerifyPath.FAST.value, help="fast verifier, full reboot or both (default fast)")
+    ver.set_defaults(func=i.cmd_verify)
     down = sub.add_parser("down", help="stop the stack started by `xdh up`")
-    down.set_defaults(func=c.cmd_down)
+    down.set_defaults(func=i.cmd_down)
     ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")
     ssh.add_argument("guest", choices=("dom0", "domu"))
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     ssh.add_argument("--timeout", type=at_least(1, float), default=600, help="seconds (default 600)")
-    ssh.set_defaults(func=c.cmd_ssh)
+    ssh.set_defaults(func=i.cmd_ssh)
     bk = sub.add_parser("backends", help="list the backend modes of the disk under test")
     bk.set_defaults(func=c.cmd_backends)
     ls = sub.add_parser("list", help="list workloads, faults and backend modes")
@@ -147,10 +180,14 @@ def _torture(sub: Sub) -> None:
                                    "(drop-flush on append) runs first and must be caught.",
                        epilog=TORTURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = t.add_argument_group("campaign")
-    g.add_argument("--workload", default="append", choices=workloads.WORKLOADS.names(),
-                   help="the workload in the domU (default append; `xdh list` explains each)")
-    g.add_argument("--fault", default="none", choices=faults.FAULTS.names(),
-                   help="the fault to inject (default none; `xdh list` explains each)")
+    g.add_argument("--workload", default="append", metavar="NAME|MANIFEST",
+                   type=named_or_file(workloads.WORKLOADS.names(), "workload"),
+                   help="the workload in the domU: a built-in (default append; `xdh list` explains each) or "
+                        "your own workload.toml (docs/workloads.md)")
+    g.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
+                   type=named_or_file(faults.FAULTS.names(), "fault"),
+                   help="the fault to inject: a built-in (default none; `xdh list` explains each) or your own "
+                        "fault.toml (docs/workloads.md)")
     _sample_options(g, None, "campaign seed (default: random, recorded in the run directory)")
     g.add_argument("--cut", choices=choices(CutMode), default=CutMode.ACKS.value,
                    help="cut after a random number of acks or a random delay (default acks)")
@@ -231,9 +268,11 @@ def _bench(sub: Sub) -> None:
                                     "flush a crash state, verified in one batch). Prints seconds per iteration, "
                                     "iterations per hour, distinct verified crash states per hour and the ratios. "
                                     "See docs/performance.md.")
-    bn.add_argument("--workload", default="append", choices=workloads.WORKLOADS.names(),
-                    help="workload (default append)")
-    bn.add_argument("--fault", default="none", choices=faults.FAULTS.names(), help="fault (default none)")
+    bn.add_argument("--workload", default="append", metavar="NAME|MANIFEST",
+                    type=named_or_file(workloads.WORKLOADS.names(), "workload"), help="workload (default append)")
+    bn.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
+                    type=named_or_file(faults.FAULTS.names(), "fault"),
+                    help="fault (default none)")
     _sample_options(bn, 1, "campaign seed, the same for both modes (default 1)")
     bn.add_argument("--modes", type=comma_list, default=("baseline", "fast", "states"),
                     help="comma-separated: baseline, fast, states (default all three)")

@@ -54,3 +54,14 @@ def shard(text: str) -> tuple[int, int]:
 
 def comma_list(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def named_or_file(names: list[str], kind: str) -> Callable[[str], str]:
+    """A built-in name, or the path of a manifest (read and checked later, with the config)."""
+    def parse(text: str) -> str:
+        if text in names or text.endswith(".toml") or "/" in text:
+            return text
+        raise argparse.ArgumentTypeError(f"unknown {kind} {text!r} (choose one of: {', '.join(names)}; "
+                                         f"or pass a {kind} manifest, e.g. ./my-{kind}.toml)")
+    parse.__name__ = kind
+    return parse

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..catalog import faults, workloads
-from ..catalog.workloads import Ack
+from ..catalog.workloads import Ack, Workload
 from ..config import CutMode, DiskCache, TortureConfig
 from ..errors import LogError, WorkloadError
 from ..images import ImagePair, ImageStore
 from ..progress import Progress, quiet
 from ..stack.boot import BootSource
+from ..stack.domu import dom0_device
+from ..stack.programs import install_program
 from ..stack.xen import XenStack, dut_drive
 from ..vm.kernlog import KernelLogTap
 from ..vm.ssh import Stream
@@ -117,61 +121,134 @@ def log_entries(path: Path) -> int:
         return 0
 
 
+class FaultSteps:
+    """Runs a fault's steps at their points of the crash run; says what each printed."""
+
+    def __init__(self, fault: faults.Fault, stack: XenStack, say: Progress):
+        self.fault, self.stack, self.say = fault, stack, say
+        self.applied: list[str] = []
+        self._dom0_dut = ""
+
+    def run(self, when: faults.When) -> None:
+        for step in self.fault.at(when):
+            shell = self.stack.dom0 if step.where == faults.Where.DOM0 else self.stack.domu
+            assert shell is not None
+            if "{dom0_dut}" in " ".join(step.argv) and not self._dom0_dut:
+                self._dom0_dut = dom0_device(shell, "dut")
+            out = shell.run(step.filled(self._dom0_dut), timeout=120).stdout.strip()
+            self.applied.append(out)
+            self.say(f"fault {self.fault.name} ({step.where.value}, {when.value}): {out[-200:] or 'done'}")
+
+
+def during_point(seed: int) -> float:
+    """Where a ``during`` step runs: a seeded fraction of the way to the planned cut."""
+    return random.Random(f"{seed}:fault-during").uniform(0.1, 0.9)
+
+
+def prepare_domu(stack: XenStack, workload: Workload, steps: FaultSteps, seed: int, params: dict[str, Any]) -> None:
+    """Program in, fault steps before mkfs, the filesystem, the workload's setup, steps before it."""
+    assert stack.domu is not None
+    install_program(stack.domu, workload)
+    steps.run(faults.When.BEFORE_MKFS)
+    if workload.needs_fs:
+        stack.domu.run(["sh", "-c", workloads.setup_script()], timeout=300)
+    if workload.setup:
+        stack.domu.run(workload.argv("setup", seed, params), timeout=900)
+    steps.run(faults.When.BEFORE_WORKLOAD)
+
+
+class CrashRun:
+    """One crash run in steps, for torture (``run_until_cut``) and by hand (``xdh up`` / ``xdh cut``):
+    ``start`` (stack up, domU prepared, workload running), ``wait_for`` a cut plan, ``cut``,
+    ``close`` (stack stopped, logs drained) -> ``CrashOutcome``. ``close`` runs on every way out."""
+
+    def __init__(self, cfg: TortureConfig, seed: int, paths: CrashPaths, images: ImagePair, boot: BootSource,
+                 store: ImageStore, say: Progress = quiet, user_qmp: Path | None = None):
+        self.cfg, self.seed, self.paths, self.say = cfg, seed, paths, say
+        self.workload, self.fault = workloads.get(cfg.workload), faults.get(cfg.fault)
+        self.volatile = cfg.disk_cache == DiskCache.VOLATILE
+        paths.boot.mkdir(parents=True, exist_ok=True)
+        if self.volatile:
+            paths.write_log.write_bytes(b"")
+        boot.prepare_dut(paths.dut, cfg.stack.dut_size_mib)
+        drive = self.fault.outer_drive(dut_drive(paths.dut, self.log), paths.boot)
+        self.stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet, user_qmp)
+        self.steps = FaultSteps(self.fault, self.stack, say)
+        self.taps: list[KernelLogTap] = []
+        self.reader: AckReader | None = None
+        self.seconds: dict[str, float] = {}
+        self.start_entry = 0
+        self.cut_t = 0.0
+        self._t_start = 0.0
+
+    @property
+    def log(self) -> Path | None:
+        return self.paths.write_log if self.volatile else None
+
+    def start(self, run_workload: bool = True) -> None:
+        t0 = time.monotonic()
+        self.stack.start()
+        self.seconds["boot"] = round(time.monotonic() - t0, 1)
+        assert self.stack.domu is not None and self.stack.dom0 is not None
+        self.taps = [KernelLogTap(self.stack.domu, self.paths.kmsg_domu),
+                     KernelLogTap(self.stack.dom0, self.paths.kmsg_dom0)]
+        prepare_domu(self.stack, self.workload, self.steps, self.seed, self.cfg.params())
+        if self.volatile:
+            self.start_entry = log_entries(self.paths.write_log)
+        if run_workload:
+            argv = self.workload.argv("run", self.seed, self.cfg.params() | {"ops": 1 << 30})
+            self.reader = AckReader(self.stack.domu.stream(argv), self.paths.acks, self.paths.output, self.log)
+        self._t_start = time.monotonic()
+
+    def wait_for(self, plan: CutPlan) -> None:
+        assert self.reader is not None
+        during = (during_point(self.seed), lambda: self.steps.run(faults.When.DURING)) \
+            if self.fault.at(faults.When.DURING) else None
+        _wait_for_cut(self.reader, plan, self.cfg.ack_timeout, self._t_start, self.stack, self.paths.output, during)
+
+    def cut(self) -> None:
+        """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power)."""
+        self.cut_t = time.time()
+        self.stack.cut("sigkill" if self.volatile else "kill")
+        self.seconds["workload"] = round(time.monotonic() - self._t_start, 2)
+
+    def close(self, plan: CutPlan) -> CrashOutcome:
+        self.stack.stop()
+        for tap in self.taps:
+            tap.stop()
+        if self.reader is not None:
+            self.reader.finish()
+        acks = tuple(self.reader.acks) if self.reader is not None else ()
+        return CrashOutcome(acks, self.cut_t, plan, self.paths.dut, self.log, self.start_entry,
+                            "; ".join(a for a in self.steps.applied if a), self.seconds)
+
+
 def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPaths, images: ImagePair,
                   boot: BootSource, store: ImageStore, say: Progress = quiet) -> CrashOutcome:
     """Boot or restore the stack on ``paths.dut``, set up, inject the fault, run the workload and
     cut the power at ``plan``. The stack is stopped on every way out."""
-    workload, fault = workloads.get(cfg.workload), faults.get(cfg.fault)
-    paths.boot.mkdir(parents=True, exist_ok=True)
-    volatile = cfg.disk_cache == DiskCache.VOLATILE
-    if volatile:
-        paths.write_log.write_bytes(b"")
-    boot.prepare_dut(paths.dut, cfg.stack.dut_size_mib)
-    drive = fault.outer_drive(dut_drive(paths.dut, paths.write_log if volatile else None), paths.boot)
-    stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet)
-    seconds: dict[str, float] = {}
-    taps: list[KernelLogTap] = []
-    reader: AckReader | None = None
-    start_entry, applied = 0, ""
-    t0 = time.monotonic()
+    run = CrashRun(cfg, seed, paths, images, boot, store, say)
     try:
-        stack.start()
-        seconds["boot"] = round(time.monotonic() - t0, 1)
-        assert stack.domu is not None and stack.dom0 is not None
-        taps = [KernelLogTap(stack.domu, paths.kmsg_domu), KernelLogTap(stack.dom0, paths.kmsg_dom0)]
-        if workload.needs_fs:
-            stack.domu.run(["sh", "-c", workloads.setup_script()], timeout=300)
-        if fault.domu_script:
-            applied = stack.domu.run(["sh", "-c", fault.domu_script], timeout=60).stdout.strip()
-            say(f"fault {fault.name} injected: {applied}")
-        if volatile:
-            start_entry = log_entries(paths.write_log)
-        argv = workload.argv("run", seed, cfg.params() | {"ops": 1 << 30})
-        reader = AckReader(stack.domu.stream(argv), paths.acks, paths.output, paths.write_log if volatile else None)
-        t_start = time.monotonic()
-        _wait_for_cut(reader, plan, cfg.ack_timeout, t_start, stack, paths.output)
-        cut_t = time.time()
-        # with the volatile model the cut must not flush the disk under test (see QemuMachine.cut_power)
-        stack.cut("sigkill" if volatile else "kill")
-        seconds["workload"] = round(time.monotonic() - t_start, 2)
+        run.start()
+        run.wait_for(plan)
+        run.cut()
     finally:
-        stack.stop()
-        for tap in taps:
-            tap.stop()
-        if reader is not None:
-            reader.finish()
-    acks = tuple(reader.acks) if reader is not None else ()
-    say(f"cut after {len(acks)} acks ({plan.describe()} planned)")
-    return CrashOutcome(acks, cut_t, plan, paths.dut, paths.write_log if volatile else None, start_entry, applied,
-                        seconds)
+        outcome = run.close(plan)
+    say(f"cut after {len(outcome.acks)} acks ({plan.describe()} planned)")
+    return outcome
 
 
 def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start: float, stack: XenStack,
-                  output: Path) -> None:
+                  output: Path, during: tuple[float, Callable[[], None]] | None = None) -> None:
+    """Until the planned cut point; runs ``during`` (a fraction of the way there, an action) once."""
     last_n, last_change = 0, time.monotonic()
     while True:
         n = len(reader.acks)
         now = time.monotonic()
+        if during is not None and (n >= during[0] * (plan.after_acks or 0) if plan.mode == CutMode.ACKS
+                                   else now - t_start >= during[0] * (plan.after_seconds or 0)):
+            during[1]()
+            during = None
         if plan.mode == CutMode.ACKS and n >= (plan.after_acks or 0):
             return
         if plan.mode == CutMode.TIME and now - t_start >= (plan.after_seconds or 0):

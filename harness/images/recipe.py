@@ -37,13 +37,15 @@ class Recipe:
     install_guests: bool = False
     append: dict[str, str] = field(default_factory=dict)   # path in tree -> text appended after install
     debs: tuple[LocalDeb, ...] = ()    # your own packages, installed with the recipe's (``debs.py``)
+    extra: tuple[str, ...] = ()        # Debian packages a workload needs, installed with the recipe's
 
     @property
     def recipe_dir(self) -> Path:
         return paths.IMAGES_DIR / self.name
 
     @classmethod
-    def load(cls, name: str, release: str = DEFAULT_RELEASE, debs: tuple[LocalDeb, ...] = ()) -> Recipe:
+    def load(cls, name: str, release: str = DEFAULT_RELEASE, debs: tuple[LocalDeb, ...] = (),
+             extra: tuple[str, ...] = ()) -> Recipe:
         if name not in IMAGE_NAMES:
             raise ConfigError(f"unknown image {name!r}", hint="choose one of: " + ", ".join(IMAGE_NAMES))
         path = paths.IMAGES_DIR / name / "recipe.toml"
@@ -53,7 +55,7 @@ class Recipe:
             raise ImageError(f"recipe {path} is missing", hint="run xdh from a checkout of the project") from None
         except tomllib.TOMLDecodeError as exc:
             raise ImageError(f"recipe {path} is not valid TOML: {exc}") from None
-        known = {f.name for f in dataclasses.fields(cls)} - {"debs", "release", "name"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"debs", "release", "name", "extra"}
         unknown = set(data) - known
         if unknown:
             raise ImageError(f"recipe {path}: unknown keys {sorted(unknown)}")
@@ -61,7 +63,8 @@ class Recipe:
         for key in ("packages", "enable", "mask"):
             data[key] = tuple(rel.fill(x) for x in data.get(key, ()))
         data["extract"] = {k: rel.fill(v) for k, v in data.get("extract", {}).items()}
-        return cls(name=name, release=rel, debs=debs, **data)
+        data["packages"] += tuple(p for p in sorted(set(extra)) if p not in data["packages"])
+        return cls(name=name, release=rel, debs=debs, extra=tuple(sorted(set(extra))), **data)
 
     def inputs(self) -> list[Path]:
         """Every file whose content defines the image, in a stable order."""
@@ -78,6 +81,8 @@ class Recipe:
             h.update(f"{rel}\0{os.stat(p).st_mode & 0o111}\0".encode())
             h.update(p.read_bytes())
             h.update(b"\0")
+        for pkg in self.extra:   # a workload's packages: another image, built once, cached by this digest
+            h.update(f"pkg={pkg}\n".encode())
         for deb in self.debs:   # by content: a rebuilt package is a new image, wherever the file lies
             h.update(f"deb={deb.package}\0{deb.sha256}\n".encode())
         return h.hexdigest()[:16]

@@ -52,7 +52,7 @@ class ImageStore:
 
     def recipe(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> Recipe:
         spec = self._spec(spec)
-        return Recipe.load(name, spec.release, spec.debs(name))
+        return Recipe.load(name, spec.release, spec.debs(name), spec.packages(name))
 
     def current(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage | None:
         try:

@@ -22,6 +22,7 @@ and ``reproduce`` read through it.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,12 @@ class RunDir:
 
     def write_config(self, config: dict[str, Any], seed: int | None, versions: dict[str, Any]) -> None:
         write_json(self.config, {"config": config, "seed": seed, "versions": versions})
+
+    def keep_own_files(self, files: list[Path]) -> None:
+        """Your own workload's and fault's manifests and program, as they were: ``own/``."""
+        for f in files:
+            (self.path / "own").mkdir(exist_ok=True)
+            shutil.copy2(f, self.path / "own" / f.name)
 
     def read_versions(self) -> dict[str, Any]:
         """The component versions a campaign recorded in config.json ({} if it has none)."""

@@ -29,7 +29,7 @@ from ..images import ImagePair, ImageStore, kernel
 from ..jsonio import write_json
 from ..progress import Progress
 from ..vm import accel as accel_mod
-from ..vm.argv import Drive, MachineSpec
+from ..vm.argv import Drive, MachineSpec, quote_optarg
 from ..vm.disks import QEMU_BINARY, qemu_version
 from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
@@ -76,6 +76,12 @@ def own_kernel(config: StackConfig) -> dict[str, Any]:
     return {"domu_kernel_file": file}
 
 
+def user_monitor(path: Path) -> list[str]:
+    """A QMP monitor on a listening socket (not part of the machine's saved state)."""
+    return ["-chardev", f"socket,id=userqmp,path={quote_optarg(str(path))},server=on,wait=off",
+            "-mon", "chardev=userqmp,mode=control"]
+
+
 def machine_identity(config: StackConfig, store: ImageStore, images: ImagePair) -> dict[str, Any]:
     """What a saved machine state depends on besides images and config (the snapshot key)."""
     choice = accel_mod.choose(config.accel, QEMU_BINARY, images.dom0.artifact("kernel"), store.root)
@@ -117,8 +123,9 @@ class XenStack(Lifecycle):
     """
 
     def __init__(self, config: StackConfig, run_dir: Path, images: ImagePair, dut: Drive, boot: BootSource,
-                 store: ImageStore | None = None, progress: Progress | None = None):
+                 store: ImageStore | None = None, progress: Progress | None = None, user_qmp: Path | None = None):
         config.validate()
+        self.user_qmp = user_qmp     # a second QMP monitor for people (``xdh up``): the harness holds the first
         self.config = config
         self.backend = backends.get(config.backend)
         self.run_dir = run_dir
@@ -166,7 +173,8 @@ class XenStack(Lifecycle):
         def spec_for(port: int) -> MachineSpec:
             return MachineSpec(accel=choice, kernel=dom0_img.artifact("xen"),
                                append=XEN_ARGS.format(mem=c.dom0_mem_mib), initrds=modules, drives=drives,
-                               ssh_port=port, memory_mib=c.memory_mib, incoming_fd=state_fd)
+                               ssh_port=port, memory_mib=c.memory_mib, incoming_fd=state_fd,
+                               extra=user_monitor(self.user_qmp) if self.user_qmp else [])
         rewind = None if state_fd is None else functools.partial(os.lseek, state_fd, 0, os.SEEK_SET)
         try:
             self._machine = launch_on_free_port(spec_for, self.run_dir, "l0", before_retry=rewind)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VerifyError
+from ..stack.programs import install_program
 from .fast import FastVerifier
 from .guest import VerifyJob
 
@@ -63,8 +64,11 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
         assert fv.shell is not None
         plan = {"base": base_dev, "log": log_dev, "sectorsize": log.sectorsize, "entries": log.entries[:last + 1],
                 "states": [{"id": n, "upto": j.upto, "extra": list(j.extra)} for n, j in enumerate(jobs)],
-                "verify_argv": job.workload.argv("verify", job.seed, job.params)[1:],
+                "verify_argv": [] if job.workload.source else job.workload.argv("verify", job.seed, job.params)[1:],
                 "needs_fs": job.workload.needs_fs}
+        if job.workload.source:   # a manifest workload: its own verify program, run per state
+            install_program(fv.shell, job.workload)
+            plan["verify_command"] = job.workload.argv("verify", job.seed, job.params | {"device": "{device}"})
         fv.shell.put_bytes(json.dumps(plan).encode(), PLAN)
         stream = fv.shell.stream([PROGRAM, PLAN])
         got = 0

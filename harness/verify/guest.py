@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..catalog.workloads import MOUNT, Workload
+from ..stack.programs import install_program
 from ..vm.ssh import Shell
 
 
@@ -42,6 +43,7 @@ class Verifier(Protocol):
 def verify_on(shell: Shell, device: str, workload: Workload, seed: int, params: dict[str, Any]) -> dict[str, Any]:
     """Mount (filesystem workloads), run the workload's verify, unmount; the JSON report.
     A filesystem that does not mount is a finding: the report carries the error and fsck -n."""
+    install_program(shell, workload)
     if workload.needs_fs:
         m = shell.run(["sh", "-c", f"mkdir -p {MOUNT} && mount {shlex.quote(device)} {MOUNT}"],
                       check=False, timeout=300)

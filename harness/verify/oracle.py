@@ -17,7 +17,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..catalog.workloads import Ack
+from ..catalog import workloads
+from ..catalog.workloads import Ack, Workload
 
 
 @dataclass
@@ -159,13 +160,18 @@ def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
             b = direct_block(seed, op, nblocks)
             newer[b] = newer.get(b, acked.get(b, (0, None))[0]) + 1
     found = {int(b): (st, ver) for b, (st, ver) in report.get("blocks", {}).items()}
+    # a manifest workload's blocks (no nblocks: the schedule is its own): any k blocks may hold
+    # a newer version or be torn, k = the ops issued past the required acks
+    k = (issued if issued is not None else len(acks) + 1) - len(acks)
+    ahead = [b for b, (st, ver) in found.items() if st == "corrupt" or (st == "ok" and ver > acked.get(b, (0,))[0])]
+    free = set(ahead) if not nblocks and len(ahead) <= k else set()
     out: list[Violation] = []
     for b in sorted(set(acked) | set(found)):
         v_acked, ack = acked.get(b, (0, None))
         st, ver = found.get(b, ("zero", None))
         # what this block may hold: its last acked version (zeros if none) and, for the
         # block of the op in flight at the cut, also the next version or a torn block
-        if (st == "ok" and ver == v_acked and v_acked > 0) or (st == "zero" and v_acked == 0):
+        if (st == "ok" and ver == v_acked and v_acked > 0) or (st == "zero" and v_acked == 0) or b in free:
             continue
         if b in newer and ((st == "ok" and v_acked < ver <= newer[b]) or st == "corrupt"):
             continue
@@ -184,7 +190,9 @@ def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     return out
 
 
-def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
+def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None,
+                 what: tuple[str, str] = ("transactions", "PRAGMA integrity_check")) -> list[Violation]:
+    noun, check = what
     by_id = {int(a.ident): a for a in acks}
     last_acked = max(by_id) if by_id else -1
     if not report.get("exists"):
@@ -197,42 +205,104 @@ def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
         report = {**report, "error": None, "integrity": ["ok"], "ids": [], "bad": []}
     if report.get("error") or report.get("integrity") != ["ok"]:
         found = report.get("error") or "; ".join((report.get("integrity") or ["?"])[:3])
-        out.append(Violation("integrity", "PRAGMA integrity_check", found, max(last_acked + 1, 1),
+        out.append(Violation("integrity", check, found, max(last_acked + 1, 1),
                              _ack_ev(by_id.get(last_acked), cut_t)))
     present: set[int] = set()
     for a, b in report.get("ids", []):
         present.update(range(a, b + 1))
     missing = [i for i in range(last_acked + 1) if i not in present]
     for a, b in _ranges(missing):
-        out.append(Violation("lost", f"acked transactions {_rng(a, b)}", "absent", b - a + 1,
+        out.append(Violation("lost", f"acked {noun} {_rng(a, b)}", "absent", b - a + 1,
                              _ack_ev(by_id.get(b), cut_t)))
     top = max(present) if present else -1
     holes = [i for i in range(last_acked + 1, top) if i not in present]
     for a, b in _ranges(holes):
-        out.append(Violation("hole", f"transactions {_rng(a, b)} before durable transaction {top}", "absent",
+        out.append(Violation("hole", f"{noun} {_rng(a, b)} before durable {noun.rstrip('s')} {top}", "absent",
                              b - a + 1))
     bad = [i for i in report.get("bad", []) if i <= last_acked]
     for a, b in _ranges(sorted(bad)):
-        out.append(Violation("corrupt", f"acked transactions {_rng(a, b)}", "bad checksum", b - a + 1,
+        out.append(Violation("corrupt", f"acked {noun} {_rng(a, b)}", "bad checksum", b - a + 1,
                              _ack_ev(by_id.get(b), cut_t)))
     return out
 
 
-CHECKS = {"append": check_append, "replace": check_replace, "direct": check_direct, "sqlite": check_sqlite}
+# --- the generic models (a manifest workload's verify report) ------------------------------
+def present_ids(report: dict[str, Any], key: str = "present") -> list[str]:
+    """``present``/``corrupt`` of a report: ids as strings, ``[lo, hi]`` integer ranges expanded."""
+    out: list[str] = []
+    for item in report.get(key) or []:
+        if isinstance(item, list) and len(item) == 2 and all(isinstance(x, int) for x in item):
+            out += [str(i) for i in range(item[0], item[1] + 1)]
+        else:
+            out.append(str(item))
+    return out
 
 
-def judge(workload: str, acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, seed: int = 0,
-          kernel_lines: list[str] | None = None, issued: int | None = None) -> Verdict:
-    """Apply the workload's oracle; an unmountable filesystem loses every acked op. ``acks``
-    must hold; ``issued``: how many ops may have reached the disk (default: the acked ones and
-    the one in flight). An earlier crash state requires fewer acks than were issued."""
+def _listed(ids: list[str], limit: int = 8) -> str:
+    return ", ".join(ids[:limit]) + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def check_set(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None) -> list[Violation]:
+    """Model ``set``: every acked id is present and not corrupt; anything else may be there."""
+    out: list[Violation] = []
+    last = acks[-1] if acks else None
+    if report.get("error"):
+        out.append(Violation("integrity", "the workload's own check", str(report["error"])[-300:],
+                             max(len(acks), 1), _ack_ev(last, cut_t)))
+    present, corrupt = set(present_ids(report)), set(present_ids(report, "corrupt"))
+    by_id = {a.ident: a for a in acks}
+    for kind, ids in (("lost", [i for i in by_id if i not in present and i not in corrupt]),
+                      ("corrupt", [i for i in by_id if i in corrupt])):
+        if ids:
+            out.append(Violation(kind, f"acked ids {_listed(ids)}", "absent" if kind == "lost" else "damaged",
+                                 len(ids), _ack_ev(by_id[ids[-1]], cut_t)))
+    return out
+
+
+def check_prefix(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None,
+                 form: str = "present") -> list[Violation]:
+    """Model ``prefix`` (ids 0, 1, 2, ...): the built-in reports in their own ``form`` (append's
+    records, sqlite's transaction ids), a manifest workload's as ``present``/``corrupt``/``error``."""
+    if form == "append":
+        return check_append(acks, report, cut_t)
+    if form == "sqlite":
+        return check_sqlite(acks, report, cut_t)
+    ranges = [[int(i), int(i)] for i in present_ids(report) if i.isdigit()]
+    return check_sqlite(acks, {"exists": True, "ids": ranges, "error": report.get("error"), "integrity": ["ok"],
+                               "bad": [int(i) for i in present_ids(report, "corrupt") if i.isdigit()]}, cut_t,
+                        what=("ops", "the workload's own check"))
+
+
+def check_register(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, *,
+                   issued: int | None = None) -> list[Violation]:
+    """Model ``register`` (ids are increasing versions): the last acked version or a later one
+    that was written. Built-in replace reports ``version``; a manifest workload ``value``."""
+    if "value" in report:
+        value = report["value"]
+        report = {"exists": value is not None, "state": "ok" if not report.get("error") else report["error"],
+                  "version": value, "size": "?"}
+    return check_replace(acks, report, cut_t, issued=issued)
+
+
+MODELS = {"set": check_set, "prefix": check_prefix, "register": check_register, "blocks": check_direct}
+assert set(MODELS) == set(workloads.MODELS)
+
+
+def judge(workload: str | Workload, acks: list[Ack], report: dict[str, Any], cut_t: float | None = None,
+          seed: int = 0, kernel_lines: list[str] | None = None, issued: int | None = None) -> Verdict:
+    """Apply the workload's oracle model; an unmountable filesystem loses every acked op.
+    ``acks`` must hold; ``issued``: how many ops may have reached the disk (default: the acked
+    ones and the one in flight). An earlier crash state requires fewer acks than were issued."""
+    w = workload if isinstance(workload, Workload) else workloads.get(workload)
     if report.get("mount_error"):
         violations = [Violation("unmountable", "filesystem on xvdb", report["mount_error"], max(len(acks), 1),
                                 _ack_ev(acks[-1] if acks else None, cut_t))]
-    elif workload == "direct":
+    elif w.model == "blocks":
         violations = check_direct(acks, report, cut_t, seed=seed, issued=issued)
-    elif workload == "replace":
-        violations = check_replace(acks, report, cut_t, issued=issued)
+    elif w.model == "register":
+        violations = check_register(acks, report, cut_t, issued=issued)
+    elif w.model == "prefix":
+        violations = check_prefix(acks, report, cut_t, form="present" if w.source else w.name)
     else:
-        violations = CHECKS[workload](acks, report, cut_t)
-    return Verdict(workload, len(acks), violations, kernel_lines or [])
+        violations = check_set(acks, report, cut_t)
+    return Verdict(w.name, len(acks), violations, kernel_lines or [])

@@ -287,7 +287,7 @@ def test_sigterm_during_qemu_launch_of_xdh_up_exits_130(fake_qemu, images, tmp_p
     (proc,) = FakeProcess.instances
     assert proc.argv[0] == "qemu-system-x86_64" and proc.killed and proc.waited
     assert FakeQMP.instances[0].closed
-    assert not (tmp_path / "cache" / "up.json").exists()
+    assert not (tmp_path / "cache" / "session.json").exists()
 
 
 # --- 3. how an iteration ends: statuses, result.json, exit codes --------------------------------
@@ -527,8 +527,15 @@ BAD_INPUT = [
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["torture", "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
     (["torture", "--release", "sid"], "argument --release: invalid choice: 'sid'"),
-    (["torture", "--workload", "nope"], "argument --workload: invalid choice: 'nope'"),
-    (["torture", "--fault", "nope"], "argument --fault: invalid choice: 'nope'"),
+    (["torture", "--workload", "nope"], "argument --workload: unknown workload 'nope'"),
+    (["torture", "--fault", "nope"], "argument --fault: unknown fault 'nope'"),
+    (["torture", "--workload", "{tmp}/missing.toml"], "workload manifest {tmp}/missing.toml not found"),
+    (["torture", "--workload", "{tmp}/bad.toml"], "is not valid TOML"),
+    (["torture", "--workload", "{tmp}/w/model.toml"], "model 'bag' is not one of set, prefix, register, blocks"),
+    (["torture", "--workload", "{tmp}/w/noexec.toml"], "is not executable"),
+    (["torture", "--workload", "{tmp}/w/typo.toml"], "unknown keys ['modle']"),
+    (["torture", "--fault", "{tmp}/w/where.toml"], "where 'host' is not one of dom0, domu"),
+    (["torture", "--fault", "{tmp}/w/nothing.toml"], "the fault changes nothing"),
     (["torture", "--iterations", "0"], "argument --iterations: 0 is too small"),
     (["torture", "--iterations", "x"], "argument --iterations: 'x' is not a number"),
     (["torture", "--seed", "-1"], "argument --seed: -1 is too small"),
@@ -556,6 +563,11 @@ BAD_INPUT = [
     (["compare", "--report-from", EMPTY, "--run-dir", "{tmp}/out"], "is not an xdh compare run directory"),
     (["compare", "--backends", ""], "no backend given"),
     (["ssh", "dom0", "--", "true"], "no stack is up"),
+    (["cut"], "no stack is up"),
+    (["down"], "no stack is up"),
+    (["verify"], "no session to verify"),
+    (["verify", EMPTY], "is not an iteration directory"),
+    (["up", "--dut", "{tmp}/nonexistent.img"], "is not a file"),
     (["up"], "the dom0 image is not built"),                 # the cache is empty
 ]
 
@@ -570,6 +582,18 @@ def bad_input_results(tmp_path_factory):
     (tmp / "broken-iter" / "iteration.json").write_text("{not json")
     (tmp / "future-run").mkdir()
     (tmp / "future-run" / "summary.json").write_text(json.dumps({"schema": 99}))
+    (tmp / "bad.toml").write_text("schema = 1\nname = [")
+    w = tmp / "w"
+    w.mkdir()
+    (w / "prog").write_text("#!/bin/sh\n")
+    (w / "prog").chmod(0o755)
+    (w / "plain").write_text("#!/bin/sh\n")
+    head = 'schema = 1\nname = "x"\n'
+    (w / "model.toml").write_text(head + 'program = "prog"\nmodel = "bag"\n')
+    (w / "noexec.toml").write_text(head + 'program = "plain"\nmodel = "set"\n')
+    (w / "typo.toml").write_text(head + 'program = "prog"\nmodle = "set"\n')
+    (w / "where.toml").write_text(head + '[[step]]\nwhere = "host"\nrun = ["true"]\n')
+    (w / "nothing.toml").write_text(head)
 
     def run(args):
         return xdh([a.format(tmp=tmp) for a in args], tmp)
@@ -583,7 +607,7 @@ def test_bad_input_is_one_line_and_exit_2(bad_input_results, n):
     tmp, results = bad_input_results
     line = _one_line_usage_error(results[n])
     assert line.startswith("xdh") and ": error: " in line, line
-    assert BAD_INPUT[n][1] in line, line
+    assert BAD_INPUT[n][1].format(tmp=tmp) in line, line
 
 
 def test_bad_input_leaves_nothing_behind(bad_input_results):
@@ -595,10 +619,12 @@ def test_bad_input_leaves_nothing_behind(bad_input_results):
 
 def test_stale_up_record_is_a_usage_error_and_is_removed(tmp_path):
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "up.json").write_text(json.dumps({"pid": 0, "run_dir": "x", "ssh_port": 1}))
+    (tmp_path / "cache" / "session.json").write_text(json.dumps(
+        {"pid": 999999999, "run_dir": "x", "iteration": "x", "ssh_port": 1, "qmp": "", "components": {},
+         "workload": False}))
     line = _one_line_usage_error(xdh(["ssh", "dom0", "--", "true"], tmp_path))
     assert "the recorded stack is gone" in line
-    assert not (tmp_path / "cache" / "up.json").exists()
+    assert not (tmp_path / "cache" / "session.json").exists()
 
 
 # --- the pipeline: crash i+1 beside check i; lanes --------------------------------------------

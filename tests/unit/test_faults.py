@@ -15,8 +15,8 @@ from harness.vm.argv import Drive
 
 def test_registry():
     assert set(faults.FAULTS) == {"none", "drop-flush", "nobarrier", "flush-eio", "disk-lies", "backend-lies"}
-    assert "write through" in faults.get("drop-flush").domu_script
-    assert faults.get("nobarrier").needs_fs and "barrier=0" in faults.get("nobarrier").domu_script
+    assert "write through" in faults.get("drop-flush").steps[0].argv[-1]
+    assert faults.get("nobarrier").needs_fs and "barrier=0" in faults.get("nobarrier").steps[0].argv[-1]
 
 
 def test_blkdebug_sits_between_file_and_format(tmp_path):
