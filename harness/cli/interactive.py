@@ -144,7 +144,7 @@ def cmd_ssh(args: Args) -> int:
     try:
         if args.guest == "domu":
             target = Shell.connect(Endpoint("domu", DOMU_IP, 22, images.domu.host_key), store.client_key,
-                                   sock=dom0.jump_channel(DOMU_IP))
+                                   gateway=dom0)
         res = target.run(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout, check=False)
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)

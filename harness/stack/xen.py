@@ -252,12 +252,7 @@ class XenStack(Lifecycle):
         if not self.dom0.is_active():
             LOG.warning("dom0 SSH connection dropped while waiting for the domU; reconnecting")
             self.dom0 = self._connect_dom0()
-        sock = self.dom0.jump_channel(DOMU_IP, 22)
-        try:
-            return Shell.connect(self.domu_endpoint, self.store.client_key, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        return Shell.connect(self.domu_endpoint, self.store.client_key, gateway=self.dom0)
 
     def _wait_xen_tools(self, dom0: Shell) -> None:
         """xenstored and the xl toolstack come up a little after sshd."""

@@ -25,3 +25,12 @@ def test_only_ed25519_is_pinned():
 def test_argv_is_quoted_for_the_remote_shell():
     assert command_string(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
     assert command_string("echo $HOME") == "echo $HOME"
+
+
+def test_stdin_bytes_pass_through_invoke_unchanged():
+    from harness.vm.ssh import WIRE, _stdin, _text
+    data = bytes(range(256))
+    assert _stdin(data).read().encode(WIRE) == data            # invoke encodes in_stream with WIRE
+    assert _text("h\u00e9".encode().decode(WIRE)) == "h\u00e9"  # and decodes output with it
+    with pytest.raises(ValueError, match="put_bytes"):
+        _stdin(b"x" * 5000)
