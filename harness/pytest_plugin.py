@@ -16,6 +16,7 @@ Fixtures: ``xdh_images`` (session; missing images skip the test, or are built wi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,8 +36,6 @@ from .images import ImagePair, ImageStore
 from .releases import DEFAULT_RELEASE
 from .report.records import CutRecord
 from .report.rundir import IterationDir, RunDir
-from .stack.snapshot import ensure_snapshot
-from .stack.xen import machine_identity
 from .verify.fast import FastVerifier
 from .vm.ssh import Shell
 
@@ -66,25 +65,56 @@ def xdh_stack_config(pytestconfig: pytest.Config) -> StackConfig:
                        accel=pytestconfig.getoption("xdh_accel")).completed()
 
 
+class Kits:
+    """One kit per stack the session's tests boot (a workload's packages or a fault's device
+    model make another), each set up once and stopped at the end of the session."""
+
+    def __init__(self, build: bool, tmp: pytest.TempPathFactory):
+        self.build, self.tmp = build, tmp
+        self.store = ImageStore()
+        self._kits: dict[str, Kit] = {}
+        self._exit = contextlib.ExitStack()
+
+    def images(self, stack: StackConfig) -> ImagePair:
+        try:
+            return self.store.pair(stack.components())
+        except ImageError as exc:
+            if not self.build:
+                pytest.skip(f"xdh: {exc.oneline()} (or pass --xdh-build-images)")
+            for name in ("dom0", "domu"):
+                self.store.build((name,), progress=_say, spec=stack.components())
+            return self.store.pair(stack.components())
+
+    def get(self, stack: StackConfig) -> Kit:
+        key = repr(stack)
+        if key not in self._kits:
+            cfg = TortureConfig(stack=stack, reset=Reset.SNAPSHOT, verify=VerifyPath.FAST)
+            kit = Kit(cfg, self.tmp.mktemp("xdh-verifier"), self.store, self.images(stack), _say)
+            self._kits[key] = self._exit.enter_context(kit)
+        return self._kits[key]
+
+    def close(self) -> None:
+        self._exit.close()
+
+
 @pytest.fixture(scope="session")
-def xdh_images(pytestconfig: pytest.Config, xdh_stack_config: StackConfig) -> ImagePair:
-    store = ImageStore()
+def xdh_kits(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kits]:
+    kits = Kits(bool(pytestconfig.getoption("xdh_build_images")), tmp_path_factory)
     try:
-        return store.pair(xdh_stack_config.components())
-    except ImageError as exc:
-        if not pytestconfig.getoption("xdh_build_images"):
-            pytest.skip(f"xdh: {exc.oneline()} (or pass --xdh-build-images)")
-        store.build(progress=_say, spec=xdh_stack_config.components())
-        return store.pair(xdh_stack_config.components())
+        yield kits
+    finally:
+        kits.close()
 
 
 @pytest.fixture(scope="session")
-def xdh_kit(xdh_images: ImagePair, xdh_stack_config: StackConfig,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
+def xdh_images(xdh_kits: Kits, xdh_stack_config: StackConfig) -> ImagePair:
+    return xdh_kits.images(xdh_stack_config)
+
+
+@pytest.fixture(scope="session")
+def xdh_kit(xdh_kits: Kits, xdh_stack_config: StackConfig) -> Kit:
     """The saved stack (built once per stack, then restored) and the fast verifier, for the session."""
-    cfg = TortureConfig(stack=xdh_stack_config, reset=Reset.SNAPSHOT, verify=VerifyPath.FAST)
-    with Kit(cfg, tmp_path_factory.mktemp("xdh-verifier"), ImageStore(), xdh_images, _say) as kit:
-        yield kit
+    return xdh_kits.get(xdh_stack_config)
 
 
 @pytest.fixture(scope="session")
@@ -137,24 +167,21 @@ def _config(marker: pytest.Mark | None, stack: StackConfig) -> tuple[TortureConf
 
 
 @pytest.fixture
-def xdh_run(request: pytest.FixtureRequest, xdh_kit: Kit, xdh_images: ImagePair, tmp_path: Path) -> Iterator[Rig]:
+def xdh_run(request: pytest.FixtureRequest, xdh_kits: Kits, xdh_stack_config: StackConfig,
+            tmp_path: Path) -> Iterator[Rig]:
     """The test's crash run (``@pytest.mark.xdh``): restored, filesystem made, fault injected,
     workload started. The stack is stopped after the test whatever happens."""
-    cfg, start = _config(request.node.get_closest_marker("xdh"), xdh_kit.cfg.stack)
+    cfg, start = _config(request.node.get_closest_marker("xdh"), xdh_stack_config)
     plan = IterationPlan.make(cfg, 0, "test")
     run = RunDir(tmp_path / "xdh-run").create()
     run.write_config(cfg.to_json(), cfg.seed, {})
     it = run.iteration(0)
     it.write_meta(0, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
-    kit = xdh_kit
-    if cfg.effective_stack() != kit.cfg.stack:      # a fault that replaces dom0's device model: its own snapshot
-        kit = kit.lane(0)
-        kit.snapshot = ensure_snapshot(cfg.effective_stack(), xdh_images, kit.store, _say,
-                                       machine_identity(cfg.effective_stack(), kit.store, xdh_images))
+    kit = xdh_kits.get(cfg.effective_stack())     # a workload's packages, a fault's device model: another
     request.node.user_properties += [("xdh_seed", plan.seed), ("xdh_run_dir", str(run.path)),
                                      ("xdh_workload", cfg.workload), ("xdh_fault", cfg.fault)]
     boot = kit.boot_source(plan.seed)
-    crash = CrashRun(cfg, plan.seed, it.crash_paths(boot.dut_name), xdh_images, boot, kit.store, _say)
+    crash = CrashRun(cfg, plan.seed, it.crash_paths(boot.dut_name), kit.images, boot, kit.store, _say)
     rig = Rig(crash, dataclasses.replace(plan, cfg=cfg), it, kit)
     try:
         crash.start(run_workload=start)

@@ -66,11 +66,12 @@ class Session:
 
 
 def alive(pid: int) -> bool:
+    """The process runs (a zombie, ended but not yet reaped by its parent, does not)."""
     try:
-        os.kill(pid, 0)
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
     except (OSError, ValueError):
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def running() -> Session:

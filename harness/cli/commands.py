@@ -63,7 +63,8 @@ def cmd_images_build(args: Args) -> int:
     store = ImageStore()
     names = tuple(args.only) if args.only else IMAGE_NAMES
     t0 = time.monotonic()
-    spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb))
+    spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb),
+                      workloads.load(args.workload).packages if args.workload else ())
     results = store.build(names, force=args.force, progress=progress, spec=spec)
     print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
     for img, built in results:

@@ -86,6 +86,8 @@ def _images(sub: Sub) -> None:
     b = isub.add_parser("build", help="build missing or stale images (mmdebstrap, Debian packages of one release)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
+    b.add_argument("--workload", metavar="MANIFEST", help="with the Debian packages this workload manifest needs in "
+                                                          "the domU (xdh torture --workload builds them itself)")
     _release_option(b)
     b.set_defaults(func=c.cmd_images_build)
     dm = isub.add_parser("devmodel", help="build (once, cached) dom0's device model with linux-aio, for qdisk-direct",

@@ -41,7 +41,7 @@ def _interrupt_when(args: list[str], ready, what: str, wait: float, sig: int, se
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
     run = tmp_path / "run"
-    serial = run / "serial.log"
+    serial = run / "iterations" / "iter-0000" / "boot-a" / "serial.log"
 
     def booting() -> bool:
         # the outer QEMU is really booting: Xen has printed on the serial console
@@ -49,8 +49,8 @@ def test_signal_during_boot_leaves_nothing_running(sig, images, tmp_path):
             return False
         assert pids_matching(str(run)), "no QEMU process found for the run"
         return True
-    code, out = _interrupt_when(["up", "--run-dir", str(run)], booting, "QEMU never started booting", 120, sig,
-                                settle=3)
+    code, out = _interrupt_when(["up", "--reset", "boot", "--run-dir", str(run)], booting,
+                                "QEMU never started booting", 120, sig, settle=3)
     assert code == 130, out
     assert "stopped cleanly" in out and "Traceback" not in out
     time.sleep(0.5)
