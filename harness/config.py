@@ -218,6 +218,11 @@ class TortureConfig:
         return workloads.get(self.workload).params(self.record_size, {"sync": self.sync.value,
                                                                      "journal": self.journal.value})
 
+    def own_files(self) -> dict[str, list[str]]:
+        """Your own workload's manifest and program, and fault's manifest: kept in the run directory."""
+        w, f = workloads.get(self.workload), faults.get(self.fault)
+        return {"workload": [p for p in (w.manifest, w.source) if p], "fault": [f.manifest] if f.manifest else []}
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

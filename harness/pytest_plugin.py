@@ -26,6 +26,7 @@ import pytest
 
 from .campaign.checks import Checked, check_outcome
 from .campaign.kit import Kit
+from .catalog import workloads
 from .catalog.backends import DEFAULT_BACKEND
 from .catalog.workloads import Ack
 from .config import CutMode, Reset, StackConfig, TortureConfig, VerifyPath
@@ -174,7 +175,8 @@ def xdh_run(request: pytest.FixtureRequest, xdh_kits: Kits, xdh_stack_config: St
     cfg, start = _config(request.node.get_closest_marker("xdh"), xdh_stack_config)
     plan = IterationPlan.make(cfg, 0, "test")
     run = RunDir(tmp_path / "xdh-run").create()
-    run.write_config(cfg.to_json(), cfg.seed, {})
+    run.write_config(cfg.to_json(), cfg.seed, {"workload": workloads.get(cfg.workload).describe()})
+    run.keep_own_files(cfg.own_files())
     it = run.iteration(0)
     it.write_meta(0, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
     kit = xdh_kits.get(cfg.effective_stack())     # a workload's packages, a fault's device model: another

@@ -141,7 +141,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     run = RunDir(run_dir).create()
     w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
     run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": w.describe()})
-    run.keep_own_files([Path(p) for p in (w.manifest, w.source, f.manifest) if p])
+    run.keep_own_files(cfg.own_files())
     indices = shard_indices(cfg.iterations, cfg.shard)
     store = ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile

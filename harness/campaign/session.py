@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..catalog import workloads
 from ..config import Reset, TortureConfig, VerifyPath
 from ..crash.plan import CutPlan, IterationPlan
 from ..crash.run import CrashOutcome, CrashRun
@@ -48,6 +50,7 @@ class Session:
     qmp: str
     components: dict[str, Any]
     workload: bool          # a workload runs (so ``xdh cut`` leaves acks to judge)
+    started: str = ""       # the process's start time (/proc/PID/stat): a recycled pid is not the session
 
     @staticmethod
     def file() -> Path:
@@ -65,13 +68,30 @@ class Session:
             return None
 
 
-def alive(pid: int) -> bool:
-    """The process runs (a zombie, ended but not yet reaped by its parent, does not)."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state first, start time at index 19 ([] if gone)."""
     try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[-1].split()
     except (OSError, ValueError):
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+        return []
+
+
+def start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def alive(pid: int, started: str = "") -> bool:
+    """The process runs, and is the one that started then (a zombie, ended but not yet reaped by
+    its parent, does not run; a recycled pid is another process)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z" and (not started or fields[19] == started)
+
+
+def _own_record_gone() -> None:
+    s = Session.read()
+    if s is not None and s.pid == os.getpid():
+        Session.file().unlink(missing_ok=True)
 
 
 def running() -> Session:
@@ -79,7 +99,7 @@ def running() -> Session:
     s = Session.read()
     if s is None:
         raise ConfigError("no stack is up", hint="start one with `xdh up`")
-    if not alive(s.pid):
+    if not alive(s.pid, s.started):
         Session.file().unlink(missing_ok=True)
         raise ConfigError("the recorded stack is gone", hint="start one with `xdh up`")
     return s
@@ -105,24 +125,25 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
     """Bring one crash run up and keep it until SIGUSR1: then cut its power and return the outcome,
     recorded as the iteration's cut. An interrupt stops the stack and propagates."""
     run = RunDir(run_dir).create()
-    run.write_config(cfg.to_json(), cfg.seed, {})
     plan = IterationPlan(cfg, 0, IterationPlan.make(cfg, 0).seed, "iter-0000", BY_HAND)
     it = run.iteration(0)
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
+    run.write_config(cfg.to_json(), cfg.seed, {"workload": workloads.get(cfg.workload).describe()})
+    run.keep_own_files(cfg.own_files())
     store = ImageStore()
     cut = threading.Event()
-    previous = signal.signal(signal.SIGUSR1, lambda *_: cut.set())
     with Kit(dataclasses.replace(cfg, verify=VerifyPath.REBOOT), run.verifier, store, images, progress) as kit:
         boot = kit.boot_source(plan.seed)
-        qmp = run_dir / "qmp.sock"
+        qmp = user_qmp_path(run_dir)
         crash = CrashRun(cfg, plan.seed, it.crash_paths(boot.dut_name), images, boot, store, progress, qmp)
         session: Session | None = None
+        previous = signal.signal(signal.SIGUSR1, lambda *_: cut.set())
         try:
             progress("restoring the saved stack" if kit.reset == Reset.SNAPSHOT else "booting the stack")
             crash.start(run_workload=with_workload)
             assert crash.stack.info is not None
             session = Session(os.getpid(), str(run_dir), str(it.path), crash.stack.info.ssh_port, str(qmp),
-                              asdict(cfg.stack.components()), with_workload)
+                              asdict(cfg.stack.components()), with_workload, start_time(os.getpid()))
             session.write()
             on_ready(session, crash)
             while not cut.wait(1.0):
@@ -131,11 +152,18 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
         finally:
             outcome = crash.close(plan.cut)
             signal.signal(signal.SIGUSR1, previous)
-            Session.file().unlink(missing_ok=True)
+            _own_record_gone()
             if session is not None:
                 (paths.cache_dir() / "last-session.json").write_text(json.dumps(asdict(session)) + "\n")
         it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut.to_json(), outcome.start_entry))
         return outcome
+
+
+def user_qmp_path(run_dir: Path) -> Path:
+    """``qmp.sock`` in the run directory, or in a short temporary one when that path would pass
+    the 107 bytes a unix socket's path may have."""
+    path = run_dir / "qmp.sock"
+    return path if len(str(path)) < 100 else Path(tempfile.mkdtemp(prefix="xdh-up-")) / "qmp.sock"
 
 
 def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str | None = None) -> IterationRecord:

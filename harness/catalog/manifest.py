@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 
 SCHEMA = 1
+RESERVED = {"xdh-workload", "xdh-replay", "xdh-sync-probe"}     # guests/: installed in every domU image
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
@@ -86,6 +87,9 @@ def program(where: str, base: Path, data: dict[str, Any]) -> Path:
         raise ConfigError(f"{where}: program {path} not found", hint="fix program = ... (relative to the manifest)")
     if not path.stat().st_mode & 0o111:
         raise ConfigError(f"{where}: program {path} is not executable", hint=f"chmod +x {path}")
+    if path.name in RESERVED:
+        raise ConfigError(f"{where}: program name {path.name} is one of xdh's own guest programs",
+                          hint="rename the program")
     return path
 
 
@@ -94,6 +98,10 @@ def params(where: str, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     table = data.get("params", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: params must be a table ([params])")
+    taken = sorted(set(table) & {"seed", "dir", "device"})
+    if taken:
+        raise ConfigError(f"{where}: parameter {taken[0]} is xdh's own (--seed, --dir, --device)",
+                          hint="rename it")
     out = []
     for key, value in table.items():
         if not NAME.match(key.replace("_", "-")) or isinstance(value, dict | list) or value is None:

@@ -32,7 +32,7 @@ Args = argparse.Namespace
 
 def cmd_up(args: Args) -> int:
     old = Session.read()
-    if old is not None and session_mod.alive(old.pid):
+    if old is not None and session_mod.alive(old.pid, old.started):
         raise ConfigError(f"a stack is already up (pid {old.pid}, {old.run_dir})", hint="run `xdh down` first")
     stack = _stack_config(args)
     if args.dut:
@@ -73,7 +73,7 @@ def _inspect(args: Args, stack: StackConfig) -> int:
     with make_stack(stack, run_dir, ImageStore(), dut, progress=progress, images=images) as st:
         assert st.info is not None
         s = Session(os.getpid(), str(run_dir), str(run_dir), st.info.ssh_port, "", dataclasses.asdict(
-            stack.components()), False)
+            stack.components()), False, session_mod.start_time(os.getpid()))
         s.write()
         print(f"\nstack is up on {image}; its disk is the domU's xvdb (mount it: xdh ssh domu -- mount /dev/xvdb "
               "/mnt)\n" + "\n".join(session_mod.ssh_hint(s, ImageStore().client_key)).replace(
@@ -86,12 +86,12 @@ def _inspect(args: Args, stack: StackConfig) -> int:
             Session.file().unlink(missing_ok=True)
 
 
-def _wait_gone(pid: int, what: str, seconds: float = 120) -> None:
+def _wait_gone(s: Session, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
-    while session_mod.alive(pid) and time.monotonic() < deadline:
+    while session_mod.alive(s.pid, s.started) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if session_mod.alive(pid):
-        raise InfraError(f"xdh up (pid {pid}) did not {what} in {seconds:.0f} s", hint=f"kill {pid}")
+    if session_mod.alive(s.pid, s.started):
+        raise InfraError(f"xdh up (pid {s.pid}) did not {what} in {seconds:.0f} s", hint=f"kill {s.pid}")
 
 
 def cmd_cut(args: Args) -> int:
@@ -100,7 +100,7 @@ def cmd_cut(args: Args) -> int:
         raise ConfigError("this stack inspects a crash image (xdh up --dut)", hint="stop it with `xdh down`")
     t0 = time.monotonic()
     os.kill(s.pid, signal.SIGUSR1)
-    _wait_gone(s.pid, "cut the power")
+    _wait_gone(s, "cut the power")
     it = IterationDir(Path(s.iteration))
     if not it.cut.exists():
         raise InfraError(f"xdh up (pid {s.pid}) ended without cutting the power", hint="see its output")
@@ -127,7 +127,7 @@ def cmd_verify(args: Args) -> int:
 def cmd_down(args: Args) -> int:
     s = session_mod.running()
     os.kill(s.pid, signal.SIGTERM)
-    _wait_gone(s.pid, "stop", 60)
+    _wait_gone(s, "stop", 60)
     print(f"stopped the stack in {s.run_dir}")
     return ExitCode.CLEAN
 

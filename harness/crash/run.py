@@ -128,13 +128,18 @@ class FaultSteps:
         self.fault, self.stack, self.say = fault, stack, say
         self.applied: list[str] = []
         self._dom0_dut = ""
+        self._done: set[faults.When] = set()
 
     def run(self, when: faults.When) -> None:
+        """The steps of ``when``, once (a ``during`` step not run by the cut point runs before the cut)."""
+        if when in self._done:
+            return
+        self._done.add(when)
         for step in self.fault.at(when):
             shell = self.stack.dom0 if step.where == faults.Where.DOM0 else self.stack.domu
-            assert shell is not None
+            assert shell is not None and self.stack.dom0 is not None
             if "{dom0_dut}" in " ".join(step.argv) and not self._dom0_dut:
-                self._dom0_dut = dom0_device(shell, "dut")
+                self._dom0_dut = dom0_device(self.stack.dom0, "dut")
             out = shell.run(step.filled(self._dom0_dut), timeout=120).stdout.strip()
             self.applied.append(out)
             self.say(f"fault {self.fault.name} ({step.where.value}, {when.value}): {out[-200:] or 'done'}")
@@ -207,7 +212,9 @@ class CrashRun:
         _wait_for_cut(self.reader, plan, self.cfg.ack_timeout, self._t_start, self.stack, self.paths.output, during)
 
     def cut(self) -> None:
-        """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power)."""
+        """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
+        A fault's ``during`` steps that no cut plan reached (a cut by hand) run first."""
+        self.steps.run(faults.When.DURING)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
         self.seconds["workload"] = round(time.monotonic() - self._t_start, 2)

@@ -68,12 +68,13 @@ class ImageStore:
         if img is None:
             stale = [m for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json"))
                      if BuiltImage.from_dir(m.parent).release == spec.release]
-            why = "is out of date (its recipe changed)" if stale and not spec.paths(name) else "is not built"
+            own = spec.paths(name) or spec.packages(name)
+            why = "is out of date (its recipe changed)" if stale and not own else "is not built"
             flags = spec.flags()
-            what = name if spec.release == DEFAULT_RELEASE and not spec.paths(name) \
-                else f"{spec.describe()} {name}"
-            raise ImageError(f"the {what} image {why} in {self.root}",
-                             hint=f"run `xdh images build{' ' + flags if flags else ''}`")
+            what = name if spec.release == DEFAULT_RELEASE and not own else f"{spec.describe()} {name}"
+            hint = f"run `xdh images build{' ' + flags if flags else ''}" + \
+                (" --workload MANIFEST` (the manifest that needs these packages)" if spec.packages(name) else "`")
+            raise ImageError(f"the {what} image {why} in {self.root}", hint=hint)
         return img
 
     def pair(self, spec: Components | str = DEFAULT_RELEASE) -> ImagePair:

@@ -186,11 +186,13 @@ class RunDir:
     def write_config(self, config: dict[str, Any], seed: int | None, versions: dict[str, Any]) -> None:
         write_json(self.config, {"config": config, "seed": seed, "versions": versions})
 
-    def keep_own_files(self, files: list[Path]) -> None:
-        """Your own workload's and fault's manifests and program, as they were: ``own/``."""
-        for f in files:
-            (self.path / "own").mkdir(exist_ok=True)
-            shutil.copy2(f, self.path / "own" / f.name)
+    def keep_own_files(self, files: dict[str, list[str]]) -> None:
+        """Your own workload's and fault's manifests and program, as they were: ``own/workload/``,
+        ``own/fault/``."""
+        for kind, paths in files.items():
+            for f in (Path(p) for p in paths if p):
+                (self.path / "own" / kind).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, self.path / "own" / kind / f.name)
 
     def read_versions(self) -> dict[str, Any]:
         """The component versions a campaign recorded in config.json ({} if it has none)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..catalog.workloads import MOUNT, Workload
+from ..errors import VerifyError
 from ..stack.programs import install_program
 from ..vm.ssh import Shell
 
@@ -52,7 +53,13 @@ def verify_on(shell: Shell, device: str, workload: Workload, seed: int, params: 
             return {"mount_error": (m.stderr.strip() or m.stdout.strip())[-300:], "fsck": fsck.stdout[-2000:]}
     try:
         out = shell.run(workload.argv("verify", seed, params | {"device": device}), timeout=600).stdout
-        report: dict[str, Any] = json.loads(out)
+        try:
+            report = json.loads(out)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):
+            raise VerifyError(f"{workload.program} verify printed no JSON object: {out.strip()[-300:]!r}",
+                              hint="verify must print one JSON object (docs/workloads.md)")
         return report
     finally:
         if workload.needs_fs:

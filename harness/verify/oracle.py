@@ -14,11 +14,13 @@ may be torn):
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..catalog import workloads
 from ..catalog.workloads import Ack, Workload
+from ..errors import WorkloadError
 
 
 @dataclass
@@ -145,8 +147,10 @@ def direct_block(seed: int, op: int, nblocks: int) -> int:
 
 
 def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = None, *,
-                 seed: int = 0, issued: int | None = None) -> list[Violation]:
-    nblocks = report.get("nblocks", 0)
+                 seed: int = 0, issued: int | None = None, generic: bool = False) -> list[Violation]:
+    """Model ``blocks``; built-in direct's schedule (which block op k writes) from the seed, or
+    ``generic`` (a manifest workload's own schedule: any k blocks may be ahead)."""
+    nblocks = 0 if generic else report.get("nblocks", 0)
     acked: dict[int, tuple[int, Ack]] = {}
     for a in acks:
         b, v = (int(x) for x in a.ident.split(":"))
@@ -164,8 +168,11 @@ def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     # a newer version or be torn, k = the ops issued past the required acks
     k = (issued if issued is not None else len(acks) + 1) - len(acks)
     ahead = [b for b, (st, ver) in found.items() if st == "corrupt" or (st == "ok" and ver > acked.get(b, (0,))[0])]
-    free = set(ahead) if not nblocks and len(ahead) <= k else set()
+    free = set(ahead) if generic and len(ahead) <= k else set()
     out: list[Violation] = []
+    if report.get("error"):
+        out.append(Violation("integrity", "the workload's own check", str(report["error"])[-300:],
+                             max(len(acks), 1), _ack_ev(acks[-1] if acks else None, cut_t)))
     for b in sorted(set(acked) | set(found)):
         v_acked, ack = acked.get(b, (0, None))
         st, ver = found.get(b, ("zero", None))
@@ -284,6 +291,26 @@ def check_register(acks: list[Ack], report: dict[str, Any], cut_t: float | None 
     return check_replace(acks, report, cut_t, issued=issued)
 
 
+ID_FORMS = {"prefix": (re.compile(r"^\d+$"), "0, 1, 2, ..."), "register": (re.compile(r"^\d+$"), "versions 1, 2, ..."),
+            "blocks": (re.compile(r"^\d+:\d+$"), "KEY:VERSION, both integers")}
+
+
+def check_contract(w: Workload, acks: list[Ack], report: dict[str, Any]) -> None:
+    """A manifest workload's acks and report in its model's form, else a WorkloadError (a broken
+    workload is the harness's finding about the workload, never a verdict on the stack)."""
+    form = ID_FORMS.get(w.model)
+    bad = [a.ident for a in acks if form and not form[0].match(a.ident)]
+    if bad:
+        raise WorkloadError(f"workload {w.name} (model {w.model}) acked id {bad[0]!r}",
+                            hint=f"{w.model} ids are {form[1] if form else ''}")
+    value = report.get("value")
+    if w.model == "register" and value is not None and not isinstance(value, int):
+        raise WorkloadError(f"workload {w.name}: verify reported value {value!r}", hint="register values are integers")
+    for key in ("present", "corrupt"):
+        if not isinstance(report.get(key, []), list):
+            raise WorkloadError(f"workload {w.name}: verify's {key} is not a list", hint="see docs/workloads.md")
+
+
 MODELS = {"set": check_set, "prefix": check_prefix, "register": check_register, "blocks": check_direct}
 assert set(MODELS) == set(workloads.MODELS)
 
@@ -294,11 +321,13 @@ def judge(workload: str | Workload, acks: list[Ack], report: dict[str, Any], cut
     ``acks`` must hold; ``issued``: how many ops may have reached the disk (default: the acked
     ones and the one in flight). An earlier crash state requires fewer acks than were issued."""
     w = workload if isinstance(workload, Workload) else workloads.get(workload)
+    if w.source:
+        check_contract(w, acks, report)
     if report.get("mount_error"):
         violations = [Violation("unmountable", "filesystem on xvdb", report["mount_error"], max(len(acks), 1),
                                 _ack_ev(acks[-1] if acks else None, cut_t))]
     elif w.model == "blocks":
-        violations = check_direct(acks, report, cut_t, seed=seed, issued=issued)
+        violations = check_direct(acks, report, cut_t, seed=seed, issued=issued, generic=bool(w.source))
     elif w.model == "register":
         violations = check_register(acks, report, cut_t, issued=issued)
     elif w.model == "prefix":

@@ -130,3 +130,33 @@ def test_fault_manifest_steps_and_outer(tmp_path):
 def test_builtin_faults_are_steps_too():
     drop = faults.get("drop-flush")
     assert [(s.where, s.when) for s in drop.steps] == [(faults.Where.DOMU, faults.When.BEFORE_WORKLOAD)]
+
+
+def test_reserved_names_are_xdhs_guest_programs():
+    from harness import paths
+    from harness.catalog.manifest import RESERVED
+    assert RESERVED == {p.name for p in paths.GUESTS_DIR.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("body, error", [
+    ('model = "set"\n[params]\ndir = "/tmp"\n', "parameter dir is xdh's own"),
+    ('model = "set"\n[params]\nseed = 1\n', "parameter seed is xdh's own"),
+])
+def test_params_cannot_override_the_harness(tmp_path, body, error):
+    with pytest.raises(ConfigError, match=error):
+        workloads.load(str(_workload(tmp_path, body, name="p")))
+
+
+def test_a_workload_outside_its_models_form_is_a_workload_error(tmp_path):
+    from harness.errors import WorkloadError
+    pre = workloads.get(str(_workload(tmp_path, 'model = "prefix"\n', "pre")))
+    with pytest.raises(WorkloadError, match="acked id 'row-1'"):
+        judge(pre, acks("row-1"), {"present": ["row-1"]})
+    reg = workloads.get(str(_workload(tmp_path, 'model = "register"\n', "reg2")))
+    with pytest.raises(WorkloadError, match="value '3'"):
+        judge(reg, acks(1), {"value": "3"})
+    blk = workloads.get(str(_workload(tmp_path, 'model = "blocks"\nneeds_fs = false\n', "blk2")))
+    assert [v.kind for v in judge(blk, acks("0:1"), {"blocks": {"0": ["ok", 1]}, "error": "bad"}).violations] == \
+        ["integrity"]
+    # a manifest's own nblocks does not switch to the built-in direct schedule
+    assert judge(blk, acks("0:1", "1:1"), {"blocks": {"0": ["ok", 1], "1": ["ok", 2]}, "nblocks": 4}).ok
