@@ -135,7 +135,7 @@ def test_builtin_faults_are_steps_too():
 def test_reserved_names_are_xdhs_guest_programs():
     from harness import paths
     from harness.catalog.manifest import RESERVED
-    assert RESERVED == {p.name for p in paths.GUESTS_DIR.iterdir() if p.is_file()}
+    assert {p.name for p in paths.GUESTS_DIR.iterdir() if p.is_file()} == RESERVED
 
 
 @pytest.mark.parametrize("body, error", [
