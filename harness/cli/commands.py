@@ -242,8 +242,12 @@ def cmd_report_merge(args: Args) -> int:
 
 
 def cmd_list(args: Args) -> int:
-    print("workloads:\n" + workloads.WORKLOADS.describe(10))
-    print("faults:\n" + faults.FAULTS.describe(10))
+    print("workloads (oracle model):\n" + "\n".join(f"  {w.name:10} {w.summary} ({w.model})"
+                                                    for w in workloads.WORKLOADS.values()))
+    print("  your own: --workload PATH/workload.toml (models: " + ", ".join(workloads.MODELS)
+          + "; docs/workloads.md, examples/)")
+    print("faults:\n" + faults.FAULTS.describe(13))
+    print("  your own: --fault PATH/fault.toml (steps in dom0 or the domU, outer disk options; docs/workloads.md)")
     print("backend modes:\n" + backends.BACKENDS.describe())
     return ExitCode.CLEAN
 

@@ -28,3 +28,9 @@ def test_your_workload_keeps_acked_puts_on_a_correct_stack(xdh_dom0, xdh_domu, x
     crash = xdh_power_cut(after_acks=30)
     checked = xdh_oracle(crash)
     assert checked.status == "pass" and len(crash.acks) >= 30, checked.violations
+
+
+@pytest.mark.xdh(workload=KV, fault="drop-flush", seed=7)
+def test_your_workload_on_a_stack_that_drops_flushes_loses_acked_puts(xdh_power_cut, xdh_oracle):
+    checked = xdh_oracle(xdh_power_cut(after_acks=30))
+    assert checked.status == "loss" and checked.lost_acked > 0, checked.violations
