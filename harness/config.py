@@ -19,9 +19,10 @@ from .catalog import backends, faults, manifest, workloads
 from .errors import ConfigError
 from .images import devmodel, kernel
 from .images.components import Components
+from .status import Expect
 from .vm.accel import Accel
 
-__all__ = ["Accel", "CutMode", "DiskCache", "Journal", "Reset", "StackConfig", "Sync", "TortureConfig",
+__all__ = ["Accel", "CutMode", "DiskCache", "Expect", "Journal", "Reset", "StackConfig", "Sync", "TortureConfig",
            "VerifyPath", "choices"]
 
 
@@ -156,6 +157,7 @@ class TortureConfig:
     flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
     verify: VerifyPath = VerifyPath.AUTO
     jobs: int = 1               # lanes, each with its own stack and fast verifier (campaign.run_lanes)
+    expect: Expect | None = None  # a control: what every iteration must find (the exit code and JUnit follow)
     stack: StackConfig = field(default_factory=StackConfig)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,8 @@ class TortureConfig:
                                    ("disk_cache", DiskCache, "disk cache model"),
                                    ("verify", VerifyPath, "verify mode")):
             object.__setattr__(self, name, _enum(enum, getattr(self, name), option))
+        if self.expect is not None:
+            object.__setattr__(self, "expect", _enum(Expect, self.expect, "expectation"))
         if manifest.is_manifest(self.workload):
             # your own workload: recorded by absolute path; the domU image carries its packages
             w = workloads.get(self.workload)

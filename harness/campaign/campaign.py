@@ -185,6 +185,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
         summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)
         summary["setup_seconds"] = kit.setup_seconds
+        summary["versions"] = versions
         if kit.snapshot is not None:
             summary["snapshot"] = kit.snapshot.key
         summary_mod.write(summary, run_dir)

@@ -149,4 +149,5 @@ def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
         reset=kit.reset.value, verify=cfg.verify_mode().value,
         verdicts=checked.verdicts if checked else {}, disk_cache=cfg.disk_cache.value,
         crash_states=checked.crash_states if checked else 1,
-        states_generated=checked.states_generated if checked else 1, states=checked.states if checked else [])
+        states_generated=checked.states_generated if checked else 1, states=checked.states if checked else [],
+        release=cfg.stack.release)

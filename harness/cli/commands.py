@@ -130,7 +130,7 @@ def _torture_config(args: Args) -> TortureConfig:
                         canary=not args.no_canary, shard=args.shard, keep_images=args.keep_images,
                         sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
                         disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
-                        jobs=args.jobs, stack=_stack_config(args))
+                        jobs=args.jobs, expect=args.expect, stack=_stack_config(args))
     cfg.validate()
     return cfg.resolved()
 

@@ -9,7 +9,7 @@ from typing import NoReturn, TypeAlias
 
 from ..campaign.checks import PER_IMAGE_FLUSH_POINTS
 from ..catalog import backends, faults, workloads
-from ..config import Accel, CutMode, DiskCache, Journal, Reset, Sync, VerifyPath, choices
+from ..config import Accel, CutMode, DiskCache, Expect, Journal, Reset, Sync, VerifyPath, choices
 from ..releases import DEFAULT_RELEASE, RELEASES
 from ..status import EXIT_CODES_HELP, ExitCode
 from . import commands as c
@@ -202,6 +202,10 @@ def _torture(sub: Sub) -> None:
     g.add_argument("--sync", choices=choices(Sync), default=Sync.FSYNC.value, help="append: sync call (default fsync)")
     g.add_argument("--journal", choices=choices(Journal), default=Journal.WAL.value,
                    help="sqlite: journal mode (default wal)")
+    g.add_argument("--expect", choices=choices(Expect),
+                   help="this campaign is a control: clean (every iteration must pass) or loss (every iteration "
+                        "must lose acked writes); a control that behaves so exits 0, and JUnit marks the "
+                        "iterations that did not (default: no expectation; a loss exits 1)")
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
     g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     d = t.add_argument_group("disk-cache model (see harness/crash/writelog.py)")

@@ -53,6 +53,7 @@ class IterationRecord:
     crash_states: int = 1       # distinct crash states verified (the cut, plus the volatile model's)
     states_generated: int = 1   # crash states judged, duplicates by content included
     states: list[dict[str, Any]] = field(default_factory=list)   # volatile: the failing states (all: states.json)
+    release: str = ""           # the Debian release of the stack (the JUnit class name carries it)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

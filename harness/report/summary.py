@@ -3,13 +3,14 @@ merging several run directories (shards of a nightly matrix) into one."""
 
 from __future__ import annotations
 
+import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
-from ..status import Status, campaign_exit
+from ..status import Status, campaign_exit, expected
 from .records import IterationRecord
 from .rundir import RunDir, ensure_dir
 
@@ -40,7 +41,9 @@ def summarize(run_dir: Path, config: dict[str, Any], seed: Any, canary: Record |
         "wall_seconds": round(seconds, 1),
         "iterations_per_hour": round(len(its) * 3600 / seconds, 1) if seconds > 0 and its else None,
     }
-    s["exit_code"] = int(campaign_exit(c["status"] if c else None, (i["status"] for i in its)))
+    s["expect"] = config.get("expect")
+    s["exit_code"] = int(campaign_exit(c["status"] if c else None, [i["status"] for i in its],
+                                       [i.get("expect", s["expect"]) for i in its]))
     return s
 
 
@@ -75,33 +78,85 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _expected(it: dict[str, Any], expect: str | None) -> str:
+    """The status an iteration should end in: the canary must lose writes; with ``--expect`` (its
+    run's, in a merge), the expectation; without, a pass."""
+    if it["name"].startswith("canary"):
+        return Status.LOSS.value
+    return expected(it.get("expect", expect)).value
+
+
+def _evidence(run_dir: str, name: str, limit: int = 12) -> list[str]:
+    """The kernel lines recorded beside the iteration's verdict (none if it has none)."""
+    try:
+        data = json.loads((Path(run_dir) / ("canary" if name == "canary" else f"iterations/{name}")
+                           / "verdict.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(x) for x in data.get("kernel_evidence", [])[:limit]]
+
+
+def _add_properties(parent: ET.Element, props: dict[str, Any]) -> None:
+    el = ET.SubElement(parent, "properties")
+    for key, value in props.items():
+        if value not in (None, "", {}, []):
+            ET.SubElement(el, "property", name=key, value=value if isinstance(value, str) else json.dumps(value))
+
+
+def _case(suite: ET.Element, summary: dict[str, Any], it: dict[str, Any]) -> None:
+    """One test case per (release, backend, fault, workload, iteration): stable across seeds."""
+    release = it.get("release") or summary["config"].get("stack", {}).get("release", "")
+    case = ET.SubElement(suite, "testcase", classname=f"xdh.{release}.{it['backend']}.{it['fault']}.{it['workload']}",
+                         name=it["name"], time=str(it["seconds"].get("total", 0)))
+    run_dir = it.get("run_dir") or summary["run_dir"]
+    path = Path(run_dir) / ("canary" if it["name"] == "canary" else f"iterations/{it['name']}")
+    want = _expected(it, summary.get("expect"))
+    _add_properties(case, {"seed": str(it["seed"]), "verdict": it["status"], "acked": str(it["acked"]),
+                           "lost_acked": str(it["lost_acked"]), "cut": it["cut"], "disk_cache": it.get("disk_cache"),
+                           "crash_states": str(it.get("crash_states", 1)), "expected": want,
+                           "iteration_dir": str(path), "reproduce": f"xdh reproduce {path}",
+                           "crash_image": it.get("crash_image")})
+    evidence = _evidence(run_dir, it["name"])
+    if it["status"] in (Status.ERROR.value, Status.GUEST_DIED.value):
+        ET.SubElement(case, "error", type=it["status"], message=it["error"])
+    elif it["status"] != want:
+        if it["status"] == Status.LOSS.value:
+            msg = f"{it['lost_acked']} acknowledged writes lost: {(it['violations'] or ['?'])[0]}"
+        elif it["name"].startswith("canary"):
+            msg = "canary not caught: this configuration cannot see lost flushes"
+        else:
+            msg = f"expected a loss, and all {it['acked']} acknowledged writes survived: the fault was not caught"
+        fail = ET.SubElement(case, "failure", type=f"expected-{want}", message=msg)
+        fail.text = "\n".join([*it["violations"], *(["kernel evidence:"] + evidence if evidence else [])])
+    out = [f"{it['name']}: {it['status']} ({it['acked']} acked, {it['lost_acked']} lost, "
+           f"{it.get('crash_states', 1)} crash states)"]
+    out += [f"fault applied: {it['fault_applied']}"] if it.get("fault_applied") else []
+    out += it["violations"] + ([it["error"]] if it["error"] else []) + evidence
+    out += [f"logs: {p}" for p in sorted(str(x) for x in path.glob("*.log"))] if path.exists() else []
+    ET.SubElement(case, "system-out").text = "\n".join(out)
+
+
 def junit(summary: dict[str, Any]) -> str:
+    """JUnit XML: test names without seeds (a CI's history follows ``iter-0003`` across nights),
+    seeds and versions as properties, the violation and its kernel lines in the failure, logs in
+    system-out. With ``--expect loss`` a loss is the expected outcome, not a failure."""
     its = list(summary["iterations"])
     if summary.get("canary"):
         its = [summary["canary"], *its]
     no_verdict = (Status.ERROR.value, Status.GUEST_DIED.value)
-    failures = sum(1 for i in its if i["status"] == "loss" and not i["name"].startswith("canary"))
     errors = sum(1 for i in its if i["status"] in no_verdict)
-    canary_missed = summary.get("canary") and summary["canary"]["status"] == "pass"
-    failures += 1 if canary_missed else 0
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           f'<testsuite name="xdh-torture" tests="{len(its)}" failures="{failures}" errors="{errors}" '
-           f'time="{summary["wall_seconds"]}">']
+    expect = summary.get("expect")
+    failures = sum(1 for i in its if i["status"] not in no_verdict and i["status"] != _expected(i, expect))
+    root = ET.Element("testsuites", name="xdh", tests=str(len(its)), failures=str(failures), errors=str(errors),
+                      time=str(summary["wall_seconds"]))
+    suite = ET.SubElement(root, "testsuite", name="xdh-torture", tests=str(len(its)), failures=str(failures),
+                          errors=str(errors), time=str(summary["wall_seconds"]))
+    _add_properties(suite, {"campaign_seed": summary["seed"], "expect": summary.get("expect"),
+                            **{f"version.{k}": v for k, v in sorted(summary.get("versions", {}).items())}})
     for it in its:
-        cls = f"xdh.{it['backend']}.{it['fault']}.{it['workload']}"
-        out.append(f'  <testcase classname={quoteattr(cls)} name={quoteattr(it["name"] + " seed=" + str(it["seed"]))} '
-                   f'time="{it["seconds"].get("total", 0)}">')
-        is_canary = it["name"].startswith("canary")
-        if it["status"] in no_verdict:
-            out.append(f'    <error type={quoteattr(it["status"])} message={quoteattr(it["error"])}/>')
-        elif is_canary and it["status"] != "loss":
-            out.append('    <failure message="canary not caught: this configuration cannot see lost flushes"/>')
-        elif not is_canary and it["status"] == "loss":
-            msg = f"{it['lost_acked']} acknowledged writes lost"
-            out.append(f"    <failure message={quoteattr(msg)}>{escape(chr(10).join(it['violations']))}</failure>")
-        out.append("  </testcase>")
-    out.append("</testsuite>")
-    return "\n".join(out) + "\n"
+        _case(suite, summary, it)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def write(summary: dict[str, Any], run_dir: Path) -> None:
@@ -110,22 +165,27 @@ def write(summary: dict[str, Any], run_dir: Path) -> None:
 
 def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     """Join shards (or any runs) into one summary; iterations keep their run directory."""
-    its, canaries, configs, seeds = [], [], [], []
+    its, canaries, configs, seeds, versions = [], [], [], [], []
     seconds = 0.0
     for d in run_dirs:
         s = RunDir(d).read_summary()
         configs.append(s["config"])
+        versions.append(s.get("versions", {}))
         seeds.append(s["seed"])
         seconds += s["wall_seconds"]
         for it in s["iterations"]:
-            its.append(it | {"run_dir": str(d), "name": it["name"]})
+            its.append(it | {"run_dir": str(d), "name": it["name"], "expect": s.get("expect")})
         if s.get("canary"):
             canaries.append(s["canary"] | {"run_dir": str(d)})
     its.sort(key=lambda i: (i["backend"], i["fault"], i["workload"], i["index"]))
     worst_canary = next((c for c in canaries if c["status"] != "loss"), canaries[0] if canaries else None)
-    merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs},
+    expects = {c.get("expect") for c in configs}
+    merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs,
+                                 "expect": expects.pop() if len(expects) == 1 else None},
                        seeds[0] if len(set(seeds)) == 1 else seeds, worst_canary, its, seconds)
     merged["merged_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    found = [json.dumps(v, sort_keys=True) for v in versions]
+    merged["versions"] = versions[0] if versions and len(set(found)) == 1 else {}
     ensure_dir(out_dir, "output directory", option="-o")
     write(merged, out_dir)
     return merged

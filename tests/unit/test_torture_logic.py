@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -85,6 +87,39 @@ def test_exit_codes(canary, its, code, tmp_path):
     assert s["exit_code"] == code
 
 
+@pytest.mark.parametrize("expect, its, code", [
+    ("loss", ["loss", "loss"], ExitCode.CLEAN),      # a positive control that behaves: green
+    ("loss", ["loss", "pass"], ExitCode.LOSS),       # the fault was not caught once
+    ("clean", ["pass", "pass"], ExitCode.CLEAN),
+    ("clean", ["pass", "loss"], ExitCode.LOSS),
+    ("loss", ["loss", "error"], ExitCode.ERROR),     # a harness failure is never green
+    ("loss", ["loss", "guest-died"], ExitCode.INFRA),
+])
+def test_expect_makes_a_control_that_behaves_exit_0(expect, its, code, tmp_path):
+    s = report.summarize(tmp_path, {"expect": expect}, 1, None,
+                         [_it(f"iter-{i}", st, 2 if st == "loss" else 0) for i, st in enumerate(its)], 10.0)
+    assert s["exit_code"] == code
+    junit = ET.fromstring(report.junit(s))
+    want = {"loss": "loss", "clean": "pass"}[expect]
+    want_failures = sum(1 for st in its if st in ("loss", "pass") and st != want)
+    assert int(junit.get("failures")) == want_failures and int(junit.get("errors")) == its.count("error") + \
+        its.count("guest-died")
+
+
+def test_junit_names_do_not_follow_the_seed(tmp_path):
+    """A CI's test history follows (release, backend, fault, workload, iteration) across nights."""
+    names = []
+    for seed in (111, 222):
+        rec = dataclasses.replace(_it("iter-0003", "loss", 2), seed=seed * 1000 + 7, release="trixie")
+        root = ET.fromstring(report.junit(report.summarize(tmp_path, {"expect": "loss"}, seed, None, [rec], 5.0)))
+        case = root.find(".//testcase")
+        names.append((case.get("classname"), case.get("name")))
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert props["seed"] == str(seed * 1000 + 7) and props["expected"] == "loss"
+        assert case.find("failure") is None and "lost: x" in case.find("system-out").text
+    assert names[0] == names[1] == ("xdh.trixie.qdisk.none.append", "iter-0003")
+
+
 def test_junit_and_merge(tmp_path):
     for name, st in (("a", "pass"), ("b", "loss")):
         d = tmp_path / name
@@ -96,6 +131,14 @@ def test_junit_and_merge(tmp_path):
     assert merged["counts"] == {"pass": 1, "loss": 1, "guest-died": 0, "error": 0}
     assert merged["exit_code"] == ExitCode.LOSS and merged["wall_seconds"] == 100.0
     assert (tmp_path / "m" / "junit.xml").read_text().count("<testcase") == 2
+    # a merge of controls: each run's iterations judged by their own --expect
+    for name, st, expect in (("c", "pass", "clean"), ("d", "loss", "loss")):
+        d = tmp_path / name
+        d.mkdir()
+        report.write(report.summarize(d, {"expect": expect}, 9, None, [_it("iter-0000", st, 4 * (st == "loss"))],
+                                      5.0), d)
+    controls = report.merge([tmp_path / "c", tmp_path / "d"], tmp_path / "m3")
+    assert controls["exit_code"] == ExitCode.CLEAN and 'failures="0"' in (tmp_path / "m3" / "junit.xml").read_text()
     with pytest.raises(ConfigError):
         report.merge([tmp_path / "nothing"], tmp_path / "m2")
 
