@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parent.parent
+INSTALLED = Path(sys.prefix) / "share" / "xdh"      # a wheel's data files (pyproject: data-files)
+# a checkout (or an editable install) reads its own tree; an installed wheel its data files
+PROJECT_ROOT = CHECKOUT if (CHECKOUT / "images").is_dir() else INSTALLED
 IMAGES_DIR = PROJECT_ROOT / "images"
 GUESTS_DIR = PROJECT_ROOT / "guests"
+
+
+@functools.lru_cache(maxsize=1)
+def source() -> str:
+    """Where xdh runs from, for ``--version`` and config.json: a checkout's commit (``+`` if it
+    has uncommitted changes), or the installed data files."""
+    if PROJECT_ROOT == INSTALLED:
+        return f"installed, data in {INSTALLED}"
+    import subprocess
+    try:
+        head = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"checkout {CHECKOUT}"
+    return f"commit {head}{'+' if dirty else ''}, checkout {CHECKOUT}"
 
 
 def cache_dir() -> Path:

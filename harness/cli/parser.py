@@ -357,5 +357,5 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from .. import __version__
-    return __version__
+    from .. import __version__, paths
+    return f"{__version__} ({paths.source()})"

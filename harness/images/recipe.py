@@ -52,7 +52,8 @@ class Recipe:
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ImageError(f"recipe {path} is missing", hint="run xdh from a checkout of the project") from None
+            raise ImageError(f"recipe {path} is missing", hint="reinstall xdh (its data files travel with the wheel), "
+                             "or run it from a checkout of the project") from None
         except tomllib.TOMLDecodeError as exc:
             raise ImageError(f"recipe {path} is not valid TOML: {exc}") from None
         known = {f.name for f in dataclasses.fields(cls)} - {"debs", "release", "name", "extra"}

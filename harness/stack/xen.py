@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import releases
+from .. import __version__, paths, releases
 from ..catalog import backends
 from ..config import StackConfig
 from ..errors import InfraError
@@ -60,6 +60,7 @@ def versions(images: ImagePair, config: StackConfig | None = None) -> dict[str, 
                      "qemu-system-xen", "linux-image-amd64"),
         "domu": pick(domu.packages, "linux-image-amd64", "python3", "sqlite3", "xfsprogs"),
         "images": {"dom0": dom0.digest, "domu": domu.digest},
+        "xdh": f"{__version__} ({paths.source()})",
         "dom0_kernel": dom0.artifacts.get("kernel"),
         "domu_kernel": domu.artifacts.get("kernel"),
         "own_debs": {"dom0": dom0.debs, "domu": domu.debs},   # your packages: file, hash, version

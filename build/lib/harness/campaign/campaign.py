@@ -1,0 +1,192 @@
+"""A torture campaign: the canary (a positive control that must be caught), then this shard's
+iterations, all on one kit; the summary is written on every way out, an interrupt included."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..catalog import faults, workloads
+from ..config import CutMode, Sync, TortureConfig, VerifyPath
+from ..crash.plan import IterationPlan, shard_indices
+from ..images import ImagePair, ImageStore
+from ..progress import Progress
+from ..report import summary as summary_mod
+from ..report.records import IterationRecord
+from ..report.rundir import RunDir
+from ..status import ExitCode, Status
+from ..verify.fast import FastVerifier
+from ..vm.machine import kill_all
+from .iteration import check_phase, crash_phase, run_iteration
+from .kit import Kit
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """What a campaign returns: its records, the summary written to summary.json, the exit code."""
+
+    canary: IterationRecord | None
+    iterations: list[IterationRecord]
+    summary: dict[str, Any]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode(self.summary["exit_code"])
+
+
+def canary_config(cfg: TortureConfig) -> TortureConfig:
+    """The positive control: drop-flush on append, same stack, a short run. Verified by a full
+    reboot (and, on the fast path, by the fast verifier too, which must agree)."""
+    both = cfg.verify_mode() == VerifyPath.FAST
+    return dataclasses.replace(cfg, workload="append", fault="drop-flush", cut=CutMode.ACKS, cut_acks=(60, 120),
+                               sync=Sync.FSYNC, keep_images=False,
+                               verify=VerifyPath.BOTH if both else VerifyPath.REBOOT, stack=cfg.effective_stack())
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) -> IterationRecord:
+    progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
+    c = run_iteration(IterationPlan.make(canary_config(cfg), -1, "canary"), kit, run.canary, progress)
+    both = ", fast and reboot verifiers agree" if c.verdicts else ""
+    progress(f"canary: {c.status.upper()} ({c.acked} acked, {c.lost_acked} lost{both}, "
+             f"{c.seconds.get('total', 0):.0f} s)" + (f": {c.error}" if c.error else ""))
+    return c
+
+
+def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
+             finished: Callable[[IterationRecord], None]) -> None:
+    """One lane: the crash run of iteration i+1 beside the verification of iteration i (the
+    stack and the fast verifier are two VMs, about a core each). On an interrupt the verifiers
+    stop at once (the check under way ends with them) and the interrupt goes on up. A reboot
+    verification is a second whole stack: it runs in turn, not beside (measured: two stacks
+    at once under TCG on 2 cores take longer than one after the other)."""
+    if cfg.verify_mode() != VerifyPath.FAST:
+        for idx in indices:
+            finished(run_iteration(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress))
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="check")
+    pending: Future[IterationRecord] | None = None
+
+    def collect() -> None:
+        nonlocal pending
+        if pending is not None:
+            r = pending.result()    # an interrupt while waiting leaves it pending: handled below
+            pending = None
+            finished(r)
+    try:
+        for idx in indices:
+            crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
+            collect()
+            pending = pool.submit(check_phase, crashed, kit, progress)
+        collect()
+    except BaseException:
+        # SIGKILL only: a QMP quit from this thread would race the checker's QMP on the verifier
+        kill_all()
+        if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
+            r = pending.result()
+            if r.status not in (Status.PASS, Status.LOSS):
+                r = dataclasses.replace(r, status=Status.ERROR, error="interrupted")
+                run.iteration(r.index).write_result(r)
+            finished(r)
+        kit.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
+              finished: Callable[[IterationRecord], None]) -> None:
+    """``--jobs N``: N pipelines, each on its own stack and fast verifier, iterations dealt
+    round-robin. An interrupt kills every machine of every lane (``vm.machine.kill_all``)."""
+    if cfg.jobs <= 1 or len(indices) <= 1:
+        pipeline(cfg, kit, run, indices, progress, finished)
+        return
+    lanes = [kit.lane(n) for n in range(min(cfg.jobs, len(indices)))]
+
+    def lane(n: int) -> None:
+        with lanes[n]:
+            pipeline(cfg, lanes[n], run, indices[n::len(lanes)], progress, finished)
+
+    pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="lane")
+    try:
+        for f in [pool.submit(lane, n) for n in range(len(lanes))]:
+            f.result()
+    except BaseException:
+        kill_all()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for k in lanes:
+            k.stop()
+
+
+def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
+                 verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
+    """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
+    ``verifier``: a running fast verifier to use instead of starting one (it is left running).
+    ``images``: the images to pin (default: the current ones)."""
+    cfg.validate()
+    cfg = cfg.resolved()
+    assert cfg.seed is not None
+    run = RunDir(run_dir).create()
+    w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
+    run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": w.describe()})
+    run.keep_own_files(cfg.own_files())
+    indices = shard_indices(cfg.iterations, cfg.shard)
+    store = ImageStore()
+    # every boot of the campaign uses these images, even if a rebuild happens meanwhile
+    images = images or store.pair(cfg.stack.components())
+    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {w.name} with fault {f.name} on "
+             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
+             f"{cfg.verify_mode()}); run directory {run_dir}")
+    t0 = time.monotonic()
+    canary: IterationRecord | None = None
+    records: list[IterationRecord] = []
+    first_loss: dict[str, float] = {}
+    kit = Kit(cfg, run.verifier, store, images, progress, verifier)
+    lock = threading.Lock()
+    try:
+        with kit:
+            if cfg.canary:
+                canary = run_canary(cfg, kit, run, progress)
+                if canary.status == Status.LOSS:
+                    first_loss["canary"] = round(time.monotonic() - t0, 1)
+            done = 0
+
+            def finished(r: IterationRecord) -> None:
+                nonlocal done
+                with lock:
+                    records.append(r)
+                    done += 1
+                    if r.status == Status.LOSS and "iteration" not in first_loss:
+                        first_loss["iteration"] = round(time.monotonic() - t0, 1)
+                    elapsed = time.monotonic() - t0
+                    eta = elapsed / done * (len(indices) - done)
+                    detail = r.error or (r.violations[0] if r.violations else "")
+                    states = f", {r.crash_states} states" if r.crash_states > 1 else ""
+                    progress(f"{progress_bar(done, len(indices))} {r.name} seed={r.seed} {r.status.upper()} "
+                             f"acked={r.acked} lost={r.lost_acked}{states} ({r.seconds.get('total', 0):.0f} s, "
+                             f"ETA {eta / 60:.0f} min)" + (f": {detail[:120]}" if detail else ""))
+
+            if canary is None or canary.status == Status.LOSS:
+                run_lanes(cfg, kit, run, indices, progress, finished)
+            records.sort(key=lambda r: r.index)
+    finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
+        summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
+        summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)
+        summary["setup_seconds"] = kit.setup_seconds
+        summary["versions"] = versions
+        if kit.snapshot is not None:
+            summary["snapshot"] = kit.snapshot.key
+        summary_mod.write(summary, run_dir)
+    return CampaignResult(canary, records, summary)

@@ -1,0 +1,171 @@
+"""Verifying a crash run's outcome: the crash image by each path (they must agree), and with
+the volatile model every crash state the write log allows. Returns a ``Checked`` value."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..catalog import backends, workloads
+from ..catalog.workloads import Ack
+from ..config import DiskCache, VerifyPath
+from ..crash import writelog
+from ..crash.plan import IterationPlan
+from ..crash.run import CrashOutcome
+from ..crash.states import CrashState, build, plan_states
+from ..errors import VerifyError
+from ..progress import Progress
+from ..report.records import StateRecord
+from ..report.rundir import IterationDir
+from ..status import Status
+from ..verify.batch import LogView, StateJob, verify_states
+from ..verify.fast import FastVerifier
+from ..verify.guest import Verifier, VerifyJob
+from ..verify.oracle import Verdict, judge
+from ..vm.disks import is_blank
+from ..vm.kernlog import evidence
+from .kit import Kit
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Every verification of one crash run, judged."""
+
+    status: Status
+    lost_acked: int
+    violations: list[str]
+    verdicts: dict[str, Any] = field(default_factory=dict)   # per path, when more than one ran
+    states: list[dict[str, Any]] = field(default_factory=list)
+    crash_states: int = 1          # distinct states verified, the cut included
+    seconds: dict[str, float] = field(default_factory=dict)
+    states_generated: int = 1
+
+
+def job_for(plan: IterationPlan) -> VerifyJob:
+    cfg = plan.cfg
+    return VerifyJob(workloads.get(cfg.workload), plan.seed, cfg.params(), backends.get(cfg.stack.backend).layout)
+
+
+MAX_STATE_LINES = 20      # failing states named in the record (all of them: states/states.json)
+
+
+def verify_image(verifier: Verifier, image: Path, job: VerifyJob, out_dir: Path, acks: Sequence[Ack],
+                 cut_t: float, it: IterationDir, own: bool = False, issued: int | None = None) -> Verdict:
+    """Verify one crash image, judge it, write its verify.json and verdict.json."""
+    report = verifier.verify(image, job, out_dir)
+    logs = [*it.kernel_logs(), *report.kernel_logs]
+    verdict = judge(job.workload, list(acks), report.data, cut_t=cut_t, seed=job.seed,
+                    kernel_lines=evidence(logs), issued=issued)
+    it.write_verification(out_dir, report.data, verdict.to_json(), own=own)
+    return verdict
+
+
+def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, say: Progress) -> Checked:
+    cfg = plan.cfg
+    mode = cfg.verify_mode()
+    paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
+    job = job_for(plan)
+    seconds: dict[str, float] = {}
+    verdicts: dict[str, Verdict] = {}
+    for n, path in enumerate(paths):
+        t1 = time.monotonic()
+        verifier = kit.verifier(path, cfg.effective_stack())
+        v = verdicts[path.value] = verify_image(verifier, outcome.dut, job, it.verify_dir(path.value), outcome.acks,
+                                                outcome.cut_t, it, own=n == 0)
+        seconds[f"verify_{path.value}"] = round(time.monotonic() - t1, 1)
+        if len(paths) > 1:
+            say(f"{path.value} verification: {'PASS' if v.ok else 'LOSS'} ({v.lost_acked} of {len(outcome.acks)} "
+                "acked lost)" + ("; confirming with a full reboot" if n == 0 else ""))
+        elif not v.ok:      # the first violation, as soon as it is known
+            say(f"crash image after the cut: LOSS: {v.violations[0].line()[:160]}")
+    first = verdicts[paths[0].value]
+    by_path: dict[str, Any] = {}
+    if len(verdicts) > 1:
+        by_path = {p: {"ok": v.ok, "lost_acked": v.lost_acked, "violations": len(v.violations)}
+                   for p, v in verdicts.items()}
+        if len({(v["ok"], v["lost_acked"], v["violations"]) for v in by_path.values()}) > 1:
+            raise VerifyError(f"the fast and reboot verifiers disagree: {by_path}")
+    lost, violations = first.lost_acked, [v.line() for v in first.violations]
+    states: list[StateRecord] = []
+    counts: dict[str, Any] = {"generated": 0, "distinct": 0}
+    if cfg.disk_cache == DiskCache.VOLATILE:
+        t1 = time.monotonic()
+        states, counts = check_states(plan, kit, it, outcome, job, paths[0], say)
+        seconds["verify_states"] = round(time.monotonic() - t1, 1)
+        failed = [st for st in states if not st.ok]
+        lost = max([lost, *(st.lost_acked for st in failed)])
+        violations += [f"[{st.name}] {x}" for st in failed[:MAX_STATE_LINES] for x in st.violations[:2]]
+        if failed:
+            say(f"crash states: {len(failed)} of {counts['generated']} fail ({counts['distinct']} distinct verified)")
+    ok = first.ok and all(st.ok for st in states)
+    return Checked(Status.PASS if ok else Status.LOSS, lost, violations, by_path,
+                   [s.to_json() for s in states if not s.ok][:MAX_STATE_LINES], 1 + counts["distinct"], seconds,
+                   1 + counts["generated"])
+
+
+STATES_PROGRESS_SECONDS = 30.0   # a line about a long batch at most this often
+PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 layout) verify by default
+
+
+def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, job: VerifyJob,
+                 path: VerifyPath, say: Progress) -> tuple[list[StateRecord], dict[str, Any]]:
+    """Every crash state the write log allows (``crash.states``), each distinct one verified once
+    (batched in the fast verifier; else one image at a time) and every one judged with its own
+    acks; any violation in any state is a loss. Returns the records and the counts."""
+    cfg = plan.cfg
+    assert outcome.write_log is not None
+    log = writelog.parse(outcome.write_log)
+    batched = path == VerifyPath.FAST and job.layout == "raw"
+    points = cfg.flush_points if batched or cfg.flush_points >= 0 else PER_IMAGE_FLUSH_POINTS
+    sp = plan_states(log, outcome.acks, plan.seed, cfg.crash_subsets, points, outcome.start_entry)
+    it.states.mkdir(parents=True, exist_ok=True)
+    base = kit.boot_source(plan.seed).base_dut(it.states, cfg.stack.dut_size_mib)
+    issued = len(outcome.acks) + 1
+    reports: dict[str, dict[str, Any]] = {}
+    first_of = {st.key: st.name for st in sp.distinct}
+    failed_once = False
+
+    def judged(st: CrashState, report: dict[str, Any]) -> StateRecord:
+        nonlocal failed_once
+        v = judge(job.workload, list(outcome.acks[:st.required]), report, cut_t=outcome.cut_t, seed=job.seed,
+                  issued=issued)
+        if v.violations and not failed_once:
+            failed_once = True
+            say(f"crash state {st.name}: LOSS: {v.violations[0].line()[:160]}")
+        return StateRecord(st.name, st.recipe(), v.ok, v.lost_acked, [x.line() for x in v.violations],
+                           "" if first_of[st.key] == st.name else first_of[st.key])
+
+    if batched:
+        view = LogView(log.path, log.sectorsize, log.rows())
+        fast = kit.verifier(path, cfg.effective_stack())
+        assert isinstance(fast, FastVerifier)
+        jobs = [StateJob(st.flush, st.extra) for st in sp.distinct]
+        say(f"crash states: {len(sp.states)} from {len(log.flushes())} flushes, {len(jobs)} distinct, verifying")
+        last_said = time.monotonic()
+        for res in verify_states(fast, base, view, jobs, job, it.states):
+            st = sp.distinct[res.index]
+            reports[st.key] = res.report
+            judged(st, res.report)      # reported as soon as the guest has it
+            if time.monotonic() - last_said > STATES_PROGRESS_SECONDS:
+                last_said = time.monotonic()
+                say(f"crash states: {res.index + 1} of {len(jobs)} verified")
+    else:
+        verifier = kit.verifier(path, cfg.effective_stack())
+        for st in sp.distinct:
+            sdir = it.state(st.name)
+            sdir.mkdir(parents=True, exist_ok=True)
+            img = build(log, base, st, sdir / "crash.img")
+            reports[st.key] = verifier.verify(img, job, sdir).data
+            img.unlink()
+    out = [judged(st, reports[st.key]) for st in sp.states]
+    failing = [r for r in out if not r.ok]
+    counts: dict[str, Any] = {**sp.summary(), "log_entries": len(log.entries), "flushes": len(log.flushes()),
+              "workload_start_entry": outcome.start_entry, "failing": len(failing),
+              "base": "blank" if is_blank(base) else str(base), "issued": issued}
+    it.write_states(counts, [r.to_json() for r in out], evidence(it.kernel_logs()) if failing else [])
+    if base.parent == it.states:
+        base.unlink()
+    return out, counts

@@ -1,0 +1,58 @@
+"""The ``xdh`` command line. ``main`` is the one place where errors become exit codes: every
+failure is one line (a bug's traceback goes to a file), and an interrupt always ends with 130."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import traceback
+
+from ..cleanup import install_signal_handlers
+from ..errors import ConfigError, ImageError, InfraError, Interrupted, XdhError
+from ..status import ExitCode
+from .parser import make_parser
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    # paramiko logs every refused connection while a guest boots; qemu.qmp logs its EOF at quit
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def _say(msg: str) -> None:
+    print(f"xdh: {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    install_signal_handlers()
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        _say("interrupted by SIGINT; stopped cleanly")
+        return ExitCode.INTERRUPTED
+    except Interrupted as exc:
+        _say(f"{exc}; stopped cleanly")
+        return ExitCode.INTERRUPTED
+    except (ConfigError, ImageError) as exc:
+        _say(f"error: {exc.oneline()}")
+        return ExitCode.USAGE
+    except InfraError as exc:
+        _say(f"error: {exc.oneline()}")
+        if exc.log_tail:
+            print("--- last lines of the logs ---\n" + exc.log_tail, file=sys.stderr)
+        return ExitCode.INFRA
+    except XdhError as exc:
+        _say(f"error: {exc.oneline()}")
+        return ExitCode.ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        with tempfile.NamedTemporaryFile("w", prefix="xdh-traceback-", suffix=".txt", delete=False) as f:
+            traceback.print_exc(file=f)
+        _say(f"internal error: {type(exc).__name__}: {exc} (a bug in xdh; traceback in {f.name})")
+        return ExitCode.ERROR
+
+
+__all__ = ["main"]

@@ -1,0 +1,258 @@
+"""The ``xdh`` subcommands: each turns parsed arguments into typed configs, calls one stage or
+campaign, prints its result and returns an exit code. Errors are raised, and mapped to exit
+codes in one place (``harness.cli.main``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import paths, releases
+from ..campaign import bench, compare, reproduce
+from ..campaign.campaign import run_campaign
+from ..catalog import backends, faults, workloads
+from ..config import StackConfig, TortureConfig, VerifyPath
+from ..errors import ConfigError, ImageError
+from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
+from ..images.components import Components
+from ..releases import DEFAULT_RELEASE
+from ..report import summary as summary_mod
+from ..report.matrix import write_report
+from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
+from ..stack.saved import clean_snapshots
+from ..stack.xen import versions
+from ..status import ExitCode, status_exit
+
+Args = argparse.Namespace
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _active_up_file() -> Path:
+    return paths.cache_dir() / "up.json"
+
+
+def _new_run_dir(kind: str, given: str | None) -> Path:
+    """The run directory (created now, so an unwritable one is a usage error before anything runs)."""
+    path = Path(given).resolve() if given else paths.runs_dir() / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return ensure_dir(path)
+
+
+def _prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path, ImagePair]:
+    """The run directory and the images the run will pin; if the images are not there, the
+    error comes before anything is left behind (an empty new directory is removed)."""
+    run_dir = _new_run_dir(kind, given)
+    try:
+        if spec.domu_packages:   # your workload's packages: its domU image is built once, cached by digest
+            ImageStore().build(("domu",), progress=progress, spec=spec)
+        return run_dir, ImageStore().pair(spec)
+    except ImageError:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
+# --- images ------------------------------------------------------------------------------
+def cmd_images_build(args: Args) -> int:
+    store = ImageStore()
+    names = tuple(args.only) if args.only else IMAGE_NAMES
+    t0 = time.monotonic()
+    spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb),
+                      workloads.load(args.workload).packages if args.workload else ())
+    results = store.build(names, force=args.force, progress=progress, spec=spec)
+    print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
+    for img, built in results:
+        print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
+              f"{img.size_bytes() / 2**20:8.0f}  {img.dir}")
+    print(f"total {time.monotonic() - t0:.0f} s; hypervisor: {results[0][0].artifacts.get('xen', '-')}"
+          if results and results[0][0].name == "dom0" else f"total {time.monotonic() - t0:.0f} s")
+    return ExitCode.CLEAN
+
+
+def cmd_images_devmodel(args: Args) -> int:
+    dm = devmodel.build(releases.get(args.release), progress, force=args.force)
+    # and the dom0 image that carries it, so that --backend qdisk-direct is ready to boot
+    (img, _), = ImageStore().build(("dom0",), progress=progress, spec=Components(args.release, (str(dm.deb),)))
+    print(f"{dm.deb}\n  {dm.version}, from Debian's qemu {dm.source_version} with linux-aio; built in "
+          f"{dm.build_seconds:.0f} s; dom0 image {img.digest}. `--backend qdisk-direct"
+          f"{'' if args.release == DEFAULT_RELEASE else ' --release ' + args.release}` uses both.")
+    return ExitCode.CLEAN
+
+
+def cmd_images_list(args: Args) -> int:
+    rows = ImageStore().rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return ExitCode.CLEAN
+    if not rows:
+        print("no images built; run `xdh images build`")
+        return ExitCode.CLEAN
+    print(f"{'image':6} {'release':8} {'digest':16} {'current':7} {'size MiB':>8} {'build s':>7}  built at"
+          "              your .debs")
+    for r in rows:
+        state = "yes" if r["current"] else ("own" if r["debs"] else "stale")
+        print(f"{r['name']:6} {r['release']:8} {r['digest']:16} {state:7} {r['size_mib']:8} "
+              f"{r['build_seconds']:7.0f}  {r['built_at']}  {', '.join(r['debs']) or '-'}")
+    return ExitCode.CLEAN
+
+
+def cmd_images_clean(args: Args) -> int:
+    store = ImageStore()
+    removed = clean_snapshots(store, everything=args.all) + store.clean(everything=args.all)
+    for d in removed:
+        print(f"removed {d}")
+    if not removed:
+        print("nothing to remove")
+    return ExitCode.CLEAN
+
+
+# --- stack -------------------------------------------------------------------------------
+def _stack_config(args: Args) -> StackConfig:
+    cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
+                      domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout,
+                      dom0_debs=debs.absolute(args.dom0_deb), domu_debs=debs.absolute(args.domu_deb),
+                      domu_kernel=kernel.resolve(args.domu_kernel),
+                      domu_initrd=kernel.resolve(args.domu_initrd)).completed()
+    cfg.validate()
+    return cfg
+
+
+# --- campaigns ---------------------------------------------------------------------------
+def _torture_config(args: Args) -> TortureConfig:
+    cfg = TortureConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                        cut=args.cut, cut_acks=args.cut_acks, cut_seconds=args.cut_seconds,
+                        canary=not args.no_canary, shard=args.shard, keep_images=args.keep_images,
+                        sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
+                        disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
+                        jobs=args.jobs, expect=args.expect, stack=_stack_config(args))
+    cfg.validate()
+    return cfg.resolved()
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(dumps(summary))
+    else:
+        print(summary_mod.table(summary))
+        print(f"run directory: {summary['run_dir']} (summary.json, junit.xml)")
+
+
+def cmd_torture(args: Args) -> int:
+    cfg = _torture_config(args)
+    run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.components())
+    result = run_campaign(cfg, run_dir, progress, versions(images, cfg.stack), images=images)
+    _print_summary(result.summary, args.json)
+    return result.exit_code
+
+
+def cmd_reproduce(args: Args) -> int:
+    it = IterationDir(Path(args.iteration).resolve())
+    other = args.release or args.dom0_deb or args.domu_deb or args.domu_kernel or args.domu_initrd or args.stock
+    if other and not args.rerun:
+        raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel and --stock apply to --rerun only",
+                          hint="add --rerun, or drop them")
+    if args.state and args.rerun:
+        raise ConfigError("--state re-verifies one recorded crash state; --rerun runs the iteration again",
+                          hint="use one of them")
+    if args.state:
+        mode = VerifyPath(args.verify or "both")
+        paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
+        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress))
+    if not args.rerun:
+        mode = VerifyPath(args.verify or "reboot")
+        paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
+        return _print_reverified([reproduce.reverify(it, p, progress) for p in paths])
+    stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
+                                  debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
+                                  kernel.resolve(args.domu_initrd), args.stock)
+    return _rerun(it, stack)
+
+
+def _rerun(it: IterationDir, stack: StackConfig) -> int:
+    r = reproduce.rerun(it, progress, stack)
+    print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
+    for what, st, rec in (("recorded", r.recorded_stack, r.recorded), ("rerun", r.stack, r.record)):
+        text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
+                                        + (f": {rec.error}" if rec.error else ""))
+        print(f"  {what:8} {text}\n           on {reproduce.describe(st)}")
+    for line in r.record.violations:
+        print(f"    {line}")
+    return status_exit(r.record.status)
+
+
+def _print_reverified(results: list[reproduce.Reverified]) -> int:
+    codes = []
+    for r in results:
+        v = r.verdict
+        print(f"{r.name}: {'LOSS' if not v.ok else 'PASS'} acked={v.acked} lost={v.lost_acked}; "
+              f"same verdict as recorded: {'yes' if r.same else 'NO'}")
+        for x in v.violations[:10]:
+            print(f"  {x.line()}")
+        codes.append(ExitCode.DIFFERENT if not r.same else ExitCode.CLEAN if v.ok else ExitCode.LOSS)
+    return max(codes)
+
+
+def cmd_bench(args: Args) -> int:
+    cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
+                            cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=_stack_config(args))
+    cfg.validate()
+    run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
+    result = bench.run_bench(cfg, run_dir, progress, versions(images, cfg.stack))
+    if args.json:
+        print(dumps(result))
+    else:
+        print(bench.table(result))
+        print(f"run directory: {run_dir} (bench.json, bench.md, one campaign per mode)")
+    statuses = [s for f in result["modes"].values() for s in f["statuses"]]
+    worst = [status_exit(s) for s in statuses if s not in ("pass", "loss")]
+    return max(worst) if worst else ExitCode.CLEAN
+
+
+def cmd_compare(args: Args) -> int:
+    command = "xdh " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["compare"] else ""
+    if args.report_from:
+        out = ensure_dir(Path(args.run_dir).resolve() if args.run_dir else paths.runs_dir() / "compare-merged")
+        data = write_report([Path(d).resolve() for d in args.report_from], out, command)
+    else:
+        cfg = compare.CompareConfig(backends=args.backends, faults=args.faults, workloads=args.workloads,
+                                    disk_caches=args.disk_cache, direct_faults=args.direct_faults,
+                                    iterations=args.iterations, seed=args.seed, cut_acks=args.cut_acks,
+                                    crash_subsets=args.crash_subsets, flush_points=args.flush_points,
+                                    canary=not args.no_canary, stack=_stack_config(args),
+                                    releases=tuple(args.releases or (args.release,)))
+        cfg.validate()
+        out, _ = _prepared_run("compare", args.run_dir, cfg.stack.components())
+        data = compare.run_compare(cfg, out, progress, command)
+    print(RunDir(out).report_md())
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    return compare.compare_exit(data)
+
+
+def cmd_report_merge(args: Args) -> int:
+    out = Path(args.output).resolve() if args.output else paths.runs_dir() / "merged"
+    summary = summary_mod.merge([Path(d).resolve() for d in args.runs], out)
+    _print_summary(summary, args.json)
+    return int(summary["exit_code"])
+
+
+def cmd_list(args: Args) -> int:
+    print("workloads (oracle model):\n" + "\n".join(f"  {w.name:10} {w.summary} ({w.model})"
+                                                    for w in workloads.WORKLOADS.values()))
+    print("  your own: --workload PATH/workload.toml (models: " + ", ".join(workloads.MODELS)
+          + "; docs/workloads.md, examples/)")
+    print("faults:\n" + faults.FAULTS.describe(13))
+    print("  your own: --fault PATH/fault.toml (steps in dom0 or the domU, outer disk options; docs/workloads.md)")
+    print("backend modes:\n" + backends.BACKENDS.describe())
+    return ExitCode.CLEAN
+
+
+def cmd_backends(args: Args) -> int:
+    for b in backends.BACKENDS.values():
+        print(f"{b.name:13} {b.summary}")
+    return ExitCode.CLEAN

@@ -1,0 +1,138 @@
+"""The cache of built images: find, require, list, clean and build them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .. import paths, releases
+from ..errors import ImageError
+from ..progress import Progress
+from ..releases import DEFAULT_RELEASE
+from . import devmodel
+from .build import build_image
+from .built import BuiltImage, ImagePair
+from .components import Components
+from .recipe import IMAGE_NAMES, Recipe
+
+CLIENT_KEY = "id_ed25519"
+
+
+class ImageStore:
+    """The image cache: builds, finds, lists and cleans images."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or paths.cache_dir()
+        self.images_dir = self.root / "images"
+        self.keys_dir = self.root / "keys"
+
+    # --- client key -----------------------------------------------------------------
+    @property
+    def client_key(self) -> Path:
+        return self.keys_dir / CLIENT_KEY
+
+    def client_pubkey(self, create: bool = False) -> str:
+        pub = self.client_key.with_suffix(".pub")
+        if not pub.exists():
+            if not create:
+                raise ImageError("no SSH client key in the image cache", hint="run `xdh images build`")
+            self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xdh-harness",
+                            "-f", str(self.client_key)], check=True, stdin=subprocess.DEVNULL)
+        return pub.read_text().strip()
+
+    # --- lookup ---------------------------------------------------------------------
+    def _dir_for(self, name: str, digest: str) -> Path:
+        return self.images_dir / f"{name}-{digest}"
+
+    @staticmethod
+    def _spec(spec: Components | str) -> Components:
+        return Components(spec) if isinstance(spec, str) else spec
+
+    def recipe(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> Recipe:
+        spec = self._spec(spec)
+        return Recipe.load(name, spec.release, spec.debs(name), spec.packages(name))
+
+    def current(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage | None:
+        try:
+            pub = self.client_pubkey()
+        except ImageError:
+            return None
+        d = self._dir_for(name, self.recipe(name, spec).digest(pub))
+        return BuiltImage.from_dir(d) if (d / "manifest.json").exists() else None
+
+    def require(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage:
+        spec = self._spec(spec)
+        img = self.current(name, spec)
+        if img is None:
+            stale = [m for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json"))
+                     if BuiltImage.from_dir(m.parent).release == spec.release]
+            own = spec.paths(name) or spec.packages(name)
+            why = "is out of date (its recipe changed)" if stale and not own else "is not built"
+            flags = spec.flags()
+            what = name if spec.release == DEFAULT_RELEASE and not own else f"{spec.describe()} {name}"
+            hint = f"run `xdh images build{' ' + flags if flags else ''}" + \
+                (" --workload MANIFEST` (the manifest that needs these packages)" if spec.packages(name) else "`")
+            raise ImageError(f"the {what} image {why} in {self.root}", hint=hint)
+        return img
+
+    def pair(self, spec: Components | str = DEFAULT_RELEASE) -> ImagePair:
+        """Both current images of these components, or an ImageError naming the fix."""
+        return ImagePair(self.require("dom0", spec), self.require("domu", spec))
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for name in IMAGE_NAMES:
+            current = {r: self.current(name, r) for r in releases.RELEASES}
+            for m in sorted(self.images_dir.glob(f"{name}-*/manifest.json")):
+                img = BuiltImage.from_dir(m.parent)
+                cur = current.get(img.release)
+                rows.append({"name": name, "release": img.release, "digest": img.digest,
+                             "current": bool(cur and cur.digest == img.digest),
+                             "debs": [f"{d['package']} {d['version']}" for d in img.debs],
+                             "size_mib": round(img.size_bytes() / 2**20), "built_at": img.built_at,
+                             "build_seconds": img.build_seconds, "dir": str(img.dir)})
+        return rows
+
+    def clean(self, everything: bool = False) -> list[Path]:
+        """Remove stale images and images with your own .debs, but for dom0 with a cached device model
+        (all images, keys and device models with ``everything``)."""
+        removed: list[Path] = []
+        if not self.images_dir.exists():
+            return removed
+        keep = set()
+        if not everything:
+            specs: list[Components | str] = list(releases.RELEASES)
+            # and dom0 with each cached linux-aio device model (qdisk-direct boots it)
+            specs += [Components(r, (str(dm.deb),)) for r in releases.RELEASES
+                      if (dm := devmodel.cached(releases.get(r), self.root))]
+            keep = {img.dir for img in (self.current(n, s) for n in IMAGE_NAMES for s in specs) if img}
+        for d in sorted(self.images_dir.iterdir()):
+            if d.is_dir() and d not in keep:
+                shutil.rmtree(d)
+                removed.append(d)
+        if everything:
+            for d in (self.keys_dir, devmodel.cache_root(self.root)):   # the key, and the built device models
+                if d.exists():
+                    shutil.rmtree(d)
+                    removed.append(d)
+        return removed
+
+    # --- build ----------------------------------------------------------------------
+    def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
+              progress: Progress = print, spec: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
+        """Build what is missing or stale (for a release, or a release plus your .debs); returns
+        (image, was_built) per name."""
+        pub = self.client_pubkey(create=True)
+        out = []
+        for name in names:
+            recipe = self.recipe(name, spec)
+            digest = recipe.digest(pub)
+            final = self._dir_for(name, digest)
+            if (final / "manifest.json").exists() and not force:
+                progress(f"{name}: up to date ({digest})")
+                out.append((BuiltImage.from_dir(final), False))
+                continue
+            out.append((build_image(recipe, digest, pub, self.images_dir, progress), True))
+        return out

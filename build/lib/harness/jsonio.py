@@ -1,0 +1,38 @@
+"""JSON files on disk: every one carries ``"schema": SCHEMA`` and is written the same way.
+
+``report.rundir`` names the files of a run directory; the stack writes its own ``stack.json``
+through here too, so that one format holds everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA = 1
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` with the schema version first; atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"schema": SCHEMA, **data}, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a file written by ``write_json`` (or by an xdh from before schemas: version 0)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", hint="pass a directory written by xdh") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a JSON object")
+    if data.get("schema", 0) > SCHEMA:
+        raise ConfigError(f"{path} has schema {data['schema']}, newer than this xdh ({SCHEMA})",
+                          hint="use the xdh that wrote it")
+    return data

@@ -1,0 +1,61 @@
+"""A non-editable install works: the recipes and guest programs travel in the wheel as data
+files, an installed xdh finds them (and computes the same image digests as the checkout, so it
+uses the same cached images), and ``--version`` says where it runs from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _data_files() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+
+
+def test_every_recipe_and_guest_file_is_a_data_file():
+    listed = {f: dest for dest, files in _data_files().items() for f in files}
+    tree = sorted(str(p.relative_to(ROOT)) for d in ("images", "guests") for p in (ROOT / d).rglob("*") if p.is_file())
+    assert sorted(listed) == tree, "pyproject.toml [tool.setuptools.data-files] must list images/ and guests/"
+    assert all(dest == f"share/xdh/{Path(f).parent}" for f, dest in listed.items())
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """xdh built as a wheel and installed, not editable, into a fresh venv (its dependencies come
+    from the project's venv, read after its own site-packages)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp / "dist"), str(ROOT)], check=True, timeout=300)
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    wheel = next((tmp / "dist").glob("xdh-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(venv), str(wheel)],
+                   check=True, timeout=300)
+    return venv
+
+
+def _run(venv: Path, code: str) -> str:
+    deps = next(p for p in sys.path if p.endswith("site-packages"))
+    own = next((venv / "lib").glob("python3*/site-packages"))
+    env = {**os.environ, "PYTHONPATH": f"{own}:{deps}"}
+    return subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=venv, env=env, capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+
+
+def test_an_installed_xdh_finds_its_recipes_with_the_same_digests(installed):
+    from harness.images.recipe import Recipe
+    out = _run(installed, "import harness.paths as p, harness.images.recipe as r, sys; "
+                          "print(p.PROJECT_ROOT); print(r.Recipe.load('domu').digest('k')); "
+                          "print(r.Recipe.load('dom0').digest('k')); print(p.source())")
+    root, domu, dom0, source = out.splitlines()
+    assert root == str(installed / "share" / "xdh") and source.startswith("installed")
+    assert (domu, dom0) == (Recipe.load("domu").digest("k"), Recipe.load("dom0").digest("k"))
+    # file modes kept (the digest has them)
+    assert os.access(installed / "share" / "xdh" / "guests" / "xdh-replay", os.X_OK)
