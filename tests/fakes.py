@@ -24,7 +24,7 @@ from harness.catalog.workloads import Ack
 from harness.config import TortureConfig
 from harness.crash.plan import CutPlan
 from harness.crash.run import CrashOutcome, CrashPaths
-from harness.errors import GuestDied, WorkloadError
+from harness.errors import GuestCommandError, GuestDied, WorkloadError
 from harness.images import BuiltImage, ImagePair
 from harness.stack.saved import Snapshot
 from harness.status import Status
@@ -103,6 +103,11 @@ class FakeCrashes:
             raise WorkloadError("the workload ended before the cut")
         if action == "bug":
             raise KeyError("no-such-key")
+        if action == "disk-full":     # what the I/O watch records, then an SSH command into the paused guest fails
+            from harness.vm import machine
+            machine._HALTED.append(f"disk full: QEMU paused on 'No space left on device' writing {paths.dut} "
+                                   "(disk dut); the file system at /tmp has 0.0 MiB free")
+            raise GuestCommandError("domu: `mkfs.ext4 ...` failed: SSH connection is closed")
         if action == "sigint":
             raise KeyboardInterrupt
         if action == "sigterm":

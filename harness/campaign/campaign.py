@@ -15,6 +15,7 @@ from typing import Any
 from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
+from ..errors import DiskFull
 from ..images import ImagePair, ImageStore
 from ..progress import Progress
 from ..report import summary as summary_mod
@@ -23,6 +24,7 @@ from ..report.rundir import RunDir
 from ..status import ExitCode, Status
 from ..verify.fast import FastVerifier
 from ..vm.machine import kill_all
+from . import space
 from .iteration import check_phase, crash_phase, run_iteration
 from .kit import Kit
 
@@ -80,7 +82,11 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
     def collect() -> None:
         nonlocal pending
         if pending is not None:
-            r = pending.result()    # an interrupt while waiting leaves it pending: handled below
+            try:
+                r = pending.result()    # an interrupt while waiting leaves it pending: handled below
+            except DiskFull:
+                pending = None          # it ended the check: its record is on the error
+                raise
             pending = None
             finished(r)
     try:
@@ -89,9 +95,11 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
             collect()
             pending = pool.submit(check_phase, crashed, kit, progress)
         collect()
-    except BaseException:
+    except BaseException as exc:
         # SIGKILL only: a QMP quit from this thread would race the checker's QMP on the verifier
         kill_all()
+        if isinstance(exc, DiskFull) and isinstance(exc.record, IterationRecord):
+            finished(exc.record)
         if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
             r = pending.result()
             if r.status not in (Status.PASS, Status.LOSS):
@@ -130,6 +138,15 @@ def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], pro
             k.stop()
 
 
+def _prepared(cfg: TortureConfig, run_dir: Path, versions: dict[str, Any]) -> RunDir:
+    """The run directory, checked for room, with the config, the versions and your own files."""
+    run = RunDir(run_dir).create()
+    space.check(cfg, run_dir)
+    run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": workloads.get(cfg.workload).describe()})
+    run.keep_own_files(cfg.own_files())
+    return run
+
+
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
                  verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
     """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
@@ -138,10 +155,8 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     cfg.validate()
     cfg = cfg.resolved()
     assert cfg.seed is not None
-    run = RunDir(run_dir).create()
+    run = _prepared(cfg, run_dir, versions)
     w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
-    run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": w.describe()})
-    run.keep_own_files(cfg.own_files())
     indices = shard_indices(cfg.iterations, cfg.shard)
     store = ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile

@@ -17,12 +17,13 @@ from ..catalog import faults, workloads
 from ..config import TortureConfig
 from ..crash.plan import IterationPlan
 from ..crash.run import CrashOutcome, latency_stats, run_until_cut
-from ..errors import InfraError, XdhError
+from ..errors import DiskFull, InfraError, XdhError
 from ..progress import Progress
 from ..report.records import CutRecord, IterationRecord
 from ..report.rundir import IterationDir
 from ..status import Status
 from ..vm.disks import make_standalone
+from ..vm.machine import disk_full
 from .checks import Checked, check_outcome
 from .kit import Kit
 
@@ -81,7 +82,14 @@ def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progr
                                         boot, kit.store, say)
         it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut.to_json(),
                                crashed.outcome.start_entry))
-    except Exception as exc:  # noqa: BLE001 - one broken iteration must not end the campaign
+    except Exception as exc:
+        full = disk_full()
+        if full is not None:    # ... but a full disk does: every later one would fail the same way
+            full.record = build_record(plan, kit, it, None, None, Failure(Status.GUEST_DIED, full.oneline()),
+                                       time.monotonic() - crashed.t0)
+            it.write_result(full.record)
+            say(f"{Status.GUEST_DIED.value}: {full.oneline()}")
+            raise full from exc
         crashed.failure = _failed(exc, it, say)
     except BaseException:   # KeyboardInterrupt, Interrupted: recorded, never swallowed
         it.write_result(build_record(plan, kit, it, None, None, Failure(Status.ERROR, "interrupted"),
@@ -97,10 +105,15 @@ def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationReco
     say = _say(plan, progress)
     checked: Checked | None = None
     failure = crashed.failure
+    full: DiskFull | None = None
     try:
         if failure is None and crashed.outcome is not None:
             checked = check_outcome(plan, kit, it, crashed.outcome, say)
-    except Exception as exc:  # noqa: BLE001 - recorded as the iteration's status
+    except Exception as exc:
+        full = disk_full()
+        if full is not None:
+            failure = Failure(Status.GUEST_DIED, full.oneline())
+            raise full from exc
         failure = _failed(exc, it, say)
     except BaseException:
         failure = Failure(Status.ERROR, "interrupted")
@@ -108,6 +121,8 @@ def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationReco
     finally:
         record = build_record(plan, kit, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0)
         it.write_result(record)
+        if full is not None:
+            full.record = record     # the campaign summarizes it before it ends
     return record
 
 

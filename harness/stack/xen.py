@@ -34,6 +34,7 @@ from ..vm.disks import QEMU_BINARY, qemu_version
 from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
+from ..vm.state import save_state, wait_running
 from .backend_check import read_backend
 from .boot import BootSource, ColdBoot
 from .domu import create_domu, domu_failure_text
@@ -223,7 +224,7 @@ class XenStack(Lifecycle):
     def resume(self, snap: Snapshot, refresh: Callable[[Shell, str], None]) -> None:
         """After a restore: wait for the state to load, re-open SSH, ``refresh`` each guest."""
         assert self.info is not None
-        self.machine.wait_running(timeout=self.config.boot_timeout)
+        wait_running(self.machine, timeout=self.config.boot_timeout)
         self.info.timings["state_loaded"] = self._elapsed()
         self._step(f"state loaded from snapshot {snap.key}")
         self.dom0 = self._connect_dom0()
@@ -284,7 +285,7 @@ class XenStack(Lifecycle):
             if sh is not None:   # nothing of the disk under test in any page cache, and less state to save
                 sh.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], timeout=120)
         self.close_shells()
-        return self.machine.save_state(state), asdict(self.info) if self.info else {}
+        return save_state(self.machine, state), asdict(self.info) if self.info else {}
 
     def cut(self, method: str = "kill") -> None:
         """The deliberate crash (see QemuMachine.cut_power): nothing above the outer disk survives."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -687,3 +688,53 @@ def test_an_interrupt_during_the_next_crash_still_records_the_checked_iteration(
     s = _read(tmp_path / "run" / "summary.json")
     assert [(i["name"], i["status"]) for i in s["iterations"]] == [("iter-0000", "pass")]
     assert _read(tmp_path / "run" / "iterations" / "iter-0001" / "result.json")["error"] == "interrupted"
+
+
+# --- a full disk ends the campaign at once --------------------------------------------------------
+@pytest.fixture
+def no_halted_machines():
+    from harness.vm import machine
+    machine._HALTED.clear()
+    yield
+    machine._HALTED.clear()
+
+
+def test_a_full_disk_ends_the_campaign_with_one_line_and_the_infra_code(fake_stages, tmp_path, capsys,
+                                                                        no_halted_machines):
+    """The first iteration's SSH command fails because QEMU paused on ENOSPC: that is the error
+    (not a failed command), the campaign does not go on to the next iteration, the record and
+    the summary are written, and the exit code is the infrastructure one."""
+    crashes = fake_stages(lambda cfg, name: "disk-full" if name == "iter-0001" else "pass")
+    code = main(["torture", "--no-canary", "--iterations", "4", "--seed", "3", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == ExitCode.INFRA
+    assert "xdh: error: disk full: QEMU paused on 'No space left on device'" in err and "Traceback" not in err
+    assert "the file system at /tmp has 0.0 MiB free (free space there, or pass --run-dir" in err
+    assert [c.name for c in crashes.calls] == ["iter-0000", "iter-0001"]      # nothing after it
+    rec = _read(tmp_path / "run" / "iterations" / "iter-0001" / "result.json")
+    assert rec["status"] == "guest-died" and rec["error"].startswith("disk full")
+    assert _read(tmp_path / "run" / "summary.json")["counts"]["guest-died"] == 1
+
+
+def test_io_error_event_in_words(tmp_path):
+    from harness.vm.argv import Drive
+    from harness.vm.watch import describe
+    drives = [Drive("dom0-root", tmp_path / "a.qcow2", "qcow2"), Drive("dut", tmp_path / "dut.img", "raw")]
+    ev = {"event": "BLOCK_IO_ERROR", "data": {"device": "", "node-name": "dut-file", "operation": "write",
+                                              "action": "stop", "nospace": True, "reason": "No space left on device"}}
+    text = describe(ev, drives)
+    assert text.startswith(f"disk full: QEMU paused on 'No space left on device' writing {tmp_path}/dut.img (disk dut)")
+    assert re.search(r"the file system at /\S* has [\d.]+ MiB free$", text)
+    assert describe({"data": {"node-name": "other", "reason": "EIO"}}, drives) == \
+        "QEMU stopped on an I/O error on node other: EIO"
+
+
+def test_a_campaign_that_cannot_fit_stops_before_it_starts(fake_stages, tmp_path, capsys, monkeypatch):
+    from harness.campaign import space
+    crashes = fake_stages(lambda cfg, name: "pass")
+    monkeypatch.setattr(space, "free_mib", lambda path: 5.0)      # a 5 MB tmpfs
+    code = main(["torture", "--iterations", "3", "--seed", "3", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == ExitCode.INFRA and crashes.calls == []
+    assert len(err) == 1 and "has 5 MiB free, and 3 iterations need about" in err[0] and "--run-dir" in err[0]
+    assert space.needed_mib(_cfg(iterations=40, fault="drop-flush")) > space.needed_mib(_cfg(iterations=40))

@@ -11,6 +11,7 @@ The tree (``main`` in ``harness.cli`` is the only place that maps it to exit cod
           +-- InfraError        the machine failed us (exit 5): nothing is known about durability
           |    +-- LaunchError  QEMU or a guest did not come up; carries the logs' tail and argv
           |    +-- GuestDied    QEMU exited or a layer panicked while running
+          |    +-- DiskFull     a host file system filled up (QEMU paused on ENOSPC): ends the campaign
           +-- GuestCommandError a command in dom0 or the domU failed or timed out
           +-- WorkloadError     the workload misbehaved (ended before the cut, stopped acking)
           +-- VerifyError       a verifier could not verify (device never appeared, paths disagree)
@@ -66,6 +67,14 @@ class LaunchError(InfraError):
 
 class GuestDied(InfraError):
     """QEMU exited, or Xen or a guest kernel panicked, while the harness was using it."""
+
+
+class DiskFull(InfraError):
+    """A host file system filled up: QEMU paused on ENOSPC (seen on QMP). Ends the whole
+    campaign, not one iteration: every later one would fail the same way. ``record``: the
+    iteration it ended (an ``IterationRecord``), for the summary."""
+
+    record: object = None
 
 
 class GuestCommandError(XdhError):

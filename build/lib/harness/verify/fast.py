@@ -37,6 +37,7 @@ from ..vm.disks import QEMU_BINARY, make_overlay, qemu_version
 from ..vm.lifecycle import Lifecycle
 from ..vm.machine import QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
+from ..vm.state import save_state, wait_running
 from . import saved
 from .guest import VerifyJob, VerifyReport, verify_on
 
@@ -88,7 +89,7 @@ class FastVerifier(Lifecycle):
         finally:
             os.close(fd)
         assert self.machine is not None
-        self.machine.wait_running(timeout=self.boot_timeout)
+        wait_running(self.machine, timeout=self.boot_timeout)
         self.shell = self._connect()
         self.shell.run(["date", "-u", "-s", f"@{time.time():.3f}"])
         self.boot_seconds = round(time.monotonic() - t0, 1)
@@ -105,7 +106,7 @@ class FastVerifier(Lifecycle):
             assert self.shell is not None and self.machine is not None
             self.shell.run(["sh", "-c", saved.PREPARE], timeout=300)
             self.shell.close()
-            return root, self.machine.save_state(work / STATE_FILE)
+            return root, save_state(self.machine, work / STATE_FILE)
         finally:
             self.stop()
 

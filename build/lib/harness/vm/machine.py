@@ -28,8 +28,9 @@ from typing import Any, BinaryIO
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ..cleanup import signals_ignored
-from ..errors import GuestDied, InfraError, LaunchError
+from ..errors import DiskFull, GuestDied, LaunchError
 from .argv import MachineSpec, build_argv
+from .watch import IoWatch, describe, monitor_args
 
 LOG = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class QemuMachine:
         self.argv: list[str] = []
         self.killed_on_purpose = False
         self.exit_code: int | None = None
+        self.halted = ""                 # why the I/O watch stopped the machine (disk full)
+        self._watch: IoWatch | None = None
 
     # --- lifecycle -------------------------------------------------------------
     def __enter__(self) -> QemuMachine:
@@ -139,7 +142,7 @@ class QemuMachine:
         qmp_path = self._sock_dir / "qmp.sock"
         self._loop = _fresh_loop()
         self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
-        self.argv = build_argv(self.spec, qmp_path, self.serial_log)
+        self.argv = build_argv(self.spec, qmp_path, self.serial_log) + monitor_args(self._sock_dir / "watch.sock")
         (self.log_dir / "qemu.argv").write_text("\n".join(self.argv) + "\n")
         LOG.debug("launching %s", self.argv)
         self._qemu_log_file = open(self.qemu_log, "ab")  # noqa: SIM115 - closed in _post_shutdown()
@@ -153,12 +156,28 @@ class QemuMachine:
             raise LaunchError(f"QEMU did not connect to QMP (exit code {self._proc.returncode})",
                               log_tail=self.failure_text(), argv=self.argv) from exc
         self._qmp.settimeout(60)
+        self._watch = IoWatch(self._sock_dir / "watch.sock", self._io_error, name=f"io-watch-{self.name}")
+        self._watch.start()
+
+    def _io_error(self, event: dict[str, Any]) -> None:
+        """From the watch thread: QEMU paused on an I/O error (a full disk). Kill it, so that
+        whatever waits on its guests fails now; ``check_alive`` then says why."""
+        self.halted = describe(event, self.spec.drives)
+        LOG.error("%s", self.halted)
+        with _LIVE_LOCK:
+            _HALTED.append(self.halted)
+        self.killed_on_purpose = True
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
 
     def failure_text(self) -> str:
         return _log_tails(self.qemu_log, self.serial_log)
 
     def check_alive(self) -> None:
         """Raise GuestDied if QEMU exited or a layer panicked on the console."""
+        if self.halted:
+            raise DiskFull(self.halted, hint="free space there, or pass --run-dir on a larger file system")
+        # (the watch kills QEMU right after the event: its exit below is then the same failure)
         if self._proc is None:
             raise GuestDied("QEMU is not running")
         if self._proc.poll() is not None:
@@ -174,6 +193,12 @@ class QemuMachine:
         if self._qmp is None:
             raise GuestDied("QMP is not connected")
         return self._qmp.cmd(cmd, **args)
+
+    def send_fd(self, fd: int) -> None:
+        """Pass a file descriptor to QEMU over the QMP socket (SCM_RIGHTS), for ``getfd``."""
+        if self._qmp is None:
+            raise GuestDied("QMP is not connected")
+        self._qmp.send_fd_scm(fd)
 
     def wait_event(self, name: str, timeout: float, **data: Any) -> dict[str, Any] | None:
         """The next QMP event ``name`` whose data matches ``data``, or None after ``timeout``."""
@@ -202,38 +227,6 @@ class QemuMachine:
                     self.qmp("quit")
             self._hard_shutdown()
             self._post_shutdown()
-
-    def save_state(self, path: Path, timeout: float = 900.0) -> float:
-        """Pause the machine and write its whole state (RAM, devices) to ``path``: QMP ``migrate``
-        to a file descriptor passed over the QMP socket (no shell, unlike ``exec:``). On success
-        QEMU has flushed and released every disk, so the disk files match the state from now on.
-        Returns the seconds taken; the machine stays paused."""
-        t0 = time.monotonic()
-        self.qmp("stop")
-        with open(path, "wb") as f:
-            assert self._qmp is not None
-            self._qmp.send_fd_scm(f.fileno())
-            self.qmp("getfd", fdname="xdh-state")
-            self.qmp("migrate", uri="fd:xdh-state")
-            _wait_migrated(self, t0, timeout)
-        return time.monotonic() - t0
-
-    def wait_running(self, timeout: float = 300.0) -> float:
-        """After an ``-incoming`` launch: wait until the state is loaded and the vCPUs run."""
-        t0 = time.monotonic()
-        while True:
-            status = self.qmp("query-status").get("status")
-            if status == "running":
-                return time.monotonic() - t0
-            if status == "paused" or status == "postmigrate":
-                self.qmp("cont")
-            elif status not in ("inmigrate", "prelaunch", "restore-vm"):
-                raise LaunchError(f"restoring the machine state failed: status {status!r}",
-                                  log_tail=self.failure_text())
-            if time.monotonic() - t0 > timeout:
-                raise LaunchError(f"the saved state did not load in {timeout:.0f} s", log_tail=self.failure_text())
-            self.check_alive()
-            time.sleep(0.1)
 
     # --- shutdown ------------------------------------------------------------
     def _hard_shutdown(self) -> None:
@@ -268,6 +261,9 @@ class QemuMachine:
     def _post_shutdown(self) -> None:
         with _LIVE_LOCK:
             _LIVE.discard(self)
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         if self._qmp is not None:
             with contextlib.suppress(Exception):   # closing a dead connection
                 self._qmp.close()
@@ -287,28 +283,21 @@ class QemuMachine:
                 LOG.warning("QEMU died from signal %d: %s", -self.exit_code, " ".join(self.argv))
 
 
-def _wait_migrated(machine: QemuMachine, t0: float, timeout: float) -> None:
-    """Poll QMP ``query-migrate`` until the state ``save_state`` started at ``t0`` is written."""
-    while True:
-        info = machine.qmp("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            raise InfraError(f"saving the machine state failed: {info.get('error-desc', status)}",
-                             log_tail=machine.failure_text())
-        if time.monotonic() - t0 > timeout:
-            raise InfraError(f"saving the machine state took more than {timeout:.0f} s")
-        machine.check_alive()
-        time.sleep(0.2)
-
-
 def host_port_in_use_error(qemu_log: Path) -> bool:
     return "Could not set up host forwarding rule" in tail(qemu_log, 20)
 
 
 _LIVE: set[QemuMachine] = set()
 _LIVE_LOCK = threading.Lock()
+_HALTED: list[str] = []     # every machine the I/O watch stopped, in this process
+
+
+def disk_full() -> DiskFull | None:
+    """The error to report if a machine of this process stopped on a full disk: whatever failed
+    after that (an SSH command into the paused guest, a verification) failed because of it."""
+    with _LIVE_LOCK:
+        return DiskFull(_HALTED[0], hint="free space there, or pass --run-dir on a larger file system") \
+            if _HALTED else None
 
 
 def kill_all() -> int:

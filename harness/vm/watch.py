@@ -1,0 +1,105 @@
+"""A watch on the outer QEMU's I/O errors, from a second QMP monitor of its own.
+
+A full host file system does not kill QEMU: with the default ``werror=enospc`` it pauses the
+machine and says so only on QMP (a ``BLOCK_IO_ERROR`` event, run state ``io-error``), and
+every SSH command into the paused guests then waits for its timeout. This thread listens on
+its own monitor (events reach every monitor; the owner's QMP connection is left alone), and on
+an I/O error calls back at once with a one-line reason naming the file, its file system and
+the space left there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .argv import Drive, quote_optarg
+
+LOG = logging.getLogger(__name__)
+
+
+def monitor_args(path: Path) -> list[str]:
+    """A QMP monitor on a listening socket, for the watch (not part of the saved state)."""
+    return ["-chardev", f"socket,id=xdhwatch,path={quote_optarg(str(path))},server=on,wait=off",
+            "-mon", "chardev=xdhwatch,mode=control"]
+
+
+def mount_point(path: Path) -> Path:
+    p = path.resolve()
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def describe(event: dict[str, Any], drives: list[Drive]) -> str:
+    """``BLOCK_IO_ERROR`` in words: which disk file, which file system, how much is free there."""
+    data = event.get("data", {})
+    node = str(data.get("node-name") or data.get("device") or "?")
+    drive = next((d for d in drives if node == d.node or node.startswith(d.node + "-")), None)
+    reason = data.get("reason") or "I/O error"
+    if drive is None:
+        return f"QEMU stopped on an I/O error on node {node}: {reason}"
+    where = drive.path.parent
+    try:
+        st = os.statvfs(where)
+        free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    what = "disk full" if data.get("nospace") else "I/O error"
+    return (f"{what}: QEMU paused on {reason!r} writing {drive.path} (disk {drive.node}); the file system at "
+            f"{mount_point(where)} has {free}")
+
+
+class IoWatch(threading.Thread):
+    """Connects to the watch monitor and calls ``on_error(event)`` once, on the first
+    ``BLOCK_IO_ERROR``; ends with ``stop()`` or when QEMU goes away."""
+
+    def __init__(self, socket_path: Path, on_error: Callable[[dict[str, Any]], None], name: str = "io-watch"):
+        super().__init__(name=name, daemon=True)
+        self.socket_path = socket_path
+        self.on_error = on_error
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        qmp: QEMUMonitorProtocol | None = None
+        try:
+            qmp = self._connect()
+            while qmp is not None and not self._stop_event.is_set():
+                event = qmp.pull_event(wait=0.5)
+                if event and event.get("event") == "BLOCK_IO_ERROR":
+                    self.on_error(event)
+                    return
+        except Exception as exc:  # noqa: BLE001 - QEMU went away: nothing more to watch
+            LOG.debug("io watch ended: %s", exc)
+        finally:
+            if qmp is not None:
+                with contextlib.suppress(Exception):
+                    qmp.close()
+            loop.close()
+
+    def _connect(self) -> QEMUMonitorProtocol | None:
+        deadline = time.monotonic() + 30
+        while not self._stop_event.is_set() and time.monotonic() < deadline:
+            qmp = QEMUMonitorProtocol(str(self.socket_path))
+            try:
+                qmp.connect(negotiate=True)
+                return qmp
+            except Exception:  # noqa: BLE001 - not listening yet
+                with contextlib.suppress(Exception):
+                    qmp.close()
+                time.sleep(0.1)
+        return None
