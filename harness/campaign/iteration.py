@@ -8,6 +8,7 @@ very same state again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -24,6 +25,7 @@ from ..report.rundir import IterationDir
 from ..status import Status
 from ..vm.disks import make_standalone
 from ..vm.machine import disk_full
+from ..vm.watch import enospc
 from .checks import Checked, check_outcome
 from .kit import Kit
 
@@ -83,11 +85,12 @@ def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progr
         it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut.to_json(),
                                crashed.outcome.start_entry))
     except Exception as exc:
-        full = disk_full()
+        full = disk_full() or enospc(exc, it.path)
         if full is not None:    # ... but a full disk does: every later one would fail the same way
             full.record = build_record(plan, kit, it, None, None, Failure(Status.GUEST_DIED, full.oneline()),
-                                       time.monotonic() - crashed.t0)
-            it.write_result(full.record)
+                                       time.monotonic() - crashed.t0, tidy=False)
+            with contextlib.suppress(OSError):      # what fits is kept
+                it.write_result(full.record)
             say(f"{Status.GUEST_DIED.value}: {full.oneline()}")
             raise full from exc
         crashed.failure = _failed(exc, it, say)
@@ -110,7 +113,7 @@ def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationReco
         if failure is None and crashed.outcome is not None:
             checked = check_outcome(plan, kit, it, crashed.outcome, say)
     except Exception as exc:
-        full = disk_full()
+        full = disk_full() or enospc(exc, it.path)
         if full is not None:
             failure = Failure(Status.GUEST_DIED, full.oneline())
             raise full from exc
@@ -119,10 +122,12 @@ def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationReco
         failure = Failure(Status.ERROR, "interrupted")
         raise
     finally:
-        record = build_record(plan, kit, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0)
-        it.write_result(record)
+        record = build_record(plan, kit, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0,
+                              tidy=full is None)
         if full is not None:
             full.record = record     # the campaign summarizes it before it ends
+        with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():
+            it.write_result(record)
     return record
 
 
@@ -133,24 +138,26 @@ def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Pro
 
 
 def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome | None,
-                 checked: Checked | None, failure: Failure | None, seconds: float) -> IterationRecord:
-    """The record of an iteration from what its stages returned; keeps or drops its images."""
+                 checked: Checked | None, failure: Failure | None, seconds: float,
+                 tidy: bool = True) -> IterationRecord:
+    """The record of an iteration from what its stages returned; keeps or drops its images
+    (``tidy=False``: leaves the files as they are, on a full disk)."""
     cfg: TortureConfig = plan.cfg
     status = failure.status if failure else (checked.status if checked else Status.ERROR)
     secs = {**(outcome.seconds if outcome else {}), **(checked.seconds if checked else {}),
             "total": round(seconds, 1)}
     keep = status != Status.PASS or cfg.keep_images
     crash_image = None
-    image = it.crash_image()
+    image = it.crash_image() if tidy else None
     if image is not None:
         if keep:
             make_standalone(image)
             crash_image = str(image)
         else:
             image.unlink()
-    if it.write_log.exists() and not keep:
+    if it.write_log.exists() and not keep and tidy:
         it.write_log.unlink()
-    for overlay in it.throwaway_overlays():
+    for overlay in it.throwaway_overlays() if tidy else []:
         overlay.unlink()   # the crash image itself is kept above
     acks = outcome.acks if outcome else ()
     return IterationRecord(

@@ -7,10 +7,12 @@ import logging
 import sys
 import tempfile
 import traceback
+from pathlib import Path
 
 from ..cleanup import install_signal_handlers
 from ..errors import ConfigError, ImageError, InfraError, Interrupted, XdhError
 from ..status import ExitCode
+from ..vm.watch import enospc
 from .parser import make_parser
 
 
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ImageError) as exc:
         _say(f"error: {exc.oneline()}")
         return ExitCode.USAGE
+    except OSError as exc:
+        full = enospc(exc, Path.cwd())
+        if full is None:
+            return _bug(exc)
+        _say(f"error: {full.oneline()}")
+        return ExitCode.INFRA
     except InfraError as exc:
         _say(f"error: {exc.oneline()}")
         if exc.log_tail:
@@ -49,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc.oneline()}")
         return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
-        with tempfile.NamedTemporaryFile("w", prefix="xdh-traceback-", suffix=".txt", delete=False) as f:
-            traceback.print_exc(file=f)
-        _say(f"internal error: {type(exc).__name__}: {exc} (a bug in xdh; traceback in {f.name})")
-        return ExitCode.ERROR
+        return _bug(exc)
+
+
+def _bug(exc: BaseException) -> int:
+    with tempfile.NamedTemporaryFile("w", prefix="xdh-traceback-", suffix=".txt", delete=False) as f:
+        traceback.print_exc(file=f)
+    _say(f"internal error: {type(exc).__name__}: {exc} (a bug in xdh; traceback in {f.name})")
+    return ExitCode.ERROR
 
 
 __all__ = ["main"]

@@ -4,6 +4,7 @@ workload output, kernel logs, the write log) into the paths it is given."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -65,6 +66,7 @@ class AckReader:
         self.write_log = write_log
         self.acks: list[Ack] = []
         self.ended = threading.Event()
+        self.error: OSError | None = None
         self._acks_file = open(acks_path, "w", buffering=1)  # noqa: SIM115 - closed in finish()
         self._other = open(other_path, "w", buffering=1)  # noqa: SIM115
         self._thread = threading.Thread(target=self._pump, name="acks", daemon=True)
@@ -83,15 +85,19 @@ class AckReader:
                 self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us,
                                                   "log_bytes": ack.log_bytes}) + "\n")
         except Exception as exc:  # noqa: BLE001 - the channel dies with the cut
-            self._other.write(f"# stream ended: {exc}\n")
+            if isinstance(exc, OSError):
+                self.error = exc        # our own write failed (a full disk): the crash run says so
+            with contextlib.suppress(OSError):
+                self._other.write(f"# stream ended: {exc}\n")
         finally:
             self.ended.set()
 
     def finish(self, timeout: float = 15.0) -> None:
         """Drain what the SSH channel still holds after the cut, then close the files."""
         self._thread.join(timeout)
-        self._acks_file.close()
-        self._other.close()
+        for f in (self._acks_file, self._other):
+            with contextlib.suppress(OSError):    # a full disk: what fitted is kept
+                f.close()
 
 
 def load_acks(path: Path) -> list[Ack]:
@@ -262,6 +268,8 @@ def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start:
             return
         if n != last_n:
             last_n, last_change = n, now
+        if reader.ended.is_set() and reader.error is not None:
+            raise reader.error
         if reader.ended.is_set():
             out = output.read_text()[-300:] if output.exists() else ""
             raise WorkloadError(f"the workload ended before the cut after {n} acks: {out.strip()}")

@@ -3,12 +3,15 @@ directory line by line, because everything in guest RAM is gone after the cut.""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from pathlib import Path
 
 from .ssh import Shell
+
+LOG = logging.getLogger(__name__)
 
 # lines about the disk under test (xvdb in the domU, vdc in dom0) or about failing I/O and flushes
 EVIDENCE = re.compile(r"xvdb|\bvdc\b|I/O error|Buffer I/O|(?:flush|barrier) op failed|barrier or flush|flush diskcache|"
@@ -26,12 +29,15 @@ class KernelLogTap:
         self._thread.start()
 
     def _pump(self) -> None:
-        with open(self.path, "a", buffering=1) as f:
-            try:
-                for t, line in self._stream.lines():
-                    f.write(f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {line}\n")
-            except Exception as exc:  # noqa: BLE001 - the connection dies at the cut: expected
-                f.write(f"# stream ended: {exc}\n")
+        try:
+            with open(self.path, "a", buffering=1) as f:
+                try:
+                    for t, line in self._stream.lines():
+                        f.write(f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d} {line}\n")
+                except Exception as exc:  # noqa: BLE001 - the connection dies at the cut: expected
+                    f.write(f"# stream ended: {exc}\n")
+        except OSError as exc:   # a full disk: the crash run reports it; this log keeps what fitted
+            LOG.debug("kernel log %s: %s", self.path, exc)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stream.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -22,7 +23,10 @@ from typing import Any
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from ..errors import DiskFull
 from .argv import Drive, quote_optarg
+
+FULL_HINT = "free space there, or pass --run-dir on a larger file system"
 
 LOG = logging.getLogger(__name__)
 
@@ -59,6 +63,23 @@ def describe(event: dict[str, Any], drives: list[Drive]) -> str:
             f"{mount_point(where)} has {free}")
 
 
+def enospc(exc: BaseException | None, where: Path) -> DiskFull | None:
+    """A DiskFull if ``exc`` (or what it was raised from) is the harness's own write failing with
+    ENOSPC: the run directory's file system filled up before QEMU noticed."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            try:
+                free = f"{os.statvfs(where).f_bavail * os.statvfs(where).f_frsize / 2**20:.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            target = exc.filename or where
+            return DiskFull(f"disk full: writing {target}: No space left on device; the file system at "
+                            f"{mount_point(Path(where))} has {free}", hint=FULL_HINT)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 class IoWatch(threading.Thread):
     """Connects to the watch monitor and calls ``on_error(event)`` once, on the first
     ``BLOCK_IO_ERROR``; ends with ``stop()`` or when QEMU goes away."""
@@ -79,7 +100,10 @@ class IoWatch(threading.Thread):
         try:
             qmp = self._connect()
             while qmp is not None and not self._stop_event.is_set():
-                event = qmp.pull_event(wait=0.5)
+                try:
+                    event = qmp.pull_event(wait=0.5)
+                except TimeoutError:     # qemu.qmp's legacy shim raises when no event came in time
+                    continue
                 if event and event.get("event") == "BLOCK_IO_ERROR":
                     self.on_error(event)
                     return

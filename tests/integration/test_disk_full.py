@@ -4,6 +4,7 @@ its free space, the infrastructure exit code, its artifacts kept and nothing lef
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -31,7 +32,11 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_disk_full_mid_run_is_one_line_within_seconds(images, small_tmpfs):
+@pytest.mark.parametrize("left_kib", [0, 32])
+def test_disk_full_mid_run_is_one_line_within_seconds(images, small_tmpfs, left_kib):
+    """0: the harness's own log writes fail first; 32 KiB: room for them, not for QEMU's next
+    64 KiB qcow2 cluster, so QEMU pauses on ENOSPC and the I/O watch reports it (measured: 1.4 s
+    after the fill). What was written stays; what no longer fits (the records) may be missing."""
     run = small_tmpfs / "run"
     acks = run / "iterations" / "iter-0000" / "acks.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "torture", "--no-canary", "--iterations", "2",
@@ -43,9 +48,11 @@ def test_disk_full_mid_run_is_one_line_within_seconds(images, small_tmpfs):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.2)
         # fill the file system under the running stack
-        with open(small_tmpfs / "filler", "wb") as f, pytest.raises(OSError):
+        filler = small_tmpfs / "filler"
+        with open(filler, "wb") as f, pytest.raises(OSError):
             while True:
-                f.write(b"\0" * (1 << 20))
+                f.write(b"\0" * (1 << 16))
+        os.truncate(filler, filler.stat().st_size - left_kib * 1024)
         t_full = time.monotonic()
         out, _ = proc.communicate(timeout=120)
         seconds = time.monotonic() - t_full
@@ -56,10 +63,15 @@ def test_disk_full_mid_run_is_one_line_within_seconds(images, small_tmpfs):
     print(f"the campaign ended {seconds:.1f} s after the file system filled; exit {proc.returncode}")
     assert proc.returncode == 5, out
     line = next(x for x in out.splitlines() if x.startswith("xdh: error:"))
-    assert "disk full: QEMU paused on 'No space left on device'" in line and f"the file system at {small_tmpfs}" in line
+    qemu_saw_it = "disk full: QEMU paused on 'No space left on device' writing " in line
+    assert qemu_saw_it or (left_kib == 0 and "disk full: writing " in line), line
+    assert f"the file system at {small_tmpfs} has" in line
     assert "MiB free (free space there, or pass --run-dir on a larger file system)" in line and "Traceback" not in out
     assert seconds < 30
     assert not pids_matching(str(run)), "QEMU outlived the campaign"
     it = run / "iterations" / "iter-0000"
-    assert acks.exists() and (run / "summary.json").exists() and (it / "result.json").exists()
+    assert acks.exists() and (it / "boot-a" / "serial.log").exists()      # the artifacts stay
+    print(line)
+    if (it / "result.json").exists() and (it / "result.json").stat().st_size:    # where it still fitted
+        assert json.loads((it / "result.json").read_text())["error"].startswith("disk full")
     assert "iter-0001" not in os.listdir(run / "iterations")    # it ended the campaign

@@ -24,6 +24,7 @@ from ..report.rundir import RunDir
 from ..status import ExitCode, Status
 from ..verify.fast import FastVerifier
 from ..vm.machine import kill_all
+from ..vm.watch import enospc
 from . import space
 from .iteration import check_phase, crash_phase, run_iteration
 from .kit import Kit
@@ -198,10 +199,17 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
             records.sort(key=lambda r: r.index)
     finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
-        summary["first_loss_seconds"] = first_loss   # since the campaign started (setup included)
-        summary["setup_seconds"] = kit.setup_seconds
-        summary["versions"] = versions
-        if kit.snapshot is not None:
-            summary["snapshot"] = kit.snapshot.key
-        summary_mod.write(summary, run_dir)
+        summary |= {"first_loss_seconds": first_loss,   # since the campaign started (setup included)
+                    "setup_seconds": kit.setup_seconds, "versions": versions,
+                    **({"snapshot": kit.snapshot.key} if kit.snapshot is not None else {})}
+        _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)
+
+
+def _write_summary(summary: dict[str, Any], run_dir: Path, progress: Progress) -> None:
+    try:
+        summary_mod.write(summary, run_dir)
+    except OSError as exc:     # a full disk: the error under way (DiskFull) is the one to report
+        if enospc(exc, run_dir) is None:
+            raise
+        progress(f"the summary did not fit in {run_dir}: {exc}")

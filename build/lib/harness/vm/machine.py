@@ -30,7 +30,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from ..cleanup import signals_ignored
 from ..errors import DiskFull, GuestDied, LaunchError
 from .argv import MachineSpec, build_argv
-from .watch import IoWatch, describe, monitor_args
+from .watch import FULL_HINT, IoWatch, describe, monitor_args
 
 LOG = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class QemuMachine:
     def check_alive(self) -> None:
         """Raise GuestDied if QEMU exited or a layer panicked on the console."""
         if self.halted:
-            raise DiskFull(self.halted, hint="free space there, or pass --run-dir on a larger file system")
+            raise DiskFull(self.halted, hint=FULL_HINT)
         # (the watch kills QEMU right after the event: its exit below is then the same failure)
         if self._proc is None:
             raise GuestDied("QEMU is not running")
@@ -206,7 +206,10 @@ class QemuMachine:
             raise GuestDied("QMP is not connected")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ev = self._qmp.pull_event(wait=min(0.5, max(0.01, deadline - time.monotonic())))
+            try:
+                ev = self._qmp.pull_event(wait=min(0.5, max(0.01, deadline - time.monotonic())))
+            except TimeoutError:     # qemu.qmp's legacy shim raises when no event came in time
+                continue
             if ev and ev.get("event") == name and all(ev.get("data", {}).get(k) == v for k, v in data.items()):
                 return ev
         return None
@@ -296,7 +299,7 @@ def disk_full() -> DiskFull | None:
     """The error to report if a machine of this process stopped on a full disk: whatever failed
     after that (an SSH command into the paused guest, a verification) failed because of it."""
     with _LIVE_LOCK:
-        return DiskFull(_HALTED[0], hint="free space there, or pass --run-dir on a larger file system") \
+        return DiskFull(_HALTED[0], hint=FULL_HINT) \
             if _HALTED else None
 
 
