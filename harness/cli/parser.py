@@ -335,6 +335,10 @@ def _report(sub: Sub) -> None:
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)
+    ix = rsub.add_parser("index", help="write DIR/index.html: every run directory in DIR, newest first, linked to "
+                                       "its own index.html (torture writes both as it ends)")
+    ix.add_argument("dir", nargs="?", metavar="DIR", help="the directory holding runs (default $XDH_RUNS, ./runs)")
+    ix.set_defaults(func=c.cmd_report_index)
 
 
 SUBCOMMANDS: tuple[Callable[[Sub], None], ...] = (_images, _interactive, _torture, _reproduce, _bench, _compare,

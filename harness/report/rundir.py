@@ -201,10 +201,12 @@ class RunDir:
         except (OSError, ValueError):
             return {}
 
-    def write_summary(self, summary: dict[str, Any], text: str, junit: str) -> None:
+    def write_summary(self, summary: dict[str, Any], text: str, junit: str, page: str = "") -> None:
         write_json(self.summary, summary)
         (self.path / "junit.xml").write_text(junit)
         (self.path / "summary.txt").write_text(text + "\n")
+        if page:
+            (self.path / "index.html").write_text(page)
 
     def read_summary(self) -> dict[str, Any]:
         if not self.summary.exists():

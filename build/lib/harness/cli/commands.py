@@ -20,6 +20,7 @@ from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
 from ..images.components import Components
 from ..releases import DEFAULT_RELEASE
+from ..report import page
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
 from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
@@ -239,6 +240,20 @@ def cmd_report_merge(args: Args) -> int:
     summary = summary_mod.merge([Path(d).resolve() for d in args.runs], out)
     _print_summary(summary, args.json)
     return int(summary["exit_code"])
+
+
+def cmd_report_index(args: Args) -> int:
+    root = Path(args.dir).resolve() if args.dir else paths.runs_dir()
+    runs = sorted(root.glob("*/summary.json"))
+    if not runs:
+        raise ConfigError(f"{root} holds no run directories",
+                          hint="pass the directory your runs are in (--run-dir's parent)")
+    for s in runs:      # each run's own page too, for runs written before pages existed
+        if not (s.parent / "index.html").exists():
+            summary_mod.write(RunDir(s.parent).read_summary(), s.parent)
+    (root / "index.html").write_text(page.runs_index(root))
+    print(f"{root / 'index.html'}: {len(runs)} runs")
+    return ExitCode.CLEAN
 
 
 def cmd_list(args: Args) -> int:

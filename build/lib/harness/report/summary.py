@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..status import Status, campaign_exit, expected
+from . import page
 from .records import IterationRecord
 from .rundir import RunDir, ensure_dir
 
@@ -160,7 +161,12 @@ def junit(summary: dict[str, Any]) -> str:
 
 
 def write(summary: dict[str, Any], run_dir: Path) -> None:
-    RunDir(run_dir).write_summary(summary, table(summary), junit(summary))
+    """summary.json, summary.txt, junit.xml and the page people open, index.html; and the index
+    of runs in the parent directory, when it holds runs."""
+    RunDir(run_dir).write_summary(summary, table(summary), junit(summary), page.run_page(summary, run_dir))
+    parent = run_dir.parent
+    if parent.exists() and sum(1 for _ in parent.glob("*/summary.json")) > 1:
+        (parent / "index.html").write_text(page.runs_index(parent))
 
 
 def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
