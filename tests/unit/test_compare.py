@@ -80,7 +80,11 @@ def test_report_from_run_directories(tmp_path):
     assert ("disk cache volatile: 6 iterations, 24 crash states verified (4.0 per iteration), "
             "720 crash states per hour") in md
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 1 and "<table>" in page
+    # the detection matrix: what was caught, what was missed, and the cells behind it linked
+    assert "<h2>Detection matrix</h2>" in page and "<b>NOT caught</b>" in page
+    assert ">caught 3/3</a>" in page and ">missed 0/3</a>" in page
+    assert "| disk-lies / append | missed 0/3 | caught 3/3 |" in md
 
 
 def test_pieces_merge_into_one_report(tmp_path):

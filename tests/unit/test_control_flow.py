@@ -105,6 +105,8 @@ def _report_rows(md: str) -> dict[tuple[str, str], dict[str, str]]:
         if not line.startswith("| ") or line.startswith("| release") or line.startswith("| ---"):
             continue
         c = [x.strip() for x in line.strip().strip("|").split("|")][1:]    # after the release column
+        if len(c) < 13:
+            continue       # the detection matrix above the full table
         rows[(c[0], c[2])] = {"disk_cache": c[1], "workload": c[3], "canary": c[4], "iterations": c[5],
                               "loss": c[6], "notes": c[12]}
     return rows

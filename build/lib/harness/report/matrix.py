@@ -12,6 +12,7 @@ from typing import Any
 
 from ..catalog import backends as backends_mod
 from ..releases import DEFAULT_RELEASE
+from . import detection
 from .rundir import RunDir
 
 
@@ -64,6 +65,7 @@ def collect(run_dirs: list[Path]) -> dict[str, Any]:
         for cell in _cells_of(rd, listed):
             row = {k: cell[k] for k in ("backend", "fault", "workload", "disk_cache", "skip", "group")}
             row["release"] = cell.get("release", DEFAULT_RELEASE)
+            row["path"] = str(rd.cell(cell["name"]).path)
             if not cell["skip"]:
                 row |= _cell_figures(rd.cell(cell["name"]))
                 row["components"] = components(rd.cell(cell["name"]).read_versions())
@@ -152,6 +154,7 @@ def markdown(data: dict, command: str = "") -> str:
                        f"({states / its:.1f} per iteration), {states * 3600 / busy:.0f} crash states per hour "
                        f"of iteration time" if busy else f"- disk cache {cache}: {its} iterations")
     out += _components_section(rows)
+    out += detection.markdown(rows)
     out += ["",
             "| release | backend | disk cache | fault | workload | canary | iterations | with loss | acked lost "
             "| crash states | fsync/s | p50 us | p99 us | notes |",
@@ -221,7 +224,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def html_report(data: dict, md: str) -> str:
+def html_report(data: dict, md: str, base: Path) -> str:
     plt = _plots()
     imgs = []
     rows = [r for r in data["cells"] if not r["skip"] and r.get("iterations")]
@@ -240,26 +243,7 @@ def html_report(data: dict, md: str) -> str:
         ax.legend(fontsize=8)
         imgs.append(("fsync latency CDF", _png(fig)))
         plt.close(fig)
-        modes = sorted({(r.get("release", ""), r["backend"], r["disk_cache"]) for r in rows})
-        faults = sorted({r["fault"] for r in rows})
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        width = 0.8 / max(len(faults), 1)
-        for k, f in enumerate(faults):
-            vals = []
-            for m in modes:
-                cell = [r for r in rows if (r.get("release", ""), r["backend"], r["disk_cache"]) == m
-                        and r["fault"] == f]
-                its = sum(r["iterations"] for r in cell)
-                vals.append(sum(r["loss_iterations"] for r in cell) / its if its else 0)
-            ax.bar([i + k * width for i in range(len(modes))], vals, width, label=f)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(modes))])
-        ax.set_xticklabels([f"{rel}\n{b}\ncache {c}" for rel, b, c in modes], fontsize=7)
-        ax.set_ylabel("fraction of iterations with loss")
-        ax.set_title("loss per mode and fault")
-        ax.legend(fontsize=8)
-        imgs.append(("loss per mode and fault", _png(fig)))
-        plt.close(fig)
-    body = _md_table_to_html(md)
+    body = detection.html_table(data["cells"], base) + _md_table_to_html(md)
     figs = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
                    for t, b in imgs) or "<p>(matplotlib not available: no plots)</p>"
     return ("<!doctype html><html><head><meta charset='utf-8'><title>xdh backend comparison</title>"
@@ -274,7 +258,7 @@ def _md_table_to_html(md: str) -> str:
         if line.startswith("| ---"):
             continue
         if line.startswith("|"):
-            cells = [html.escape(c.strip()).replace("**", "") for c in line.strip("|").split("|")]
+            cells = [_bold(html.escape(c.strip())) for c in line.strip("|").split("|")]
             tag = "th" if not in_table else "td"
             if not in_table:
                 out.append("<table>")
@@ -288,16 +272,24 @@ def _md_table_to_html(md: str) -> str:
             out.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("    "):
             out.append(f"<pre>{html.escape(line.strip())}</pre>")
+        elif line.startswith("- "):
+            out.append(f"<ul><li>{_bold(html.escape(line[2:]))}</li></ul>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_bold(html.escape(line))}</p>")
     if in_table:
         out.append("</table>")
     return "\n".join(out)
+
+
+def _bold(text: str) -> str:
+    """Markdown's **bold** (the report's warnings) as <b>."""
+    parts = text.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def write_report(run_dirs: list[Path], out_dir: Path, command: str = "") -> dict[str, Any]:
     data = collect(run_dirs)
     md = markdown(data, command)
     slim = dict(data, cells=[{k: v for k, v in r.items() if k != "latencies_us"} for r in data["cells"]])
-    RunDir(out_dir).write_report(md, html_report(data, md), slim)
+    RunDir(out_dir).write_report(md, html_report(data, md, out_dir), slim)
     return slim
