@@ -27,12 +27,12 @@ from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
 from ..stack.saved import clean_snapshots
 from ..stack.xen import versions
 from ..status import ExitCode, status_exit
+from . import console
 
 Args = argparse.Namespace
 
 
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+progress = console.plain
 
 
 def _active_up_file() -> Path:
@@ -147,7 +147,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
     run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.components())
-    result = run_campaign(cfg, run_dir, progress, versions(images, cfg.stack), images=images)
+    with console.live("torture") as say:
+        result = run_campaign(cfg, run_dir, say, versions(images, cfg.stack), images=images)
     _print_summary(result.summary, args.json)
     return result.exit_code
 
@@ -204,7 +205,8 @@ def cmd_bench(args: Args) -> int:
                             cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=_stack_config(args))
     cfg.validate()
     run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
-    result = bench.run_bench(cfg, run_dir, progress, versions(images, cfg.stack))
+    with console.live("bench") as say:
+        result = bench.run_bench(cfg, run_dir, say, versions(images, cfg.stack))
     if args.json:
         print(dumps(result))
     else:
@@ -229,7 +231,8 @@ def cmd_compare(args: Args) -> int:
                                     releases=tuple(args.releases or (args.release,)))
         cfg.validate()
         out, _ = _prepared_run("compare", args.run_dir, cfg.stack.components())
-        data = compare.run_compare(cfg, out, progress, command)
+        with console.live("compare") as say:
+            data = compare.run_compare(cfg, out, say, command)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return compare.compare_exit(data)
