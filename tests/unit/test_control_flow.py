@@ -740,3 +740,16 @@ def test_a_campaign_that_cannot_fit_stops_before_it_starts(fake_stages, tmp_path
     assert code == ExitCode.INFRA and crashes.calls == []
     assert len(err) == 1 and "has 5 MiB free, and 3 iterations need about" in err[0] and "--run-dir" in err[0]
     assert space.needed_mib(_cfg(iterations=40, fault="drop-flush")) > space.needed_mib(_cfg(iterations=40))
+
+
+def test_socket_dirs_of_dead_processes_are_swept(tmp_path):
+    from harness.vm import sockets
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"xdh-qmp-{dead.pid}-abc"
+    live = tmp_path / f"xdh-qmp-{os.getpid()}-def"
+    other = tmp_path / "xdh-qmp-notapid"
+    for d in (stale, live, other):
+        d.mkdir()
+    assert sockets.sweep(tmp_path) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()

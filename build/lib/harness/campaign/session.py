@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from ..progress import Progress
 from ..report.records import CutRecord, IterationRecord
 from ..report.rundir import IterationDir, RunDir
 from ..stack.xl import DOMU_IP
+from ..vm.sockets import socket_dir
 from .iteration import Crashed, check_phase
 from .kit import Kit
 from .reproduce import load_plan
@@ -163,7 +163,7 @@ def user_qmp_path(run_dir: Path) -> Path:
     """``qmp.sock`` in the run directory, or in a short temporary one when that path would pass
     the 107 bytes a unix socket's path may have."""
     path = run_dir / "qmp.sock"
-    return path if len(str(path)) < 100 else Path(tempfile.mkdtemp(prefix="xdh-up-")) / "qmp.sock"
+    return path if len(str(path)) < 100 else socket_dir("up") / "qmp.sock"
 
 
 def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str | None = None) -> IterationRecord:

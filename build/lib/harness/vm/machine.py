@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from ..cleanup import signals_ignored
 from ..errors import DiskFull, GuestDied, LaunchError
 from .argv import MachineSpec, build_argv
+from .sockets import socket_dir
 from .watch import FULL_HINT, IoWatch, describe, monitor_args
 
 LOG = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class QemuMachine:
     def _launch(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # unix socket paths are limited to 108 bytes: keep the socket in a short tmp dir
-        self._sock_dir = Path(tempfile.mkdtemp(prefix="xdh-qmp-"))
+        self._sock_dir = socket_dir("qmp")
         qmp_path = self._sock_dir / "qmp.sock"
         self._loop = _fresh_loop()
         self._qmp = QEMUMonitorProtocol(str(qmp_path), server=True, nickname=self.name)
