@@ -151,6 +151,7 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
             crash.cut()
         finally:
             outcome = crash.close(plan.cut)
+            qmp.unlink(missing_ok=True)     # QEMU was killed: its listening socket stays behind
             signal.signal(signal.SIGUSR1, previous)
             _own_record_gone()
             if session is not None:
