@@ -243,7 +243,10 @@ def html_report(data: dict, md: str, base: Path) -> str:
         ax.legend(fontsize=8)
         imgs.append(("fsync latency CDF", _png(fig)))
         plt.close(fig)
-    body = detection.html_table(data["cells"], base) + _md_table_to_html(md)
+    lines = md.splitlines()     # the matrix is drawn coloured above: not again as a plain table
+    start = next((i for i, x in enumerate(lines) if x.startswith(detection.TITLE)), len(lines))
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("| release")), len(lines))
+    body = detection.html_table(data["cells"], base) + _md_table_to_html("\n".join(lines[:start] + lines[end:]))
     figs = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
                    for t, b in imgs) or "<p>(matplotlib not available: no plots)</p>"
     return ("<!doctype html><html><head><meta charset='utf-8'><title>xdh backend comparison</title>"

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..releases import DEFAULT_RELEASE
 
+TITLE = "Detection matrix"
 COLOURS = {"caught": "#1a7f37", "clean": "#1a7f37", "missed": "#cf222e", "false alarm": "#cf222e",
            "partly": "#bf8700", "error": "#9a6700", "impossible": "#afb8c1", "not run": "#eaeef2"}
 
@@ -45,7 +46,7 @@ def grid(cells: list[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], list[
 
 def markdown(cells: list[dict[str, Any]]) -> list[str]:
     modes, rows, by = grid(cells)
-    out = ["", "Detection matrix (caught: every iteration lost acked writes; clean: none did; n/a: impossible "
+    out = ["", TITLE + " (caught: every iteration lost acked writes; clean: none did; n/a: impossible "
            "combination; not run: never ran; the full table below says why):", "",
            "| fault / workload | " + " | ".join(f"{rel} {b} cache {c}" for rel, b, c in modes) + " |",
            "| --- |" + " --- |" * len(modes)]
