@@ -1,8 +1,10 @@
 """One cleanup path for every way out.
 
-SIGINT already raises KeyboardInterrupt; SIGTERM and SIGHUP are turned into
-``Interrupted`` (raised in the main thread), so the same ``finally``/``__exit__`` code
-stops QEMU whatever ended the run. QEMU also carries PR_SET_PDEATHSIG as a last resort.
+SIGINT, SIGTERM and SIGHUP are turned into ``Interrupted`` (raised in the main thread), so the
+same ``finally``/``__exit__`` code stops QEMU whatever ended the run. Not KeyboardInterrupt for
+SIGINT: invoke (under fabric) catches KeyboardInterrupt during a remote command, forwards ^C to
+the guest and carries on, so a Ctrl-C would be swallowed. QEMU also carries PR_SET_PDEATHSIG
+as a last resort.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ def _raise(signum: int, _frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise)
 
 
