@@ -16,6 +16,7 @@ from ..stack.xen import machine_identity
 from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier
 from ..verify.reboot import RebootVerifier
+from ..vm.host import require_tools
 from ..vm.lifecycle import Lifecycle
 
 
@@ -45,6 +46,7 @@ class Kit(Lifecycle):
         return k
 
     def _start(self) -> None:
+        require_tools()
         cfg = self.cfg
         if cfg.reset == Reset.SNAPSHOT and self.snapshot is None:
             t0 = time.monotonic()

@@ -753,3 +753,13 @@ def test_socket_dirs_of_dead_processes_are_swept(tmp_path):
         d.mkdir()
     assert sockets.sweep(tmp_path) == [stale]
     assert live.exists() and other.exists() and not stale.exists()
+
+
+def test_a_missing_qemu_binary_is_a_usage_error_naming_the_package(monkeypatch):
+    from harness.errors import ConfigError
+    from harness.vm import host
+    monkeypatch.setattr(host.shutil, "which", lambda tool: None if tool == "qemu-system-x86_64" else "/usr/bin/x")
+    with pytest.raises(ConfigError) as exc:
+        host.require_tools()
+    assert exc.value.oneline() == ("qemu-system-x86_64 not found on PATH (apt-get install qemu-system-x86 "
+                                   "(or run scripts/setup.sh as root))")

@@ -3,7 +3,7 @@
 The tree (``main`` in ``harness.cli`` is the only place that maps it to exit codes)::
 
     BaseException
-     +-- Interrupted            SIGTERM/SIGHUP; like KeyboardInterrupt, never an ordinary error
+     +-- Interrupted            SIGINT/SIGTERM/SIGHUP; like KeyboardInterrupt, never an ordinary error
     Exception
      +-- XdhError               everything the harness raises on purpose; .hint names the fix
           +-- ConfigError       bad input or configuration (exit 2, the usage code)
@@ -100,6 +100,6 @@ class LogError(XdhError):
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so that no
+    """SIGINT, SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so that no
     ``except Exception``/``except XdhError`` can swallow it: every exit goes through the one
     cleanup path and ends with exit code 130."""
