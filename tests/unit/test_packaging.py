@@ -5,6 +5,7 @@ uses the same cached images), and ``--version`` says where it runs from."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -31,8 +32,15 @@ def installed(tmp_path_factory) -> Path:
     """xdh built as a wheel and installed, not editable, into a fresh venv (its dependencies come
     from the project's venv, read after its own site-packages)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"      # a copy: building in the checkout would leave build/ there
+    src.mkdir()
+    for part in ("pyproject.toml", "README.md", "harness", "images", "guests"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / part, src / part)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp / "dist"), str(ROOT)], check=True, timeout=300)
+                    str(tmp / "dist"), str(src)], check=True, timeout=300)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     wheel = next((tmp / "dist").glob("xdh-*.whl"))

@@ -1,1 +1,0 @@
-"""The stack under test: outer QEMU -> Xen -> dom0 -> domU, booted or restored from a snapshot."""
