@@ -40,7 +40,7 @@ def installed(tmp_path_factory) -> Path:
         else:
             shutil.copy2(ROOT / part, src / part)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp / "dist"), str(src)], check=True, timeout=300)
+                    str(tmp / "dist"), str(src)], check=True, timeout=300, cwd=src)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     wheel = next((tmp / "dist").glob("xdh-*.whl"))
