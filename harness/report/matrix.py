@@ -159,8 +159,13 @@ def markdown(data: dict, command: str = "") -> str:
             "| release | backend | disk cache | fault | workload | canary | iterations | with loss | acked lost "
             "| crash states | fsync/s | p50 us | p99 us | notes |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    first: dict[str, str] = {}     # a message repeated by many cells is said once
+
+    def said(text: str, where: str) -> str:
+        return f"the same as {first[text]}" if text in first else first.setdefault(text, where) and text
     for r in rows:
         rel = r.get("release", DEFAULT_RELEASE)
+        where = f"{rel} {r['backend']} {r['disk_cache']} {r['fault']}"
         if r["skip"]:
             out.append(f"| {rel} | {r['backend']} | {r['disk_cache']} | {r['fault']} | {r['workload']} "
                        f"| | | | | | | | | not run: {r['skip'].replace('|', '/')} |")
@@ -168,9 +173,9 @@ def markdown(data: dict, command: str = "") -> str:
         canary = {True: "caught", False: "**NOT caught**", None: "-"}[r.get("canary")]
         notes = []
         if r.get("error_iterations"):
-            notes.append(f"{r['error_iterations']} errors: {r.get('first_error', '')[:120]}")
+            notes.append(f"{r['error_iterations']} errors: {said(r.get('first_error', '')[:300], where)}")
         if r.get("error"):
-            notes.append(f"error: {r['error'][:160]}")
+            notes.append(f"error: {said(r['error'][:300], where)}")
         if r.get("canary") is False:
             notes.append("cannot see a lost flush in this configuration")
         m = miss_reason(r, rows)
