@@ -8,9 +8,25 @@ import sys
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-INSTALLED = Path(sys.prefix) / "share" / "xdh"      # a wheel's data files (pyproject: data-files)
+MARKER = Path("images") / "dom0" / "recipe.toml"
+
+
+def _installed() -> Path:
+    """Where pip put a wheel's data files (pyproject: data-files): read from the installed
+    distribution's own record (right for venvs, --user and system installs alike)."""
+    try:
+        from importlib import metadata
+        for f in metadata.distribution("xdh").files or []:
+            if str(f).endswith(str(Path("share") / "xdh" / MARKER)):
+                return Path(str(f.locate())).resolve().parents[len(MARKER.parts) - 1]
+    except Exception:  # noqa: BLE001 - not installed as a distribution: the prefix's share/
+        return Path(sys.prefix) / "share" / "xdh"
+    return Path(sys.prefix) / "share" / "xdh"
+
+
+INSTALLED = _installed()
 # a checkout (or an editable install) reads its own tree; an installed wheel its data files
-PROJECT_ROOT = CHECKOUT if (CHECKOUT / "images").is_dir() else INSTALLED
+PROJECT_ROOT = CHECKOUT if (CHECKOUT / MARKER).is_file() else INSTALLED
 IMAGES_DIR = PROJECT_ROOT / "images"
 GUESTS_DIR = PROJECT_ROOT / "guests"
 
@@ -20,16 +36,17 @@ def source() -> str:
     """Where xdh runs from, for ``--version`` and config.json: a checkout's commit (``+`` if it
     has uncommitted changes), or the installed data files."""
     if PROJECT_ROOT == INSTALLED:
-        return f"installed, data in {INSTALLED}"
+        return "installed"
     import subprocess
     try:
-        head = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+        git = ["git", "--no-optional-locks", "-C", str(CHECKOUT)]    # never takes the checkout's index.lock
+        head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return f"checkout {CHECKOUT}"
-    return f"commit {head}{'+' if dirty else ''}, checkout {CHECKOUT}"
+        return "a checkout"
+    return f"commit {head}{'+' if dirty else ''}"
 
 
 def cache_dir() -> Path:

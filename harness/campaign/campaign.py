@@ -4,6 +4,7 @@ iterations, all on one kit; the summary is written on every way out, an interrup
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
-from ..errors import DiskFull
+from ..errors import ConfigError, DiskFull, ImageError, InfraError, Interrupted, XdhError
 from ..images import ImagePair, ImageStore
 from ..progress import Progress
 from ..report import summary as summary_mod
@@ -23,7 +24,7 @@ from ..report.records import IterationRecord
 from ..report.rundir import RunDir
 from ..status import ExitCode, Status
 from ..verify.fast import FastVerifier
-from ..vm.machine import kill_all
+from ..vm.machine import forget_halted, kill_all
 from ..vm.watch import enospc
 from . import space
 from .iteration import check_phase, crash_phase, run_iteration
@@ -102,11 +103,16 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
         if isinstance(exc, DiskFull) and isinstance(exc.record, IterationRecord):
             finished(exc.record)
         if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
-            r = pending.result()
-            if r.status not in (Status.PASS, Status.LOSS):
+            r: IterationRecord | None
+            try:
+                r = pending.result()
+            except DiskFull as full:      # the check ended on the full disk too: its record says so
+                r = full.record if isinstance(full.record, IterationRecord) else None
+            if r is not None and r.status not in (Status.PASS, Status.LOSS) and not r.error.startswith("disk full"):
                 r = dataclasses.replace(r, status=Status.ERROR, error="interrupted")
                 run.iteration(r.index).write_result(r)
-            finished(r)
+            if r is not None:
+                finished(r)
         kit.stop()
         raise
     finally:
@@ -142,7 +148,8 @@ def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], pro
 def _prepared(cfg: TortureConfig, run_dir: Path, versions: dict[str, Any]) -> RunDir:
     """The run directory, checked for room, with the config, the versions and your own files."""
     run = RunDir(run_dir).create()
-    space.check(cfg, run_dir)
+    forget_halted()
+    space.check(cfg, run_dir, len(shard_indices(cfg.iterations, cfg.shard)))
     run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": workloads.get(cfg.workload).describe()})
     run.keep_own_files(cfg.own_files())
     return run
@@ -201,9 +208,24 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
         summary |= {"first_loss_seconds": first_loss,   # since the campaign started (setup included)
                     "setup_seconds": kit.setup_seconds, "versions": versions,
-                    **({"snapshot": kit.snapshot.key} if kit.snapshot is not None else {})}
+                    **({"snapshot": kit.snapshot.key} if kit.snapshot is not None else {}),
+                    **ended_by(sys.exc_info()[1])}
         _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)
+
+
+def ended_by(exc: BaseException | None) -> dict[str, Any]:
+    """What ended a campaign early, for summary.json (its exit code is then the CLI's, not a
+    clean 0 computed from the iterations that ran)."""
+    if exc is None:
+        return {}
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        return {"ended_by": str(exc) or "interrupted", "exit_code": int(ExitCode.INTERRUPTED)}
+    if isinstance(exc, XdhError):
+        code = ExitCode.INFRA if isinstance(exc, InfraError) else ExitCode.USAGE \
+            if isinstance(exc, ConfigError | ImageError) else ExitCode.ERROR
+        return {"ended_by": exc.oneline(), "exit_code": int(code)}
+    return {"ended_by": f"{type(exc).__name__}: {exc}", "exit_code": int(ExitCode.ERROR)}
 
 
 def _write_summary(summary: dict[str, Any], run_dir: Path, progress: Progress) -> None:

@@ -24,7 +24,7 @@ from ..catalog import backends as backends_mod
 from ..catalog import faults as faults_mod
 from ..catalog import workloads as workloads_mod
 from ..config import DiskCache, StackConfig, TortureConfig, choices
-from ..errors import ConfigError, ImageError, InfraError, XdhError
+from ..errors import ConfigError, DiskFull, ImageError, InfraError, XdhError
 from ..images import ImageStore
 from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
@@ -165,6 +165,8 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             try:
                 canaries[cell.group] = _run_canary(cfg, cell, RunDir(run.canary_group(cell.group)), progress,
                                                    verifier)
+            except DiskFull:            # every later cell would fail the same way: the matrix stops
+                raise
             except XdhError as exc:     # an interrupt is not an XdhError: it stops the matrix
                 failed = classify(exc)
                 canaries[cell.group] = {"status": failed.status.value, "error": failed.error}
@@ -182,6 +184,8 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             images = ImageStore().pair(tc.stack.components())    # the cell records what its column runs
             run_campaign(tc, run.cell(cell.name).path, progress, versions(images, tc.stack), verifier=verifier,
                          images=images)
+        except DiskFull:
+            raise
         except XdhError as exc:     # an InfraError here: the cell's stack (its snapshot) did not come up
             text = f"stack unavailable: {exc.oneline()}" if isinstance(exc, InfraError) else exc.oneline()
             run.write_cell_error(cell.name, text)

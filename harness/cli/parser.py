@@ -353,13 +353,18 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Images are cached in $XDH_CACHE (default ~/.cache/xdh); runs go to $XDH_RUNS (default ./runs).\n"
                + EXIT_CODES_HELP + ".", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=Version, nargs=0, help="print the version and the commit (or install) and exit")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(sub)
     return p
 
 
-def _version() -> str:
-    from .. import __version__, paths
-    return f"{__version__} ({paths.source()})"
+class Version(argparse.Action):
+    """--version, computed only when asked (it runs git in a checkout)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        from .. import __version__, paths
+        where = f"data in {paths.INSTALLED}" if paths.source() == "installed" else f"checkout {paths.CHECKOUT}"
+        print(f"xdh {__version__} ({paths.source()}; {where})")
+        parser.exit()

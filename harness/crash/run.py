@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import random
 import threading
@@ -85,7 +86,7 @@ class AckReader:
                 self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us,
                                                   "log_bytes": ack.log_bytes}) + "\n")
         except Exception as exc:  # noqa: BLE001 - the channel dies with the cut
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 self.error = exc        # our own write failed (a full disk): the crash run says so
             with contextlib.suppress(OSError):
                 self._other.write(f"# stream ended: {exc}\n")

@@ -11,9 +11,13 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..status import Status
 
+MARK = "<!-- xdh runs index -->"
+EXITS = {0: "clean", 1: "loss", 2: "usage", 3: "canary not caught", 4: "differs", 5: "infrastructure",
+         6: "harness error", 130: "interrupted"}
 COLOURS = {"pass": "#1a7f37", "loss": "#cf222e", "guest-died": "#9a6700", "error": "#9a6700"}
 STYLE = """body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px;color:#1f2328}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;
@@ -131,8 +135,9 @@ def _iteration(run_dir: Path, it: dict[str, Any], base: Path) -> tuple[str, list
 
 
 def _href(p: Path, run_dir: Path, rel: Path) -> str:
+    """A relative link ("./" first: a name is never read as a scheme), URL-quoted."""
     try:
-        return str(rel / p.relative_to(run_dir))
+        return "./" + quote(str(rel / p.relative_to(run_dir)))
     except ValueError:
         return p.as_uri()
 
@@ -148,7 +153,11 @@ def run_page(summary: dict[str, Any], run_dir: Path) -> str:
     c = summary["counts"]
     cfg = summary.get("config", {})
     versions = summary.get("versions") or {}
-    verdict = "clean" if summary["exit_code"] == 0 else f"exit code {summary['exit_code']}"
+    code = summary["exit_code"]
+    verdict = (f"as expected (--expect {summary['expect']})" if summary.get("expect") else "clean") if code == 0 \
+        else f"{EXITS.get(code, 'exit')} (exit code {code})"
+    if summary.get("ended_by"):
+        verdict += f"; ended by: {summary['ended_by']}"
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
                    for k, v in [("workload", cfg.get("workload")), ("fault", cfg.get("fault")),
                                 ("backend", cfg.get("stack", {}).get("backend")),
@@ -175,13 +184,15 @@ def runs_index(root: Path) -> str:
             continue
         cfg = s.get("config", {})
         c = s["counts"]
-        status = "pass" if s.get("exit_code") == 0 else "loss" if s.get("exit_code") == 1 else "error"
-        rows.append(f"<tr><td>{badge(status)}</td><td><a href=\"{esc(s_path.parent.name)}/index.html\">"
+        code = int(s.get("exit_code", -1))
+        status = "pass" if code == 0 else "loss" if code == 1 else "error"
+        rows.append(f"<tr><td>{badge(status)} {esc(EXITS.get(code, code))}</td>"
+                    f"<td><a href=\"./{esc(quote(s_path.parent.name))}/index.html\">"
                     f"{esc(s_path.parent.name)}</a></td><td>{esc(cfg.get('workload', ''))}</td>"
                     f"<td>{esc(cfg.get('fault', ''))}</td><td>{esc(cfg.get('stack', {}).get('backend', ''))}</td>"
                     f"<td>{c.get('pass', 0)} / {c.get('loss', 0)} / {c.get('guest-died', 0) + c.get('error', 0)}</td>"
                     f"<td>{esc(s.get('seed'))}</td></tr>")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>xdh runs</title><style>{STYLE}</style></head>"
+    return (f"<!doctype html>{MARK}<html><head><meta charset=utf-8><title>xdh runs</title><style>{STYLE}</style></head>"
             f"<body><h1>xdh runs in {esc(root)}</h1><table><tr><th>exit</th><th>run</th><th>workload</th>"
             f"<th>fault</th><th>backend</th><th>pass / loss / no verdict</th><th>seed</th></tr>{''.join(rows)}"
             "</table></body></html>\n")

@@ -3,19 +3,23 @@ merging several run directories (shards of a nightly matrix) into one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..status import Status, campaign_exit, expected
 from . import page
 from .records import IterationRecord
 from .rundir import RunDir, ensure_dir
 
 Record = IterationRecord | dict[str, Any]
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")     # not allowed in XML 1.0
 
 
 def _json(r: Record) -> dict[str, Any]:
@@ -107,7 +111,9 @@ def _add_properties(parent: ET.Element, props: dict[str, Any]) -> None:
 def _case(suite: ET.Element, summary: dict[str, Any], it: dict[str, Any]) -> None:
     """One test case per (release, backend, fault, workload, iteration): stable across seeds."""
     release = it.get("release") or summary["config"].get("stack", {}).get("release", "")
-    case = ET.SubElement(suite, "testcase", classname=f"xdh.{release}.{it['backend']}.{it['fault']}.{it['workload']}",
+    cache = "" if it.get("disk_cache", "none") == "none" else f".{it['disk_cache']}"
+    case = ET.SubElement(suite, "testcase",
+                         classname=f"xdh.{release}.{it['backend']}{cache}.{it['fault']}.{it['workload']}",
                          name=it["name"], time=str(it["seconds"].get("total", 0)))
     run_dir = it.get("run_dir") or summary["run_dir"]
     path = Path(run_dir) / ("canary" if it["name"] == "canary" else f"iterations/{it['name']}")
@@ -157,7 +163,8 @@ def junit(summary: dict[str, Any]) -> str:
     for it in its:
         _case(suite, summary, it)
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    text = ET.tostring(root, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + CONTROL.sub("?", text) + "\n"   # kernel lines may hold any byte
 
 
 def write(summary: dict[str, Any], run_dir: Path) -> None:
@@ -165,8 +172,11 @@ def write(summary: dict[str, Any], run_dir: Path) -> None:
     of runs in the parent directory, when it holds runs."""
     RunDir(run_dir).write_summary(summary, table(summary), junit(summary), page.run_page(summary, run_dir))
     parent = run_dir.parent
-    if parent.exists() and sum(1 for _ in parent.glob("*/summary.json")) > 1:
-        (parent / "index.html").write_text(page.runs_index(parent))
+    index = parent / "index.html"
+    # only where xdh keeps runs ($XDH_RUNS), or over an index of its own: never over your page
+    if parent == paths.runs_dir() or (index.exists() and page.MARK in index.read_text(errors="replace")[:400]):
+        with contextlib.suppress(OSError):   # a convenience: `xdh report index` writes it again
+            index.write_text(page.runs_index(parent))
 
 
 def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
@@ -180,7 +190,8 @@ def merge(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
         seeds.append(s["seed"])
         seconds += s["wall_seconds"]
         for it in s["iterations"]:
-            its.append(it | {"run_dir": str(d), "name": it["name"], "expect": s.get("expect")})
+            its.append(it | {"run_dir": str(d), "name": it["name"], "expect": s.get("expect"),
+                             "release": it.get("release") or s["config"].get("stack", {}).get("release", "")})
         if s.get("canary"):
             canaries.append(s["canary"] | {"run_dir": str(d)})
     its.sort(key=lambda i: (i["backend"], i["fault"], i["workload"], i["index"]))

@@ -295,6 +295,12 @@ _LIVE_LOCK = threading.Lock()
 _HALTED: list[str] = []     # every machine the I/O watch stopped, in this process
 
 
+def forget_halted() -> None:
+    """A new campaign starts: full disks seen before (then reported) are not its own."""
+    with _LIVE_LOCK:
+        _HALTED.clear()
+
+
 def disk_full() -> DiskFull | None:
     """The error to report if a machine of this process stopped on a full disk: whatever failed
     after that (an SSH command into the paused guest, a verification) failed because of it."""

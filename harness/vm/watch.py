@@ -104,7 +104,10 @@ class IoWatch(threading.Thread):
                     event = qmp.pull_event(wait=0.5)
                 except TimeoutError:     # qemu.qmp's legacy shim raises when no event came in time
                     continue
-                if event and event.get("event") == "BLOCK_IO_ERROR":
+                # only an error that stopped the machine (werror=enospc: a full disk); a reported
+                # one (flush-eio's injected EIO) is the guest's to see, and the point of that fault
+                if event and event.get("event") == "BLOCK_IO_ERROR" and \
+                        (event.get("data", {}).get("action") == "stop" or event.get("data", {}).get("nospace")):
                     self.on_error(event)
                     return
         except Exception as exc:  # noqa: BLE001 - QEMU went away: nothing more to watch

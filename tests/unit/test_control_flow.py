@@ -374,7 +374,7 @@ def test_interrupted_campaign_writes_the_summary_of_what_ran(fake_stages, tmp_pa
     assert [c.name for c in crashes.calls] == ["iter-0000", "iter-0001", "iter-0002"]
     s = _read(tmp_path / "run" / "summary.json")
     assert [(i["name"], i["status"]) for i in s["iterations"]] == [("iter-0000", "loss"), ("iter-0001", "pass")]
-    assert s["exit_code"] == ExitCode.LOSS and s["counts"]["loss"] == 1
+    assert s["exit_code"] == ExitCode.INTERRUPTED and s["counts"]["loss"] == 1 and "interrupt" in s["ended_by"]
     assert "iter-0000" in (tmp_path / "run" / "summary.txt").read_text()
     assert (tmp_path / "run" / "junit.xml").read_text().count("<testcase") == 2
     assert _read(tmp_path / "run" / "iterations" / "iter-0002" / "result.json")["error"] == "interrupted"

@@ -39,16 +39,17 @@ def test_the_run_page_shows_the_verdict_what_was_lost_and_every_log(tmp_path):
     text = (run / "index.html").read_text()
     assert "LOSS" in text and "1 loss" in text and "20 acked, 5 acked writes lost" in text
     assert text.count('fill="#cf222e"') == 5 and text.count('fill="#1a7f37"') == 15    # the lost acks, in red
-    assert 'href="iterations/iter-0000/kmsg-domu-a.log"' in text and "kmsg-domu-a: blkfront" in text
+    assert 'href="./iterations/iter-0000/kmsg-domu-a.log"' in text and "kmsg-domu-a: blkfront" in text
     assert "QEMU emulator version 7.2.22" in text and "<svg" in text and "p50 0.91 ms" in text
     assert not re.search(r"<script|https?://", text)          # self-contained, nothing fetched
 
 
-def test_the_index_of_runs_links_each_run(tmp_path):
+def test_the_index_of_runs_links_each_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDH_RUNS", str(tmp_path))      # written only where xdh keeps runs
     _run(tmp_path, "a", "loss", lost=True)
     _run(tmp_path, "b", "pass", lost=False)
     text = (tmp_path / "index.html").read_text()        # written as the second run ended
-    assert 'href="a/index.html"' in text and 'href="b/index.html"' in text
+    assert 'href="./a/index.html"' in text and 'href="./b/index.html"' in text
     assert text.count("<tr>") == 3
 
 
@@ -58,3 +59,11 @@ def test_lost_ids_from_violations():
     assert page.lost_ids([{"kind": "lost", "what": "acked ids k1=2"}], ids) == {"k1=2"}
     assert page.lost_ids([{"kind": "missing", "what": "append.dat"}], ids) == set(ids)
     assert page.lost_ids([{"kind": "hole", "what": "records 3..4 before durable record 9"}], ids) == set()
+
+
+def test_no_index_over_a_page_that_is_not_ours(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDH_RUNS", str(tmp_path / "elsewhere"))
+    (tmp_path / "index.html").write_text("<html>your workspace</html>")
+    _run(tmp_path, "a", "loss", lost=True)
+    _run(tmp_path, "b", "pass", lost=False)
+    assert (tmp_path / "index.html").read_text() == "<html>your workspace</html>"
