@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import IntEnum, StrEnum
 
+from .errors import ConfigError, ImageError, InfraError, Interrupted
+
 
 class Status(StrEnum):
     """How one crash iteration ended."""
@@ -48,6 +50,15 @@ _STATUS_EXIT = {Status.PASS: ExitCode.CLEAN, Status.LOSS: ExitCode.LOSS,
                 Status.GUEST_DIED: ExitCode.INFRA, Status.ERROR: ExitCode.ERROR}
 
 
+def error_exit(exc: BaseException) -> ExitCode:
+    """The exit code of what ended a command (``harness.cli.main`` and a campaign's summary)."""
+    if isinstance(exc, KeyboardInterrupt | Interrupted):
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, ConfigError | ImageError):
+        return ExitCode.USAGE
+    return ExitCode.INFRA if isinstance(exc, InfraError) else ExitCode.ERROR
+
+
 def status_exit(status: Status | str) -> ExitCode:
     return _STATUS_EXIT[Status(status)]
 
@@ -58,15 +69,15 @@ def expected(expect: Expect | str | None) -> Status:
 
 
 def campaign_exit(canary: Status | str | None, statuses: Iterable[Status | str],
-                  expect: Expect | str | None | Iterable[Expect | str | None] = None) -> ExitCode:
-    """A canary that passed beats everything (the run proves nothing); a loss (with ``expect``,
-    one per iteration in a merge of controls: a verdict other than expected) beats a harness
+                  expects: Iterable[Expect | str | None] = ()) -> ExitCode:
+    """A canary that passed beats everything (the run proves nothing); a loss (with ``expects``,
+    one per iteration: a verdict other than expected) beats a harness
     error, which beats an infrastructure failure. A canary that could not run gives its own code."""
     if canary is not None and Status(canary) != Status.LOSS:
         return ExitCode.CANARY if Status(canary) == Status.PASS else status_exit(canary)
     seen = [Status(s) for s in statuses]
-    expects = list(expect) if expect is not None and not isinstance(expect, str) else [expect] * len(seen)
-    if any(s in (Status.PASS, Status.LOSS) and s != expected(e) for s, e in zip(seen, expects, strict=True)):
+    wanted = list(expects) or [None] * len(seen)      # one per iteration (a merge of controls differs)
+    if any(s in (Status.PASS, Status.LOSS) and s != expected(e) for s, e in zip(seen, wanted, strict=True)):
         return ExitCode.LOSS
     for s in (Status.ERROR, Status.GUEST_DIED):
         if s in seen:

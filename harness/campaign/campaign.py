@@ -16,13 +16,13 @@ from typing import Any
 from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
-from ..errors import ConfigError, DiskFull, ImageError, InfraError, Interrupted, XdhError
+from ..errors import DiskFull, Interrupted, XdhError
 from ..images import ImagePair, ImageStore
 from ..progress import Progress
 from ..report import summary as summary_mod
 from ..report.records import IterationRecord
 from ..report.rundir import RunDir
-from ..status import ExitCode, Status
+from ..status import ExitCode, Status, error_exit
 from ..verify.fast import FastVerifier
 from ..vm.machine import forget_halted, kill_all
 from ..vm.watch import enospc
@@ -219,13 +219,13 @@ def ended_by(exc: BaseException | None) -> dict[str, Any]:
     clean 0 computed from the iterations that ran)."""
     if exc is None:
         return {}
-    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        return {"ended_by": str(exc) or "interrupted", "exit_code": int(ExitCode.INTERRUPTED)}
     if isinstance(exc, XdhError):
-        code = ExitCode.INFRA if isinstance(exc, InfraError) else ExitCode.USAGE \
-            if isinstance(exc, ConfigError | ImageError) else ExitCode.ERROR
-        return {"ended_by": exc.oneline(), "exit_code": int(code)}
-    return {"ended_by": f"{type(exc).__name__}: {exc}", "exit_code": int(ExitCode.ERROR)}
+        text = exc.oneline()
+    elif isinstance(exc, KeyboardInterrupt | Interrupted):
+        text = str(exc) or "interrupted"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return {"ended_by": text, "exit_code": int(error_exit(exc))}
 
 
 def _write_summary(summary: dict[str, Any], run_dir: Path, progress: Progress) -> None:

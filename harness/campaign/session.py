@@ -31,7 +31,8 @@ from ..progress import Progress
 from ..report.records import CutRecord, IterationRecord
 from ..report.rundir import IterationDir, RunDir
 from ..stack.xl import DOMU_IP
-from ..vm.sockets import socket_dir
+from ..vm.sockets import running as alive
+from ..vm.sockets import socket_dir, start_time
 from .iteration import Crashed, check_phase
 from .kit import Kit
 from .reproduce import load_plan
@@ -53,39 +54,20 @@ class Session:
     started: str = ""       # the process's start time (/proc/PID/stat): a recycled pid is not the session
 
     @staticmethod
-    def file() -> Path:
-        return paths.cache_dir() / "session.json"
+    def file(name: str = "session.json") -> Path:
+        """The running session's record; ``last-session.json``: the newest that ended."""
+        return paths.cache_dir() / name
 
     def write(self) -> None:
         self.file().parent.mkdir(parents=True, exist_ok=True)
         self.file().write_text(json.dumps(asdict(self)) + "\n")
 
     @classmethod
-    def read(cls) -> Session | None:
+    def read(cls, name: str = "session.json") -> Session | None:
         try:
-            return cls(**json.loads(cls.file().read_text()))
+            return cls(**json.loads(cls.file(name).read_text()))
         except (OSError, ValueError, TypeError):
             return None
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: state first, start time at index 19 ([] if gone)."""
-    try:
-        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[-1].split()
-    except (OSError, ValueError):
-        return []
-
-
-def start_time(pid: int) -> str:
-    fields = _stat(pid)
-    return fields[19] if len(fields) > 19 else ""
-
-
-def alive(pid: int, started: str = "") -> bool:
-    """The process runs, and is the one that started then (a zombie, ended but not yet reaped by
-    its parent, does not run; a recycled pid is another process)."""
-    fields = _stat(pid)
-    return bool(fields) and fields[0] != "Z" and (not started or fields[19] == started)
 
 
 def _own_record_gone() -> None:
@@ -107,17 +89,10 @@ def running() -> Session:
 
 def last_iteration() -> IterationDir:
     """The iteration of the newest session (running or ended), for ``xdh verify``."""
-    s = Session.read() or _ended()
+    s = Session.read() or Session.read("last-session.json")
     if s is None:
         raise ConfigError("no session to verify", hint="run `xdh up --workload W`, then `xdh cut`, or pass ITER")
     return IterationDir(Path(s.iteration))
-
-
-def _ended() -> Session | None:
-    try:
-        return Session(**json.loads((paths.cache_dir() / "last-session.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress, with_workload: bool,
@@ -155,7 +130,7 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
             signal.signal(signal.SIGUSR1, previous)
             _own_record_gone()
             if session is not None:
-                (paths.cache_dir() / "last-session.json").write_text(json.dumps(asdict(session)) + "\n")
+                Session.file("last-session.json").write_text(json.dumps(asdict(session)) + "\n")
         it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut.to_json(), outcome.start_entry))
         return outcome
 
@@ -190,8 +165,8 @@ def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str
         return check_phase(Crashed(plan, it, time.monotonic(), outcome), kit, progress)
 
 
-def ssh_hint(session: Session, key: Path) -> list[str]:
-    common = (f"-i {key} -o UserKnownHostsFile={Path(session.iteration) / 'boot-a' / 'known_hosts'} "
+def ssh_hint(session: Session, key: Path, known_hosts: Path) -> list[str]:
+    common = (f"-i {key} -o UserKnownHostsFile={known_hosts} "
               "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes")
     return [f"  dom0: ssh {common} -p {session.ssh_port} root@127.0.0.1",
             f"  domU: ssh {common} -o ProxyCommand='ssh {common} -p {session.ssh_port} -W %h:%p root@127.0.0.1' "

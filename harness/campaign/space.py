@@ -3,12 +3,11 @@ in one line, instead of pausing QEMU on ENOSPC halfway (which the I/O watch then
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..config import DiskCache, TortureConfig
 from ..errors import DiskFull
-from ..vm.watch import mount_point
+from ..vm.watch import free_mib, mount_point
 
 BASE_MIB = 256            # logs, the verifier's overlays, states.json, summaries
 PER_ITERATION_MIB = 64    # a crash run's disk-under-test overlay (measured: 20-50 MiB for 30-200 acks)
@@ -22,11 +21,6 @@ def needed_mib(cfg: TortureConfig, iterations: int | None = None) -> int:
     n = cfg.iterations if iterations is None else iterations      # this shard's
     kept = n if cfg.keep_images or cfg.fault != "none" else min(n, 2 * cfg.jobs)
     return BASE_MIB + per * (kept + (1 if cfg.canary else 0))
-
-
-def free_mib(path: Path) -> float:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize / 2**20
 
 
 def check(cfg: TortureConfig, run_dir: Path, iterations: int | None = None) -> None:

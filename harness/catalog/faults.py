@@ -48,7 +48,7 @@ class Step:
     argv: tuple[str, ...]
 
     def filled(self, dom0_dut: str) -> list[str]:
-        values = {"{dom0_dut}": dom0_dut, "{domu_dut}": DEVICE, "{mount}": MOUNT}
+        values = PLACEHOLDERS | {"{dom0_dut}": dom0_dut}     # the one value known only once dom0 runs
         out = []
         for arg in self.argv:
             text = arg

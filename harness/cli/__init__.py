@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..cleanup import install_signal_handlers
 from ..errors import ConfigError, ImageError, InfraError, Interrupted, XdhError
-from ..status import ExitCode
+from ..status import ExitCode, error_exit
 from ..vm.watch import enospc
 from .parser import make_parser
 
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except Interrupted as exc:
         _say(f"{exc}; stopped cleanly")
-        return ExitCode.INTERRUPTED
+        return error_exit(exc)
     except (ConfigError, ImageError) as exc:
         _say(f"error: {exc.oneline()}")
-        return ExitCode.USAGE
+        return error_exit(exc)
     except OSError as exc:
         full = enospc(exc, Path.cwd())
         if full is None:
@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc.oneline()}")
         if exc.log_tail:
             print("--- last lines of the logs ---\n" + exc.log_tail, file=sys.stderr)
-        return ExitCode.INFRA
+        return error_exit(exc)
     except XdhError as exc:
         _say(f"error: {exc.oneline()}")
-        return ExitCode.ERROR
+        return error_exit(exc)
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in a file
         return _bug(exc)
 

@@ -24,6 +24,7 @@ from ..stack.xen import make_stack
 from ..stack.xl import DOMU_IP
 from ..status import ExitCode, status_exit
 from ..vm.disks import make_overlay
+from ..vm.sockets import running, start_time
 from ..vm.ssh import Endpoint, Shell
 from .commands import _prepared_run, _stack_config, progress
 
@@ -32,7 +33,7 @@ Args = argparse.Namespace
 
 def cmd_up(args: Args) -> int:
     old = Session.read()
-    if old is not None and session_mod.alive(old.pid, old.started):
+    if old is not None and running(old.pid, old.started):
         raise ConfigError(f"a stack is already up (pid {old.pid}, {old.run_dir})", hint="run `xdh down` first")
     stack = _stack_config(args)
     if args.dut:
@@ -51,7 +52,7 @@ def cmd_up(args: Args) -> int:
         print(f"\nstack is up in {time.monotonic() - t0:.1f} s (backend {stack.backend}, disk cache "
               f"{cfg.disk_cache}, fault {crash.fault.name}); {what}")
         print(f"  QMP:  {s.qmp}  (a second monitor for you; the harness holds the first)")
-        print("\n".join(session_mod.ssh_hint(s, ImageStore().client_key)))
+        print("\n".join(session_mod.ssh_hint(s, ImageStore().client_key, crash.stack.run_dir / "known_hosts")))
         print("  or:   xdh ssh dom0 -- CMD   /   xdh ssh domu -- CMD")
         print("cut the power with `xdh cut` (then `xdh verify`); stop with Ctrl-C or `xdh down`", flush=True)
 
@@ -73,11 +74,11 @@ def _inspect(args: Args, stack: StackConfig) -> int:
     with make_stack(stack, run_dir, ImageStore(), dut, progress=progress, images=images) as st:
         assert st.info is not None
         s = Session(os.getpid(), str(run_dir), str(run_dir), st.info.ssh_port, "", dataclasses.asdict(
-            stack.components()), False, session_mod.start_time(os.getpid()))
+            stack.components()), False, start_time(os.getpid()))
         s.write()
+        hint = session_mod.ssh_hint(s, ImageStore().client_key, run_dir / "known_hosts")
         print(f"\nstack is up on {image}; its disk is the domU's xvdb (mount it: xdh ssh domu -- mount /dev/xvdb "
-              "/mnt)\n" + "\n".join(session_mod.ssh_hint(s, ImageStore().client_key)).replace(
-                  str(Path(s.iteration) / "boot-a"), str(run_dir)), flush=True)
+              "/mnt)\n" + "\n".join(hint), flush=True)
         try:
             while True:
                 st.alive()
@@ -88,9 +89,9 @@ def _inspect(args: Args, stack: StackConfig) -> int:
 
 def _wait_gone(s: Session, what: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
-    while session_mod.alive(s.pid, s.started) and time.monotonic() < deadline:
+    while running(s.pid, s.started) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if session_mod.alive(s.pid, s.started):
+    if running(s.pid, s.started):
         raise InfraError(f"xdh up (pid {s.pid}) did not {what} in {seconds:.0f} s", hint=f"kill {s.pid}")
 
 

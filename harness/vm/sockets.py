@@ -12,12 +12,24 @@ from pathlib import Path
 NAME = re.compile(r"^xdh-(?:qmp|up)-(\d+)-")
 
 
-def _running(pid: int) -> bool:
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state first, start time at index 19 ([] if gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[-1].split()
+    except (OSError, ValueError):
+        return []
+
+
+def start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def running(pid: int, started: str = "") -> bool:
+    """The process runs, and is the one that started then (a zombie, ended but not yet reaped by
+    its parent, does not run; a recycled pid is another process)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z" and (not started or fields[19] == started)
 
 
 def sweep(root: Path | None = None) -> list[Path]:
@@ -26,7 +38,7 @@ def sweep(root: Path | None = None) -> list[Path]:
     removed = []
     for d in base.glob("xdh-*-*-*"):
         m = NAME.match(d.name)
-        if m and d.is_dir() and not _running(int(m.group(1))):
+        if m and d.is_dir() and not running(int(m.group(1))):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

@@ -44,6 +44,19 @@ def mount_point(path: Path) -> Path:
     return p
 
 
+def free_text(path: Path) -> str:
+    """``12.3 MiB free`` on the file system holding ``path`` (what the errors say)."""
+    try:
+        return f"{free_mib(path):.1f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def free_mib(path: Path) -> float:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / 2**20
+
+
 def describe(event: dict[str, Any], drives: list[Drive]) -> str:
     """``BLOCK_IO_ERROR`` in words: which disk file, which file system, how much is free there."""
     data = event.get("data", {})
@@ -53,11 +66,7 @@ def describe(event: dict[str, Any], drives: list[Drive]) -> str:
     if drive is None:
         return f"QEMU stopped on an I/O error on node {node}: {reason}"
     where = drive.path.parent
-    try:
-        st = os.statvfs(where)
-        free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
+    free = free_text(where)
     what = "disk full" if data.get("nospace") else "I/O error"
     return (f"{what}: QEMU paused on {reason!r} writing {drive.path} (disk {drive.node}); the file system at "
             f"{mount_point(where)} has {free}")
@@ -69,13 +78,9 @@ def enospc(exc: BaseException | None, where: Path) -> DiskFull | None:
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            try:
-                free = f"{os.statvfs(where).f_bavail * os.statvfs(where).f_frsize / 2**20:.1f} MiB free"
-            except OSError:
-                free = "free space unknown"
             target = exc.filename or where
             return DiskFull(f"disk full: writing {target}: No space left on device; the file system at "
-                            f"{mount_point(Path(where))} has {free}", hint=FULL_HINT)
+                            f"{mount_point(Path(where))} has {free_text(where)}", hint=FULL_HINT)
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
 

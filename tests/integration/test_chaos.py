@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness import paths
-from harness.vm.sockets import NAME, _running
+from harness.vm.sockets import NAME, running
 from tests.helpers import pids_matching
 
 pytestmark = pytest.mark.stack
@@ -36,7 +36,7 @@ def schedule(n: int) -> list[signal.Signals]:
 
 def stale_socket_dirs() -> list[Path]:
     return [d for d in Path(tempfile.gettempdir()).glob("xdh-*-*-*")
-            if (m := NAME.match(d.name)) and not _running(int(m.group(1)))]
+            if (m := NAME.match(d.name)) and not running(int(m.group(1)))]
 
 
 def held_locks() -> list[Path]:
