@@ -7,12 +7,13 @@ through here too, so that one format holds everywhere.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA = 1
+SCHEMA = 2     # 2: violations, cut plans and enums stored as structured records (1 is still read)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -36,3 +37,8 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} has schema {data['schema']}, newer than this xdh ({SCHEMA})",
                           hint="use the xdh that wrote it")
     return data
+
+
+def utc_stamp() -> str:
+    """When a record was made, as every record says it: ``2026-12-06T07:27:49Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,4 +1,4 @@
-"""Where things live: the project tree (recipes, guest programs) and the cache."""
+"""Where things live: the project tree (recipes, guest programs, examples) and the cache."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ INSTALLED = _installed()
 PROJECT_ROOT = CHECKOUT if (CHECKOUT / MARKER).is_file() else INSTALLED
 IMAGES_DIR = PROJECT_ROOT / "images"
 GUESTS_DIR = PROJECT_ROOT / "guests"
+EXAMPLES_DIR = PROJECT_ROOT / "examples"    # example workload and fault manifests (docs/workloads.md)
 
 
 @functools.lru_cache(maxsize=1)

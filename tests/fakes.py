@@ -22,12 +22,15 @@ from typing import Any
 from harness.campaign.checks import Checked
 from harness.catalog.workloads import Ack
 from harness.config import TortureConfig
+from harness.crash.files import CrashPaths
 from harness.crash.plan import CutPlan
-from harness.crash.run import CrashOutcome, CrashPaths
+from harness.crash.run import CrashOutcome
 from harness.errors import GuestCommandError, GuestDied, WorkloadError
 from harness.images import BuiltImage, ImagePair
 from harness.stack.saved import Snapshot
 from harness.status import Status
+from harness.verify.oracle import Violation
+from harness.vm.machine import Machines
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -90,7 +93,8 @@ class FakeCrashes:
     _actions: dict[Path, Action] = field(default_factory=dict)
 
     def run_until_cut(self, cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPaths, images: ImagePair,
-                      boot: object, store: object, say: Callable[[str], None] = lambda m: None) -> CrashOutcome:
+                      boot: object, store: object, say: Callable[[str], None] = lambda m: None,
+                      machines: Machines | None = None) -> CrashOutcome:
         it_dir = paths.dut.parent
         call = CrashCall(cfg.stack.backend, cfg.fault, cfg.workload, cfg.disk_cache.value, it_dir.name, it_dir)
         self.calls.append(call)
@@ -104,8 +108,8 @@ class FakeCrashes:
         if action == "bug":
             raise KeyError("no-such-key")
         if action == "disk-full":     # what the I/O watch records, then an SSH command into the paused guest fails
-            from harness.vm import machine
-            machine._HALTED.append(f"disk full: QEMU paused on 'No space left on device' writing {paths.dut} "
+            assert machines is not None        # the kit's registry, as the real crash run gets it
+            machines.halt(f"disk full: QEMU paused on 'No space left on device' writing {paths.dut} "
                                    "(disk dut); the file system at /tmp has 0.0 MiB free")
             raise GuestCommandError("domu: `mkfs.ext4 ...` failed: SSH connection is closed")
         if action == "sigint":
@@ -123,7 +127,8 @@ class FakeCrashes:
     def check_outcome(self, plan: object, kit: object, it: Any, outcome: CrashOutcome,
                       say: Callable[[str], None]) -> Checked:
         if self._actions[it.path] == "loss":
-            return Checked(Status.LOSS, 2, ["lost: acked records 3..4"], seconds={"verify_fast": 1.0})
+            return Checked(Status.LOSS, 2, [Violation("lost", "acked records 3..4", "zero", 2, ranges=[(3, 4)])],
+                           seconds={"verify_fast": 1.0})
         return Checked(Status.PASS, 0, [], seconds={"verify_fast": 1.0})
 
     def cells_started(self) -> list[str]:

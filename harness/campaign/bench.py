@@ -25,7 +25,9 @@ from typing import Any
 from ..config import DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError
 from ..progress import Progress
+from ..report.records import CampaignSummary
 from ..report.rundir import RunDir
+from ..status import Status
 from .campaign import run_campaign
 
 MODES: dict[str, tuple[Reset, VerifyPath, DiskCache]] = {
@@ -64,25 +66,25 @@ class BenchConfig:
                              disk_cache=cache, jobs=self.jobs)
 
 
-def mode_figures(summary: dict[str, Any], wall: float) -> dict[str, Any]:
+def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
     """Rates of one mode from its campaign summary (pure: unit-tested)."""
-    its = summary["iterations"]
-    verified = [i for i in its if i["status"] in ("pass", "loss")]
-    setup = sum(summary.get("setup_seconds", {}).values())
+    its = summary.iterations
+    verified = [i for i in its if i.status in (Status.PASS, Status.LOSS)]
+    setup = sum(summary.setup_seconds.values())
     steady = max(wall - setup, 1e-9)
-    states = sum(i.get("crash_states", 1) for i in verified)
+    states = sum(i.crash_states for i in verified)
     phases: dict[str, float] = {}
     for i in its:
-        for k, v in i["seconds"].items():
+        for k, v in i.seconds.items():
             if k != "total":
                 phases[k] = phases.get(k, 0.0) + v
     return {
         "iterations": len(its),
         "verified": len(verified),
-        "statuses": [i["status"] for i in its],
+        "statuses": [i.status.value for i in its],
         "wall_seconds": round(wall, 1),
-        "setup_seconds": summary.get("setup_seconds", {}),
-        "states_generated": sum(i.get("states_generated", 1) for i in verified),
+        "setup_seconds": summary.setup_seconds,
+        "states_generated": sum(i.states_generated for i in verified),
         "states_verified": states,
         "seconds_per_iteration": round(steady / len(its), 1) if its else 0.0,
         "phase_mean_seconds": {k: round(v / len(its), 1) for k, v in phases.items()} if its else {},
@@ -134,7 +136,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dic
     cfg.validate()
     run = RunDir(run_dir).create()
     figs: dict[str, Any] = {}
-    summaries: dict[str, Any] = {}
+    summaries: dict[str, CampaignSummary] = {}
     t_all = time.monotonic()
     for mode in cfg.modes:
         reset, verify, cache = MODES[mode]
@@ -148,7 +150,7 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dic
                  f"{figs[mode]['verified_states_per_hour']:.0f} verified crash states/hour")
     same = None
     if len(summaries) >= 2:
-        same = len({tuple(i["status"] for i in summaries[m]["iterations"]) for m in cfg.modes}) == 1
+        same = len({tuple(i.status for i in summaries[m].iterations) for m in cfg.modes}) == 1
     result = {"config": dataclasses.asdict(cfg), "modes": figs, "ratio": ratios(figs), "same_verdicts": same,
               "wall_seconds": round(time.monotonic() - t_all, 1), "versions": versions,
               "run_dir": str(run_dir)}

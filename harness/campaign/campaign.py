@@ -16,18 +16,18 @@ from typing import Any
 from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
-from ..errors import DiskFull, Interrupted, XdhError
+from ..errors import Interrupted, XdhError
 from ..images import ImagePair, ImageStore
-from ..progress import Progress
+from ..progress import Progress, Step
 from ..report import summary as summary_mod
-from ..report.records import IterationRecord
+from ..report.records import CampaignSummary, IterationRecord
 from ..report.rundir import RunDir
+from ..stack import inputs
 from ..status import ExitCode, Status, error_exit
 from ..verify.fast import FastVerifier
-from ..vm.machine import forget_halted, kill_all
 from ..vm.watch import enospc
 from . import space
-from .iteration import check_phase, crash_phase, run_iteration
+from .iteration import Finished, check_phase, crash_phase, iterate, run_iteration
 from .kit import Kit
 
 
@@ -37,11 +37,11 @@ class CampaignResult:
 
     canary: IterationRecord | None
     iterations: list[IterationRecord]
-    summary: dict[str, Any]
+    summary: CampaignSummary
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode(self.summary["exit_code"])
+        return self.summary.exit_code
 
 
 def canary_config(cfg: TortureConfig) -> TortureConfig:
@@ -53,12 +53,8 @@ def canary_config(cfg: TortureConfig) -> TortureConfig:
                                verify=VerifyPath.BOTH if both else VerifyPath.REBOOT, stack=cfg.effective_stack())
 
 
-def progress_bar(done: int, total: int, width: int = 20) -> str:
-    filled = int(width * done / total) if total else width
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
-
-
 def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) -> IterationRecord:
+    """The canary's record (a full disk is raised, its record written)."""
     progress("canary: drop-flush on append must be caught, else this configuration proves nothing")
     c = run_iteration(IterationPlan.make(canary_config(cfg), -1, "canary"), kit, run.canary, progress)
     both = ", fast and reboot verifiers agree" if c.verdicts else ""
@@ -76,43 +72,41 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
     at once under TCG on 2 cores take longer than one after the other)."""
     if cfg.verify_mode() != VerifyPath.FAST:
         for idx in indices:
-            finished(run_iteration(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress))
+            done = iterate(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
+            finished(done.record)
+            if done.full is not None:
+                raise done.full
         return
     pool = ThreadPoolExecutor(1, thread_name_prefix="check")
-    pending: Future[IterationRecord] | None = None
+    pending: Future[Finished] | None = None
 
     def collect() -> None:
         nonlocal pending
         if pending is not None:
-            try:
-                r = pending.result()    # an interrupt while waiting leaves it pending: handled below
-            except DiskFull:
-                pending = None          # it ended the check: its record is on the error
-                raise
+            done = pending.result()     # an interrupt while waiting leaves it pending: handled below
             pending = None
-            finished(r)
+            finished(done.record)
+            if done.full is not None:
+                raise done.full
     try:
         for idx in indices:
             crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
             collect()
+            if crashed.full is not None:     # recorded by its check phase, then the campaign stops
+                done = check_phase(crashed, kit, progress)
+                finished(done.record)
+                raise crashed.full
             pending = pool.submit(check_phase, crashed, kit, progress)
         collect()
-    except BaseException as exc:
+    except BaseException:
         # SIGKILL only: a QMP quit from this thread would race the checker's QMP on the verifier
-        kill_all()
-        if isinstance(exc, DiskFull) and isinstance(exc.record, IterationRecord):
-            finished(exc.record)
+        kit.machines.kill_all()
         if pending is not None:     # the check under way ends with its verifier: recorded as interrupted
-            r: IterationRecord | None
-            try:
-                r = pending.result()
-            except DiskFull as full:      # the check ended on the full disk too: its record says so
-                r = full.record if isinstance(full.record, IterationRecord) else None
-            if r is not None and r.status not in (Status.PASS, Status.LOSS) and not r.error.startswith("disk full"):
+            r = pending.result().record
+            if r.status not in (Status.PASS, Status.LOSS) and not r.error.startswith("disk full"):
                 r = dataclasses.replace(r, status=Status.ERROR, error="interrupted")
                 run.iteration(r.index).write_result(r)
-            if r is not None:
-                finished(r)
+            finished(r)
         kit.stop()
         raise
     finally:
@@ -122,7 +116,7 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
 def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
               finished: Callable[[IterationRecord], None]) -> None:
     """``--jobs N``: N pipelines, each on its own stack and fast verifier, iterations dealt
-    round-robin. An interrupt kills every machine of every lane (``vm.machine.kill_all``)."""
+    round-robin. An interrupt kills every machine of every lane (``Machines.kill_all``)."""
     if cfg.jobs <= 1 or len(indices) <= 1:
         pipeline(cfg, kit, run, indices, progress, finished)
         return
@@ -137,7 +131,7 @@ def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], pro
         for f in [pool.submit(lane, n) for n in range(len(lanes))]:
             f.result()
     except BaseException:
-        kill_all()
+        kit.machines.kill_all()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -148,7 +142,6 @@ def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], pro
 def _prepared(cfg: TortureConfig, run_dir: Path, versions: dict[str, Any]) -> RunDir:
     """The run directory, checked for room, with the config, the versions and your own files."""
     run = RunDir(run_dir).create()
-    forget_halted()
     space.check(cfg, run_dir, len(shard_indices(cfg.iterations, cfg.shard)))
     run.write_config(cfg.to_json(), cfg.seed, versions | {"workload": workloads.get(cfg.workload).describe()})
     run.keep_own_files(cfg.own_files())
@@ -160,7 +153,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
     ``verifier``: a running fast verifier to use instead of starting one (it is left running).
     ``images``: the images to pin (default: the current ones)."""
-    cfg.validate()
+    inputs.check_torture(cfg)
     cfg = cfg.resolved()
     assert cfg.seed is not None
     run = _prepared(cfg, run_dir, versions)
@@ -195,40 +188,40 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
                         first_loss["iteration"] = round(time.monotonic() - t0, 1)
                     elapsed = time.monotonic() - t0
                     eta = elapsed / done * (len(indices) - done)
-                    detail = r.error or (r.violations[0] if r.violations else "")
+                    detail = r.detail()
                     states = f", {r.crash_states} states" if r.crash_states > 1 else ""
-                    progress(f"{progress_bar(done, len(indices))} {r.name} seed={r.seed} {r.status.upper()} "
-                             f"acked={r.acked} lost={r.lost_acked}{states} ({r.seconds.get('total', 0):.0f} s, "
-                             f"ETA {eta / 60:.0f} min)" + (f": {detail[:120]}" if detail else ""))
+                    progress(Step(done, len(indices),
+                                  f"{r.name} seed={r.seed} {r.status.upper()} acked={r.acked} lost={r.lost_acked}"
+                                  f"{states} ({r.total_seconds:.0f} s, ETA {eta / 60:.0f} min)"
+                                  + (f": {detail[:120]}" if detail else "")))
 
             if canary is None or canary.status == Status.LOSS:
                 run_lanes(cfg, kit, run, indices, progress, finished)
             records.sort(key=lambda r: r.index)
     finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
-        summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0)
-        summary |= {"first_loss_seconds": first_loss,   # since the campaign started (setup included)
-                    "setup_seconds": kit.setup_seconds, "versions": versions,
-                    **({"snapshot": kit.snapshot.key} if kit.snapshot is not None else {}),
-                    **ended_by(sys.exc_info()[1])}
+        summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0,
+                                        first_loss_seconds=first_loss, setup_seconds=kit.setup_seconds,
+                                        versions=versions, snapshot=kit.snapshot.key if kit.snapshot else "")
+        summary = ended_by(summary, sys.exc_info()[1])
         _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)
 
 
-def ended_by(exc: BaseException | None) -> dict[str, Any]:
-    """What ended a campaign early, for summary.json (its exit code is then the CLI's, not a
-    clean 0 computed from the iterations that ran)."""
+def ended_by(summary: CampaignSummary, exc: BaseException | None) -> CampaignSummary:
+    """The summary of a campaign that ``exc`` ended early: its exit code is then the CLI's, not a
+    clean 0 computed from the iterations that ran."""
     if exc is None:
-        return {}
+        return summary
     if isinstance(exc, XdhError):
         text = exc.oneline()
     elif isinstance(exc, KeyboardInterrupt | Interrupted):
         text = str(exc) or "interrupted"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return {"ended_by": text, "exit_code": int(error_exit(exc))}
+    return summary.ended(text, error_exit(exc))
 
 
-def _write_summary(summary: dict[str, Any], run_dir: Path, progress: Progress) -> None:
+def _write_summary(summary: CampaignSummary, run_dir: Path, progress: Progress) -> None:
     try:
         summary_mod.write(summary, run_dir)
     except OSError as exc:     # a full disk: the error under way (DiskFull) is the one to report

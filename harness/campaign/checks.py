@@ -3,6 +3,7 @@ the volatile model every crash state the write log allows. Returns a ``Checked``
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from ..catalog import backends, workloads
 from ..catalog.workloads import Ack
 from ..config import DiskCache, VerifyPath
 from ..crash import writelog
-from ..crash.plan import IterationPlan
+from ..crash.plan import PER_IMAGE_FLUSH_POINTS, IterationPlan
 from ..crash.run import CrashOutcome
 from ..crash.states import CrashState, build, plan_states
 from ..errors import VerifyError
@@ -24,8 +25,8 @@ from ..status import Status
 from ..verify.batch import LogView, StateJob, verify_states
 from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier, VerifyJob
-from ..verify.oracle import Verdict, judge
-from ..vm.disks import is_blank
+from ..verify.oracle import Verdict, Violation, judge
+from ..vm.disks import is_blank, make_dut
 from ..vm.kernlog import evidence
 from .kit import Kit
 
@@ -36,9 +37,9 @@ class Checked:
 
     status: Status
     lost_acked: int
-    violations: list[str]
-    verdicts: dict[str, Any] = field(default_factory=dict)   # per path, when more than one ran
-    states: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[Violation]
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)   # per path, when more than one ran
+    states: list[StateRecord] = field(default_factory=list)     # the failing ones (all: states.json)
     crash_states: int = 1          # distinct states verified, the cut included
     seconds: dict[str, float] = field(default_factory=dict)
     states_generated: int = 1
@@ -59,7 +60,7 @@ def verify_image(verifier: Verifier, image: Path, job: VerifyJob, out_dir: Path,
     logs = [*it.kernel_logs(), *report.kernel_logs]
     verdict = judge(job.workload, list(acks), report.data, cut_t=cut_t, seed=job.seed,
                     kernel_lines=evidence(logs), issued=issued)
-    it.write_verification(out_dir, report.data, verdict.to_json(), own=own)
+    it.write_verification(out_dir, report.data, verdict, own=own)
     return verdict
 
 
@@ -82,13 +83,13 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
         elif not v.ok:      # the first violation, as soon as it is known
             say(f"crash image after the cut: LOSS: {v.violations[0].line()[:160]}")
     first = verdicts[paths[0].value]
-    by_path: dict[str, Any] = {}
+    by_path: dict[str, dict[str, Any]] = {}
     if len(verdicts) > 1:
         by_path = {p: {"ok": v.ok, "lost_acked": v.lost_acked, "violations": len(v.violations)}
                    for p, v in verdicts.items()}
         if len({(v["ok"], v["lost_acked"], v["violations"]) for v in by_path.values()}) > 1:
             raise VerifyError(f"the fast and reboot verifiers disagree: {by_path}")
-    lost, violations = first.lost_acked, [v.line() for v in first.violations]
+    lost, violations = first.lost_acked, list(first.violations)
     states: list[StateRecord] = []
     counts: dict[str, Any] = {"generated": 0, "distinct": 0}
     if cfg.disk_cache == DiskCache.VOLATILE:
@@ -97,17 +98,17 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
         seconds["verify_states"] = round(time.monotonic() - t1, 1)
         failed = [st for st in states if not st.ok]
         lost = max([lost, *(st.lost_acked for st in failed)])
-        violations += [f"[{st.name}] {x}" for st in failed[:MAX_STATE_LINES] for x in st.violations[:2]]
+        violations += [dataclasses.replace(x, state=st.name) for st in failed[:MAX_STATE_LINES]
+                       for x in st.violations[:2]]
         if failed:
             say(f"crash states: {len(failed)} of {counts['generated']} fail ({counts['distinct']} distinct verified)")
     ok = first.ok and all(st.ok for st in states)
     return Checked(Status.PASS if ok else Status.LOSS, lost, violations, by_path,
-                   [s.to_json() for s in states if not s.ok][:MAX_STATE_LINES], 1 + counts["distinct"], seconds,
+                   [s for s in states if not s.ok][:MAX_STATE_LINES], 1 + counts["distinct"], seconds,
                    1 + counts["generated"])
 
 
 STATES_PROGRESS_SECONDS = 30.0   # a line about a long batch at most this often
-PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 layout) verify by default
 
 
 def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome, job: VerifyJob,
@@ -122,7 +123,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
     points = cfg.flush_points if batched or cfg.flush_points >= 0 else PER_IMAGE_FLUSH_POINTS
     sp = plan_states(log, outcome.acks, plan.seed, cfg.crash_subsets, points, outcome.start_entry)
     it.states.mkdir(parents=True, exist_ok=True)
-    base = kit.boot_source(plan.seed).base_dut(it.states, cfg.stack.dut_size_mib)
+    base = outcome.base_dut or make_dut(it.states / "base.img", cfg.stack.dut_size_mib)   # a boot: blank
     issued = len(outcome.acks) + 1
     reports: dict[str, dict[str, Any]] = {}
     first_of = {st.key: st.name for st in sp.distinct}
@@ -135,7 +136,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
         if v.violations and not failed_once:
             failed_once = True
             say(f"crash state {st.name}: LOSS: {v.violations[0].line()[:160]}")
-        return StateRecord(st.name, st.recipe(), v.ok, v.lost_acked, [x.line() for x in v.violations],
+        return StateRecord(st.name, st.recipe(), v.ok, v.lost_acked, v.violations,
                            "" if first_of[st.key] == st.name else first_of[st.key])
 
     if batched:
@@ -165,7 +166,7 @@ def check_states(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
     counts: dict[str, Any] = {**sp.summary(), "log_entries": len(log.entries), "flushes": len(log.flushes()),
               "workload_start_entry": outcome.start_entry, "failing": len(failing),
               "base": "blank" if is_blank(base) else str(base), "issued": issued}
-    it.write_states(counts, [r.to_json() for r in out], evidence(it.kernel_logs()) if failing else [])
+    it.write_states(counts, out, evidence(it.kernel_logs()) if failing else [])
     if base.parent == it.states:
         base.unlink()
     return out, counts

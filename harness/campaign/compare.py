@@ -28,8 +28,10 @@ from ..errors import ConfigError, DiskFull, ImageError, InfraError, XdhError
 from ..images import ImageStore
 from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
+from ..report.compare_data import CompareReport
 from ..report.matrix import write_report
 from ..report.rundir import RunDir
+from ..stack import inputs
 from ..stack.xen import versions
 from ..status import ExitCode
 from ..verify.fast import FastVerifier
@@ -102,7 +104,7 @@ def plan_cells(cfg: CompareConfig) -> list[Cell]:
             continue
         cell = Cell(b, f, w, c, r)
         try:
-            torture_config(cfg, cell).validate()
+            inputs.check_torture(torture_config(cfg, cell))
         except (ConfigError, ImageError) as exc:   # impossible, or a part to build first (the hint says how)
             cell.skip = exc.oneline()
         out.append(cell)
@@ -111,7 +113,7 @@ def plan_cells(cfg: CompareConfig) -> list[Cell]:
 
 def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> TortureConfig:
     """The cell's campaign; a direct-io-safe backend gets its release's aio device model in dom0."""
-    stack = dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release).completed()
+    stack = inputs.completed(dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release))
     return TortureConfig(workload=cell.workload, fault=cell.fault, iterations=cfg.iterations, seed=cfg.seed,
                          cut_acks=cfg.cut_acks, canary=canary, disk_cache=DiskCache(cell.disk_cache),
                          crash_subsets=cfg.crash_subsets, flush_points=cfg.flush_points,
@@ -128,7 +130,7 @@ def _run_canary(cfg: CompareConfig, cell: Cell, run: RunDir, progress: Progress,
         return run_canary(tc, kit, run, progress).to_json()
 
 
-def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: str = "") -> dict[str, Any]:
+def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: str = "") -> CompareReport:
     """Run the matrix into ``run_dir`` and write its report; the report is written on every way
     out (an interrupt included), from the cells that ran."""
     cfg.validate()
@@ -192,13 +194,13 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             progress(f"compare: {cell.name}: error: {text}")
 
 
-def compare_exit(data: dict[str, Any]) -> ExitCode:
+def compare_exit(data: CompareReport) -> ExitCode:
     """0 when every cell that could run reached verdicts (losses are the matrix's content, not a
     failure); otherwise the code of the worst cell: a harness error, else an infrastructure failure."""
-    rows = [r for r in data["cells"] if not r["skip"]]
+    rows = [r for r in data.cells if not r.skip]
     if not rows:
         return ExitCode.ERROR
-    bad = [r for r in rows if r.get("error") or r.get("error_iterations")]
+    bad = [r for r in rows if r.error or r.error_iterations]
     if not bad:
         return ExitCode.CLEAN
-    return ExitCode.INFRA if all(r.get("infra_only") for r in bad) else ExitCode.ERROR
+    return ExitCode.INFRA if all(r.infra_only for r in bad) else ExitCode.ERROR

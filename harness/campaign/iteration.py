@@ -24,7 +24,6 @@ from ..report.records import CutRecord, IterationRecord
 from ..report.rundir import IterationDir
 from ..status import Status
 from ..vm.disks import make_standalone
-from ..vm.machine import disk_full
 from ..vm.watch import enospc
 from .checks import Checked, check_outcome
 from .kit import Kit
@@ -57,6 +56,16 @@ class Crashed:
     t0: float
     outcome: CrashOutcome | None = None
     failure: Failure | None = None
+    full: DiskFull | None = None      # a full disk ended it: the campaign stops after recording it
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An iteration's record, and the full disk that ended it (the campaign records the
+    iteration, then stops with it)."""
+
+    record: IterationRecord
+    full: DiskFull | None = None
 
 
 def _say(plan: IterationPlan, progress: Progress) -> Progress:
@@ -73,71 +82,70 @@ def _failed(exc: Exception, it: IterationDir, say: Progress) -> Failure:
 
 
 def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> Crashed:
-    """The crash run of one iteration (the stack's part). A harness failure is kept in the
-    value for the check phase to record; an interrupt is recorded and re-raised."""
+    """The crash run of one iteration (the stack's part). A harness failure (a full disk too) is
+    kept in the value for the check phase to record; an interrupt is recorded and re-raised."""
     say = _say(plan, progress)
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), plan.cfg.to_json())
     crashed = Crashed(plan, it, time.monotonic())
     try:
         boot = kit.boot_source(plan.seed)
         crashed.outcome = run_until_cut(plan.cfg, plan.seed, plan.cut, it.crash_paths(boot.dut_name), kit.images,
-                                        boot, kit.store, say)
-        it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut.to_json(),
+                                        boot, kit.store, say, kit.machines)
+        it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut,
                                crashed.outcome.start_entry))
-    except Exception as exc:
-        full = disk_full() or enospc(exc, it.path)
-        if full is not None:    # ... but a full disk does: every later one would fail the same way
-            full.record = build_record(plan, kit, it, None, None, Failure(Status.GUEST_DIED, full.oneline()),
-                                       time.monotonic() - crashed.t0, tidy=False)
-            with contextlib.suppress(OSError):      # what fits is kept
-                it.write_result(full.record)
-            say(f"{Status.GUEST_DIED.value}: {full.oneline()}")
-            raise full from exc
-        crashed.failure = _failed(exc, it, say)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the iteration's status
+        crashed.full = kit.machines.disk_full() or enospc(exc, it.path)
+        if crashed.full is not None:    # every later iteration would fail the same way
+            crashed.failure = Failure(Status.GUEST_DIED, crashed.full.oneline())
+            say(f"{Status.GUEST_DIED.value}: {crashed.full.oneline()}")
+        else:
+            crashed.failure = _failed(exc, it, say)
     except BaseException:   # KeyboardInterrupt, Interrupted: recorded, never swallowed
-        it.write_result(build_record(plan, kit, it, None, None, Failure(Status.ERROR, "interrupted"),
+        it.write_result(build_record(plan, it, None, None, Failure(Status.ERROR, "interrupted"),
                                      time.monotonic() - crashed.t0))
         raise
     return crashed
 
 
-def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> IterationRecord:
+def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> Finished:
     """Verify the crash image and its states (the verifier's part); writes result.json on every
     way out. Runs beside the next iteration's crash phase in a campaign."""
     plan, it = crashed.plan, crashed.it
     say = _say(plan, progress)
     checked: Checked | None = None
-    failure = crashed.failure
-    full: DiskFull | None = None
+    failure, full = crashed.failure, crashed.full
     try:
         if failure is None and crashed.outcome is not None:
             checked = check_outcome(plan, kit, it, crashed.outcome, say)
-    except Exception as exc:
-        full = disk_full() or enospc(exc, it.path)
-        if full is not None:
-            failure = Failure(Status.GUEST_DIED, full.oneline())
-            raise full from exc
-        failure = _failed(exc, it, say)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the iteration's status
+        full = kit.machines.disk_full() or enospc(exc, it.path)
+        failure = Failure(Status.GUEST_DIED, full.oneline()) if full is not None else _failed(exc, it, say)
     except BaseException:
         failure = Failure(Status.ERROR, "interrupted")
         raise
     finally:
-        record = build_record(plan, kit, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0,
+        record = build_record(plan, it, crashed.outcome, checked, failure, time.monotonic() - crashed.t0,
                               tidy=full is None)
-        if full is not None:
-            full.record = record     # the campaign summarizes it before it ends
-        with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():
+        with contextlib.suppress(OSError) if full is not None else contextlib.nullcontext():   # what fits is kept
             it.write_result(record)
-    return record
+    return Finished(record, full)
 
 
-def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> IterationRecord:
+def iterate(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> Finished:
     """Run one iteration into ``it``, both phases in turn. Harness failures end it with a
     status (the campaign goes on); an interrupt is recorded and re-raised."""
     return check_phase(crash_phase(plan, kit, it, progress), kit, progress)
 
 
-def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: CrashOutcome | None,
+def run_iteration(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progress) -> IterationRecord:
+    """``iterate``, for a single iteration: a full disk is raised (its record is written)."""
+    done = iterate(plan, kit, it, progress)
+    if done.full is not None:
+        raise done.full
+    return done.record
+
+
+def build_record(plan: IterationPlan, it: IterationDir, outcome: CrashOutcome | None,
                  checked: Checked | None, failure: Failure | None, seconds: float,
                  tidy: bool = True) -> IterationRecord:
     """The record of an iteration from what its stages returned; keeps or drops its images
@@ -163,13 +171,13 @@ def build_record(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Crash
     return IterationRecord(
         index=plan.index, seed=plan.seed, name=plan.name, status=status,
         workload=workloads.get(cfg.workload).name, fault=faults.get(cfg.fault).name,
-        backend=cfg.stack.backend, cut=plan.cut.to_json(), acked=len(acks),
+        backend=cfg.stack.backend, cut=plan.cut, acked=len(acks),
         lost_acked=checked.lost_acked if checked and not failure else 0,
         violations=checked.violations if checked and not failure else [],
         error=failure.error if failure else "", seconds=secs, crash_image=crash_image,
         fsync_latency_us=latency_stats(acks), fault_applied=outcome.fault_applied if outcome else "",
-        reset=kit.reset.value, verify=cfg.verify_mode().value,
-        verdicts=checked.verdicts if checked else {}, disk_cache=cfg.disk_cache.value,
+        reset=outcome.reset if outcome else cfg.reset, verify=cfg.verify_mode(),
+        verdicts=checked.verdicts if checked else {}, disk_cache=cfg.disk_cache,
         crash_states=checked.crash_states if checked else 1,
         states_generated=checked.states_generated if checked else 1, states=checked.states if checked else [],
         release=cfg.stack.release)

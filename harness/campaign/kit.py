@@ -18,6 +18,7 @@ from ..verify.guest import Verifier
 from ..verify.reboot import RebootVerifier
 from ..vm.host import require_tools
 from ..vm.lifecycle import Lifecycle
+from ..vm.machine import Machines
 
 
 class Kit(Lifecycle):
@@ -26,8 +27,9 @@ class Kit(Lifecycle):
     can be shared (``xdh compare``): it is then left running."""
 
     def __init__(self, cfg: TortureConfig, verifier_dir: Path, store: ImageStore, images: ImagePair,
-                 progress: Progress, verifier: FastVerifier | None = None):
+                 progress: Progress, verifier: FastVerifier | None = None, machines: Machines | None = None):
         self.cfg = cfg
+        self.machines = machines or Machines()   # every QEMU this kit (and its lanes) starts
         self.verifier_dir = verifier_dir
         self.store = store
         self.images = images
@@ -41,7 +43,7 @@ class Kit(Lifecycle):
         """A kit for campaign lane ``n`` (``--jobs``): the same images and snapshot, its own fast
         verifier (lane 0 shares this kit's)."""
         k = Kit(self.cfg, self.verifier_dir / f"lane-{n}", self.store, self.images, self.progress,
-                self.fast if n == 0 else None)
+                self.fast if n == 0 else None, self.machines)
         k.snapshot = self.snapshot
         return k
 
@@ -57,7 +59,8 @@ class Kit(Lifecycle):
         if cfg.verify_mode() in (VerifyPath.FAST, VerifyPath.BOTH) and self.fast is None:
             t1 = time.monotonic()
             self.fast = FastVerifier(self.verifier_dir, self.images.domu, self.store, accel=cfg.stack.accel,
-                                     progress=self.progress, boot_timeout=cfg.stack.boot_timeout)
+                                     progress=self.progress, boot_timeout=cfg.stack.boot_timeout,
+                                     machines=self.machines)
             self.fast.start()
             self.setup_seconds["verifier"] = round(time.monotonic() - t1, 1)
 
@@ -79,4 +82,4 @@ class Kit(Lifecycle):
             if self.fast is None:
                 raise ValueError("no fast verifier in this kit (verify mode reboot)")
             return self.fast
-        return RebootVerifier(stack, self.images, self.store)
+        return RebootVerifier(stack, self.images, self.store, self.machines)

@@ -17,6 +17,7 @@ from ..images import ImageStore
 from ..progress import Progress
 from ..report.records import IterationRecord
 from ..report.rundir import IterationDir, RunDir
+from ..stack import inputs
 from ..verify.oracle import Verdict
 from ..vm.disks import make_dut
 from .checks import job_for, verify_image
@@ -56,8 +57,8 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
         verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
                                it.read_acks(), it.read_cut().cut_t, it)
     old = it.read_verdict()
-    same = [v["kind"] + v["what"] + v["found"] for v in old["violations"]] == \
-           [v.kind + v.what + v.found for v in verdict.violations]
+    same = len(old.violations) == len(verdict.violations) and \
+        all(a.same_finding(b) for a, b in zip(old.violations, verdict.violations, strict=True))
     return Reverified(plan.name, verdict, same, out)
 
 
@@ -66,15 +67,14 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
     write log, ``states/states.json``) and verify it again by each of ``paths``; each verdict is
     compared with the recorded one."""
     plan = load_plan(it)
-    data = it.read_states()
-    recorded = {s["name"]: s for s in data.get("states", [])}
+    meta, states = it.read_states()
+    recorded = {s.name: s for s in states}
     if name not in recorded:
-        near = ", ".join(sorted(n for n in recorded if not recorded[n]["ok"])[:5]) or "none failed"
+        near = ", ".join(sorted(n for n in recorded if not recorded[n].ok)[:5]) or "none failed"
         raise ConfigError(f"no crash state {name!r} in {it.states}", hint=f"failing states: {near}")
     if not it.write_log.exists():
         raise ConfigError(f"no write log in {it.path}", hint="only failing iterations keep it; use --keep-images")
-    meta = data["log"]
-    state = CrashState.from_recipe(recorded[name]["recipe"])
+    state = CrashState.from_recipe(recorded[name].recipe)
     out = it.path / f"reproduce-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True)
     base = out / "base.img"
@@ -98,9 +98,8 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
             # the same verdict: pass or loss, acked ops lost, kinds of violation (the text of a mount
             # error differs between a mount(2) in the batch and mount(8) here)
             rec = recorded[name]
-            same = (verdict.ok, verdict.lost_acked) == (rec["ok"], rec["lost_acked"]) and \
-                [v.kind for v in verdict.violations][:len(rec["violations"])] == \
-                [line.split(":", 1)[0] for line in rec["violations"]]
+            same = (verdict.ok, verdict.lost_acked) == (rec.ok, rec.lost_acked) and \
+                [v.kind for v in verdict.violations][:len(rec.violations)] == [v.kind for v in rec.violations]
             results.append(Reverified(f"{plan.name} {name} ({path.value})", verdict, same, out))
     return results
 
@@ -129,9 +128,9 @@ def other_stack(recorded: StackConfig, release: str | None = None, dom0_debs: tu
     base = dataclasses.replace(recorded, dom0_debs=(), domu_debs=(), domu_kernel="", domu_initrd="") \
         if stock else recorded
     kernel_files = (domu_kernel, domu_initrd) if domu_kernel else (base.domu_kernel, base.domu_initrd)
-    return dataclasses.replace(base, release=release or base.release, dom0_debs=dom0_debs or base.dom0_debs,
-                               domu_debs=domu_debs or base.domu_debs, domu_kernel=kernel_files[0],
-                               domu_initrd=kernel_files[1]).completed()
+    return inputs.completed(dataclasses.replace(
+        base, release=release or base.release, dom0_debs=dom0_debs or base.dom0_debs,
+        domu_debs=domu_debs or base.domu_debs, domu_kernel=kernel_files[0], domu_initrd=kernel_files[1]))
 
 
 def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None) -> Rerun:
@@ -141,7 +140,7 @@ def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None
     before = plan.cfg.stack
     stack = stack or before
     cfg = dataclasses.replace(plan.cfg, canary=False, stack=stack)
-    cfg.validate()
+    inputs.check_torture(cfg)
     plan = dataclasses.replace(plan, cfg=cfg)
     recorded = it.read_result() if it.result.exists() else None
     out = it.path.parent.parent / f"rerun-{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"

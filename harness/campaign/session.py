@@ -131,7 +131,7 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
             _own_record_gone()
             if session is not None:
                 Session.file("last-session.json").write_text(json.dumps(asdict(session)) + "\n")
-        it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut.to_json(), outcome.start_entry))
+        it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut, outcome.start_entry))
         return outcome
 
 
@@ -159,10 +159,14 @@ def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str
     plan = dataclasses.replace(plan, cfg=cfg)
     store = ImageStore()
     volatile = it.write_log if it.write_log.exists() else None
-    outcome = CrashOutcome(tuple(it.read_acks()) if it.acks.exists() else (), cut.cut_t, plan.cut, image, volatile,
-                           cut.workload_start_entry)
     with Kit(cfg, it.path / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
-        return check_phase(Crashed(plan, it, time.monotonic(), outcome), kit, progress)
+        boot = kit.boot_source(plan.seed)      # as `xdh up` brought the stack up
+        outcome = CrashOutcome(tuple(it.read_acks()), cut.cut_t, plan.cut, image, volatile, cut.workload_start_entry,
+                               base_dut=boot.frozen_dut, reset=kit.reset)
+        done = check_phase(Crashed(plan, it, time.monotonic(), outcome), kit, progress)
+    if done.full is not None:
+        raise done.full
+    return done.record
 
 
 def ssh_hint(session: Session, key: Path, known_hosts: Path) -> list[str]:

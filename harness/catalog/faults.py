@@ -2,22 +2,19 @@
 catch) or a real finding to expose.
 
 A fault says in one place what it changes, layer by layer: the outer disk's block graph
-(``outer_drive``), dom0's device model (``device_model``), and commands (``steps``) run in dom0
+(``stack.xen.dut_drive``), dom0's device model (``device_model``), and commands (``steps``) run in dom0
 or the domU at named points of the crash run. ``check`` says which backends and workloads it
 can be combined with. Your own faults come from a manifest in the same form (``load``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..vm.argv import Drive
 from . import Registry, manifest
 from .backends import Backend
 from .workloads import DEVICE, MOUNT, Workload
@@ -86,18 +83,6 @@ class Fault:
 
     def at(self, when: When) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.when == when)
-
-    def outer_drive(self, drive: Drive, rules_dir: Path) -> Drive:
-        """The disk under test's outer drive with this fault's filters (rules files go to ``rules_dir``)."""
-        changes: dict[str, object] = {}
-        if self.outer_blkdebug:
-            rules_dir.mkdir(parents=True, exist_ok=True)
-            rules = rules_dir / "blkdebug.conf"
-            rules.write_text(self.outer_blkdebug)
-            changes["blkdebug"] = rules
-        if self.outer_no_flush:
-            changes["no_flush"] = True
-        return dataclasses.replace(drive, **changes) if changes else drive  # type: ignore[arg-type]
 
     def check(self, backend: Backend, workload: Workload) -> None:
         """Raise ConfigError if this fault cannot act on ``backend`` with ``workload``."""

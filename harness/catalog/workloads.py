@@ -40,6 +40,14 @@ class Ack:
         lat = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
         return cls(parts[1], t, lat)
 
+    def to_json(self) -> dict[str, object]:
+        """One line of acks.jsonl."""
+        return {"id": self.ident, "t": self.t, "latency_us": self.latency_us, "log_bytes": self.log_bytes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Ack:
+        return cls(str(d["id"]), float(d["t"]), int(d.get("latency_us", 0)), int(d.get("log_bytes", -1)))
+
 
 @dataclass(frozen=True)
 class Workload:

@@ -9,34 +9,31 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from .. import paths, releases
 from ..campaign import bench, compare, reproduce
 from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
+from ..components import Components
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
-from ..images.components import Components
 from ..releases import DEFAULT_RELEASE
 from ..report import page
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
+from ..report.records import CampaignSummary
 from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
+from ..stack import inputs
 from ..stack.saved import clean_snapshots
 from ..stack.xen import versions
 from ..status import ExitCode, status_exit
-from . import console
+from . import console, preview
 
 Args = argparse.Namespace
 
 
 progress = console.plain
-
-
-def _active_up_file() -> Path:
-    return paths.cache_dir() / "up.json"
 
 
 def _new_run_dir(kind: str, given: str | None) -> Path:
@@ -45,7 +42,7 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     return ensure_dir(path)
 
 
-def _prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path, ImagePair]:
+def prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path, ImagePair]:
     """The run directory and the images the run will pin; if the images are not there, the
     error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
@@ -114,13 +111,14 @@ def cmd_images_clean(args: Args) -> int:
 
 
 # --- stack -------------------------------------------------------------------------------
-def _stack_config(args: Args) -> StackConfig:
+def stack_config(args: Args) -> StackConfig:
     cfg = StackConfig(backend=args.backend, release=args.release, accel=args.accel, memory_mib=args.memory,
                       domu_mem_mib=args.domu_memory, boot_timeout=args.boot_timeout,
                       dom0_debs=debs.absolute(args.dom0_deb), domu_debs=debs.absolute(args.domu_deb),
                       domu_kernel=kernel.resolve(args.domu_kernel),
-                      domu_initrd=kernel.resolve(args.domu_initrd)).completed()
-    cfg.validate()
+                      domu_initrd=kernel.resolve(args.domu_initrd))
+    cfg = inputs.completed(cfg)
+    inputs.check(cfg)
     return cfg
 
 
@@ -131,22 +129,25 @@ def _torture_config(args: Args) -> TortureConfig:
                         canary=not args.no_canary, shard=args.shard, keep_images=args.keep_images,
                         sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
                         disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
-                        jobs=args.jobs, expect=args.expect, stack=_stack_config(args))
+                        jobs=args.jobs, expect=args.expect, stack=stack_config(args))
     cfg.validate()
     return cfg.resolved()
 
 
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+def _print_summary(summary: CampaignSummary, as_json: bool) -> None:
     if as_json:
-        print(dumps(summary))
+        print(dumps(summary.to_json()))
     else:
         print(summary_mod.table(summary))
-        print(f"run directory: {summary['run_dir']} (summary.json, junit.xml)")
+        print(f"run directory: {summary.run_dir} (summary.json, junit.xml)")
 
 
 def cmd_torture(args: Args) -> int:
     cfg = _torture_config(args)
-    run_dir, images = _prepared_run("torture", args.run_dir, cfg.stack.components())
+    if args.dry_run:        # the plan a run with these options makes, and nothing booted
+        where = Path(args.run_dir).resolve() if args.run_dir else paths.runs_dir()
+        return preview.print_plan(cfg, args.seed is not None, where, args.json)
+    run_dir, images = prepared_run("torture", args.run_dir, cfg.stack.components())
     with console.live("torture") as say:
         result = run_campaign(cfg, run_dir, say, versions(images, cfg.stack), images=images)
     _print_summary(result.summary, args.json)
@@ -202,9 +203,9 @@ def _print_reverified(results: list[reproduce.Reverified]) -> int:
 
 def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
-                            cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=_stack_config(args))
+                            cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=stack_config(args))
     cfg.validate()
-    run_dir, images = _prepared_run("bench", args.run_dir, cfg.stack.components())
+    run_dir, images = prepared_run("bench", args.run_dir, cfg.stack.components())
     with console.live("bench") as say:
         result = bench.run_bench(cfg, run_dir, say, versions(images, cfg.stack))
     if args.json:
@@ -223,14 +224,17 @@ def cmd_compare(args: Args) -> int:
         out = ensure_dir(Path(args.run_dir).resolve() if args.run_dir else paths.runs_dir() / "compare-merged")
         data = write_report([Path(d).resolve() for d in args.report_from], out, command)
     else:
+        # the matrix's own backends and releases (--backend/--release are their other spellings);
+        # the base stack each cell is made from: the default backend on the first release
+        first = (args.releases or (DEFAULT_RELEASE,))[0]
+        base = argparse.Namespace(**vars(args), backend=backends.DEFAULT_BACKEND, release=first)
         cfg = compare.CompareConfig(backends=args.backends, faults=args.faults, workloads=args.workloads,
                                     disk_caches=args.disk_cache, direct_faults=args.direct_faults,
                                     iterations=args.iterations, seed=args.seed, cut_acks=args.cut_acks,
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
-                                    canary=not args.no_canary, stack=_stack_config(args),
-                                    releases=tuple(args.releases or (args.release,)))
+                                    canary=not args.no_canary, stack=stack_config(base), releases=args.releases)
         cfg.validate()
-        out, _ = _prepared_run("compare", args.run_dir, cfg.stack.components())
+        out, _ = prepared_run("compare", args.run_dir, cfg.stack.components())
         with console.live("compare") as say:
             data = compare.run_compare(cfg, out, say, command)
     print(RunDir(out).report_md())
@@ -242,7 +246,7 @@ def cmd_report_merge(args: Args) -> int:
     out = Path(args.output).resolve() if args.output else paths.runs_dir() / "merged"
     summary = summary_mod.merge([Path(d).resolve() for d in args.runs], out)
     _print_summary(summary, args.json)
-    return int(summary["exit_code"])
+    return summary.exit_code
 
 
 def cmd_report_index(args: Args) -> int:

@@ -6,14 +6,11 @@ campaign's progress, the latest step and the elapsed time. ``NO_COLOR``, ``CI`` 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..progress import Progress
-
-BAR = re.compile(r"\] (\d+)/(\d+) ")      # campaign.progress_bar: "[####----] 3/10 iter-0002 ..."
+from ..progress import Progress, Step
 
 
 def plain(msg: str) -> None:
@@ -46,9 +43,8 @@ def live(title: str) -> Iterator[Progress]:
                             ("GUEST-DIED", "bold yellow")):
             text.highlight_words([f" {word} ", f"{word}:"], style)
         console.print(text, soft_wrap=True)
-        m = BAR.search(msg)
-        if m:
-            bar.update(task, completed=int(m.group(1)), total=int(m.group(2)))
+        if isinstance(msg, Step):
+            bar.update(task, completed=msg.done, total=msg.total)
         bar.update(task, description=msg.strip()[:70])
     with bar:
         yield say

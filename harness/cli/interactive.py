@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ..campaign import session as session_mod
 from ..campaign.session import Session
+from ..components import Components
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..crash.run import CrashRun
 from ..errors import ConfigError, InfraError
 from ..images import ImageStore
-from ..images.components import Components
 from ..report.rundir import IterationDir
 from ..stack.xen import make_stack
 from ..stack.xl import DOMU_IP
@@ -26,7 +26,7 @@ from ..status import ExitCode, status_exit
 from ..vm.disks import make_overlay
 from ..vm.sockets import running, start_time
 from ..vm.ssh import Endpoint, Shell
-from .commands import _prepared_run, _stack_config, progress
+from .commands import prepared_run, progress, stack_config
 
 Args = argparse.Namespace
 
@@ -35,14 +35,14 @@ def cmd_up(args: Args) -> int:
     old = Session.read()
     if old is not None and running(old.pid, old.started):
         raise ConfigError(f"a stack is already up (pid {old.pid}, {old.run_dir})", hint="run `xdh down` first")
-    stack = _stack_config(args)
+    stack = stack_config(args)
     if args.dut:
         return _inspect(args, stack)
     cfg = TortureConfig(workload=args.workload or "append", fault=args.fault, seed=args.seed, iterations=1,
                         canary=False, disk_cache=args.disk_cache, reset=args.reset, keep_images=True, stack=stack)
     cfg.validate()
     cfg = cfg.resolved()
-    run_dir, images = _prepared_run("up", args.run_dir, cfg.stack.components())
+    run_dir, images = prepared_run("up", args.run_dir, cfg.stack.components())
     t0 = time.monotonic()
     progress(f"run directory: {run_dir} (seed {cfg.seed})")
 
@@ -67,7 +67,7 @@ def _inspect(args: Args, stack: StackConfig) -> int:
     image = Path(args.dut).resolve()
     if not image.is_file():
         raise ConfigError(f"--dut {image} is not a file", hint="pass a crash image (dut.img or dut.qcow2)")
-    run_dir, images = _prepared_run("up", args.run_dir, stack.components())
+    run_dir, images = prepared_run("up", args.run_dir, stack.components())
     dut = run_dir / "dut-overlay.qcow2"
     make_overlay(image, dut, "qcow2" if image.suffix == ".qcow2" else "raw")
     progress(f"booting on an overlay over {image} (the crash image is not written): {run_dir}")

@@ -5,79 +5,20 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
-from ..campaign.checks import PER_IMAGE_FLUSH_POINTS
 from ..catalog import backends, faults, workloads
-from ..config import Accel, CutMode, DiskCache, Expect, Journal, Reset, Sync, VerifyPath, choices
+from ..config import CutMode, DiskCache, Expect, Journal, Reset, Sync, VerifyPath, choices
 from ..releases import DEFAULT_RELEASE, RELEASES
-from ..status import EXIT_CODES_HELP, ExitCode
+from ..status import EXIT_CODES_HELP
 from . import commands as c
 from . import interactive as i
-from .types import at_least, comma_list, flush_points, int_range, named_or_file, shard
+from . import options as o
+from . import preview
+from .options import BENCH, COMPARE, TORTURE, Parser
+from .types import at_least, comma_list, int_range, named_or_file, shard
 
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
-
-
-class Parser(argparse.ArgumentParser):
-    """Bad input is one line naming the fix, and the usage exit code (2): no usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _stack_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("stack")
-    g.add_argument("--backend", default=backends.DEFAULT_BACKEND, metavar="MODE", choices=backends.BACKENDS.names(),
-                   help="backend mode of the disk under test: " + ", ".join(backends.BACKENDS.names())
-                   + f" (default {backends.DEFAULT_BACKEND}; `xdh backends` explains each)")
-    _release_option(g)
-    g.add_argument("--accel", default=Accel.AUTO.value, choices=choices(Accel),
-                   help="outer QEMU accelerator; auto uses KVM only if a probe guest boots under it (default auto)")
-    g.add_argument("--memory", type=at_least(1024), default=3072, metavar="MiB",
-                   help="outer machine memory (default 3072)")
-    g.add_argument("--domu-memory", type=at_least(512), default=512, metavar="MiB", help="domU memory (default 512)")
-    g.add_argument("--boot-timeout", type=at_least(1, float), default=300, metavar="S",
-                   help="seconds to wait for each of dom0 and the domU to answer SSH (default 300)")
-    _kernel_options(g)
-
-
-def _kernel_options(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
-    g.add_argument("--domu-kernel", metavar="FILE", default="",
-                   help="boot the domU with this kernel from a build tree (arch/x86/boot/bzImage, vmlinux, or the "
-                   "tree itself) instead of its image's; no initramfs unless --domu-initrd, so blkfront, "
-                   "netfront and ext4 must be built in (=y); `uname -r` is checked after boot")
-    g.add_argument("--domu-initrd", metavar="FILE", default="", help="an initramfs for --domu-kernel")
-
-
-def _release_option(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
-    g.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
-                   help="Debian release of dom0 and the domU: " + "; ".join(r.summary for r in RELEASES.values())
-                   + f" (default {DEFAULT_RELEASE})")
-    _deb_options(g)
-
-
-def _deb_options(g: argparse._ArgumentGroup | argparse.ArgumentParser, rerun: bool = False) -> None:
-    what = "rerun with" if rerun else "install"
-    g.add_argument("--dom0-deb", action="append", default=[], metavar="FILE",
-                   help=f"{what} your own .deb in dom0's image (repeatable): a rebuilt qemu-system-xen, a Xen "
-                   "or a kernel build; its hash is part of the image digest, its version is recorded")
-    g.add_argument("--domu-deb", action="append", default=[], metavar="FILE",
-                   help=f"{what} your own .deb in the domU's image (repeatable), e.g. a kernel from "
-                   "`make bindeb-pkg`: the domU then boots that kernel, and the run checks `uname -r`")
-
-
-def _run_dir(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--run-dir", help=f"output directory (default ./runs/{kind}-TIMESTAMP)")
-
-
-def _sample_options(g: argparse._ArgumentGroup | argparse.ArgumentParser, seed_default: int | None,
-                    seed_help: str) -> None:
-    """--iterations, --seed, --cut-acks: the same meaning in torture, bench and compare."""
-    g.add_argument("--iterations", type=at_least(1), default=3, help="crash iterations (default 3)")
-    g.add_argument("--seed", type=at_least(0), default=seed_default, help=seed_help)
-    g.add_argument("--cut-acks", type=int_range(int, 1), default=(20, 200), metavar="LO-HI",
-                   help="cut after a random number of acks in this range (default 20-200)")
 
 
 def _images(sub: Sub) -> None:
@@ -88,7 +29,7 @@ def _images(sub: Sub) -> None:
     b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
     b.add_argument("--workload", metavar="MANIFEST", help="with the Debian packages this workload manifest needs in "
                                                           "the domU (xdh torture --workload builds them itself)")
-    _release_option(b)
+    o.release_option(b)
     b.set_defaults(func=c.cmd_images_build)
     dm = isub.add_parser("devmodel", help="build (once, cached) dom0's device model with linux-aio, for qdisk-direct",
                          description="Debian builds qemu-system-xen without linux-aio, so libxl's direct-io-safe "
@@ -98,7 +39,7 @@ def _images(sub: Sub) -> None:
                          ".deb and prints its path. --backend qdisk-direct then installs it in dom0. Takes about "
                          "6 minutes on 2 cores (measured: 327 s for bookworm).")
     dm.add_argument("--release", default=DEFAULT_RELEASE, choices=list(RELEASES),
-                    help=f"Debian release to build for (default {DEFAULT_RELEASE})")
+                    help="Debian release to build for (default %(default)s)")
     dm.add_argument("--force", action="store_true", help="rebuild even if cached")
     dm.set_defaults(func=c.cmd_images_devmodel)
     lst = isub.add_parser("list", help="list built images")
@@ -123,18 +64,19 @@ def _interactive(sub: Sub) -> None:
     g = up.add_argument_group("session")
     g.add_argument("--workload", metavar="NAME|MANIFEST", type=named_or_file(workloads.WORKLOADS.names(), "workload"),
                    help="start this workload, its acks recorded (default: none; append's filesystem is made)")
-    g.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
-                   type=named_or_file(faults.FAULTS.names(), "fault"), help="inject this fault (default none)")
+    g.add_argument("--fault", default=TORTURE.fault, metavar="NAME|MANIFEST",
+                   type=named_or_file(faults.FAULTS.names(), "fault"), help="inject this fault (default %(default)s)")
     g.add_argument("--seed", type=at_least(0), help="the seed (default: random); iter-0000 of a torture run with "
                                                    "this seed runs the same workload")
-    g.add_argument("--disk-cache", choices=choices(DiskCache), default=DiskCache.NONE.value,
-                   help="volatile: record the outer disk's write log, so `xdh verify` checks every crash state")
-    g.add_argument("--reset", choices=choices(Reset), default=Reset.SNAPSHOT.value,
-                   help="snapshot: restore the saved stack (default; saved once); boot: a full boot")
+    g.add_argument("--disk-cache", choices=choices(DiskCache), default=TORTURE.disk_cache.value,
+                   help="volatile: record the outer disk's write log, so `xdh verify` checks every crash state "
+                        "(default %(default)s)")
+    g.add_argument("--reset", choices=choices(Reset), default=TORTURE.reset.value,
+                   help="snapshot: restore the saved stack (saved once); boot: a full boot (default %(default)s)")
     g.add_argument("--run-dir", help="where logs and disks go (default ./runs/up-TIMESTAMP)")
     g.add_argument("--dut", metavar="IMAGE", help="boot on an overlay over this crash image to inspect it (a full "
                                                   "boot; the image is not written)")
-    _stack_options(up)
+    o.stack_options(up)
     up.set_defaults(func=i.cmd_up)
     cut = sub.add_parser("cut", help="cut the power of the stack started by `xdh up`, now",
                          description="The same power cut as a torture crash run's (QMP stop, then kill; with "
@@ -144,25 +86,39 @@ def _interactive(sub: Sub) -> None:
     ver = sub.add_parser("verify", help="verify the crash image of `xdh cut` and print the verdict",
                          description="Torture's check phase on the last session's crash image (or ITER): the fast "
                                      "verifier (or a full reboot) mounts it, runs the workload's verify and judges "
-                                     "the acks; with --disk-cache volatile every crash state too. Exit 0 pass, 1 loss.")
+                                     "the acks; with --disk-cache volatile every crash state too. Exit 0 pass, 1 loss, "
+                                     "2 usage (no session, bad ITER), 5 the verifier failed, 6 harness error.")
     ver.add_argument("iteration", nargs="?", metavar="ITER",
                      help="an iteration directory (default: the last session's)")
     ver.add_argument("--workload", metavar="NAME|MANIFEST", type=named_or_file(workloads.WORKLOADS.names(), "workload"),
                      help="verify as this workload (default: the session's)")
     ver.add_argument("--verify", choices=[VerifyPath.FAST.value, VerifyPath.REBOOT.value, VerifyPath.BOTH.value],
-                     default=VerifyPath.FAST.value, help="fast verifier, full reboot or both (default fast)")
+                     default=VerifyPath.FAST.value, help="fast verifier, full reboot or both (default %(default)s)")
     ver.set_defaults(func=i.cmd_verify)
-    down = sub.add_parser("down", help="stop the stack started by `xdh up`")
+    down = sub.add_parser("down", help="stop the stack started by `xdh up`",
+                          description="Stop the stack started by `xdh up` (its QEMU, then the session).")
     down.set_defaults(func=i.cmd_down)
     ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")
     ssh.add_argument("guest", choices=("dom0", "domu"))
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
-    ssh.add_argument("--timeout", type=at_least(1, float), default=600, help="seconds (default 600)")
+    ssh.add_argument("--timeout", type=at_least(1, float), default=600.0, help="seconds (default %(default)g)")
     ssh.set_defaults(func=i.cmd_ssh)
-    bk = sub.add_parser("backends", help="list the backend modes of the disk under test")
+    bk = sub.add_parser("backends", help="list the backend modes of the disk under test",
+                        description="The backend modes of the disk under test (xvdb in the domU), one line each.")
     bk.set_defaults(func=c.cmd_backends)
-    ls = sub.add_parser("list", help="list workloads, faults and backend modes")
+    ls = sub.add_parser("list", help="list workloads, faults and backend modes",
+                        description="The built-in workloads (with their oracle model), faults and backend modes; "
+                                    "`xdh check MANIFEST` shows your own.")
     ls.set_defaults(func=c.cmd_list)
+
+
+def _check(sub: Sub) -> None:
+    ck = sub.add_parser("check", help="check workload and fault manifests without booting anything",
+                        description="Read each manifest as a campaign reads it (schema, keys, name, program, "
+                                    "model, parameters, packages, steps) and print one line: ok and what it holds, "
+                                    "or the error naming the fix. Exit 0 if every one is ok, else 2.")
+    ck.add_argument("manifests", nargs="+", metavar="MANIFEST", help="a workload.toml or a fault.toml")
+    ck.set_defaults(func=preview.cmd_check)
 
 
 TORTURE_EPILOG = f"""{EXIT_CODES_HELP}.
@@ -171,81 +127,79 @@ examples:
   xdh torture                                   3 iterations of append on qdisk, no fault
   xdh torture --fault drop-flush --workload direct --iterations 10
   xdh torture --shard 2/4 --seed 42 --iterations 40     one machine of a nightly matrix
+  xdh torture --shard 2/4 --seed 42 --iterations 40 --dry-run     its seeds and cut points, nothing booted
 """
 
 
 def _torture(sub: Sub) -> None:
-    t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, verified after reboot",
-                       description="Run crash iterations: boot, run an fsync workload in the domU, cut the power "
-                                   "at a seeded random point (QMP stop + kill), boot a fresh stack on the crash "
-                                   "image and check that every acknowledged write survived. A canary iteration "
-                                   "(drop-flush on append) runs first and must be caught.",
+    t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, each crash image verified",
+                       description="Run crash iterations: restore (or boot) the stack, run an fsync workload in the "
+                                   "domU, cut the power at a seeded random point (QMP stop + kill), verify the crash "
+                                   "image (by default hot-plugged into a verifier VM running the domU's kernel; "
+                                   "--verify reboot boots a fresh stack on it) and check that every acknowledged "
+                                   "write survived. A canary iteration (drop-flush on append) runs first and must "
+                                   "be caught.",
                        epilog=TORTURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = t.add_argument_group("campaign")
-    g.add_argument("--workload", default="append", metavar="NAME|MANIFEST",
+    g.add_argument("--workload", default=TORTURE.workload, metavar="NAME|MANIFEST",
                    type=named_or_file(workloads.WORKLOADS.names(), "workload"),
-                   help="the workload in the domU: a built-in (default append; `xdh list` explains each) or "
-                        "your own workload.toml (docs/workloads.md)")
-    g.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
+                   help="the workload in the domU: a built-in (default %(default)s; `xdh list` explains each) or "
+                        "your own workload.toml (docs/workloads.md; `xdh check` reads it)")
+    g.add_argument("--fault", default=TORTURE.fault, metavar="NAME|MANIFEST",
                    type=named_or_file(faults.FAULTS.names(), "fault"),
-                   help="the fault to inject: a built-in (default none; `xdh list` explains each) or your own "
-                        "fault.toml (docs/workloads.md)")
-    _sample_options(g, None, "campaign seed (default: random, recorded in the run directory)")
-    g.add_argument("--cut", choices=choices(CutMode), default=CutMode.ACKS.value,
-                   help="cut after a random number of acks or a random delay (default acks)")
-    g.add_argument("--cut-seconds", type=int_range(float, 0.001), default=(1.0, 8.0), metavar="LO-HI",
-                   help="delay range for --cut time (default 1-8)")
+                   help="the fault to inject: a built-in (default %(default)s; `xdh list` explains each) or your "
+                        "own fault.toml (docs/workloads.md)")
+    o.sample_options(g, TORTURE, "campaign seed (default: random, recorded in the run directory)")
+    g.add_argument("--cut", choices=choices(CutMode), default=TORTURE.cut.value,
+                   help="cut after a random number of acks or a random delay (default %(default)s)")
+    g.add_argument("--cut-seconds", type=int_range(float, 0.001), default=TORTURE.cut_seconds, metavar="LO-HI",
+                   help=f"delay range for --cut time (default {TORTURE.cut_seconds[0]:g}-{TORTURE.cut_seconds[1]:g})")
     g.add_argument("--no-canary", action="store_true", help="skip the drop-flush positive control at the start")
-    g.add_argument("--shard", type=shard, default=(1, 1), metavar="I/N",
+    g.add_argument("--shard", type=shard, default=TORTURE.shard, metavar="I/N",
                    help="run only iterations with index %% N == I-1")
     g.add_argument("--keep-images", action="store_true", help="keep the crash image of passing iterations too")
-    g.add_argument("--sync", choices=choices(Sync), default=Sync.FSYNC.value, help="append: sync call (default fsync)")
-    g.add_argument("--journal", choices=choices(Journal), default=Journal.WAL.value,
-                   help="sqlite: journal mode (default wal)")
+    g.add_argument("--sync", choices=choices(Sync), default=TORTURE.sync.value,
+                   help="append: sync call (default %(default)s)")
+    g.add_argument("--journal", choices=choices(Journal), default=TORTURE.journal.value,
+                   help="sqlite: journal mode (default %(default)s)")
     g.add_argument("--expect", choices=choices(Expect),
                    help="this campaign is a control: clean (every iteration must pass) or loss (every iteration "
                         "must lose acked writes); a control that behaves so exits 0, and JUnit marks the "
                         "iterations that did not (default: no expectation; a loss exits 1)")
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    g.add_argument("--json", action="store_true", help="print the summary (or the --dry-run plan) as JSON")
+    g.add_argument("--dry-run", action="store_true", help="print the plan, boot nothing: the seeds and cut "
+                   "points a run with these options uses, the crash-state model, estimated time and space")
     d = t.add_argument_group("disk-cache model (see harness/crash/writelog.py)")
-    d.add_argument("--disk-cache", choices=choices(DiskCache), default=DiskCache.NONE.value,
+    d.add_argument("--disk-cache", choices=choices(DiskCache), default=TORTURE.disk_cache.value,
                    help="none: a completed write survives the cut (the host keeps it); volatile: record the disk "
                         "under test's writes and flushes (QEMU blklogwrites) and also verify every crash state a "
                         "disk with a volatile write cache allows: each flush of the workload with the acks it must "
                         "hold, seeded subsets of each epoch's writes; built and verified in one batch in the fast "
-                        "verifier (default none)")
-    _state_options(d)
+                        "verifier (default %(default)s)")
+    o.state_options(d, TORTURE)
     f = t.add_argument_group("speed (see docs/performance.md)")
-    f.add_argument("--reset", choices=choices(Reset), default=Reset.SNAPSHOT.value,
+    f.add_argument("--reset", choices=choices(Reset), default=TORTURE.reset.value,
                    help="snapshot: boot the stack once, save it, restore it for every crash run (seconds); "
-                        "boot: a full boot per crash run (default snapshot)")
-    f.add_argument("--verify", choices=choices(VerifyPath), default=VerifyPath.AUTO.value,
+                        "boot: a full boot per crash run (default %(default)s)")
+    f.add_argument("--verify", choices=choices(VerifyPath), default=TORTURE.verify.value,
                    help="fast: hot-plug each crash image into one verifier VM (domU kernel, no Xen); reboot: boot "
-                        "the whole stack on it; both: both, and they must agree; auto: fast (default auto). "
+                        "the whole stack on it; both: both, and they must agree; auto: fast (default %(default)s). "
                         "The canary always includes a reboot")
-    f.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
-                   help="lanes, each with its own stack and fast verifier (default 1; each lane already runs "
-                        "the next crash beside the last verification: about one lane per two cores)")
-    _stack_options(t)
+    f.add_argument("--jobs", type=at_least(1), default=TORTURE.jobs, metavar="N",
+                   help="lanes, each with its own stack and fast verifier (default %(default)s; each lane already "
+                        "runs the next crash beside the last verification: about one lane per two cores)")
+    o.stack_options(t)
     t.set_defaults(func=c.cmd_torture)
-
-
-def _state_options(g: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
-    g.add_argument("--crash-subsets", type=at_least(0), default=3, metavar="K",
-                   help="volatile: seeded random subsets of each epoch's unflushed writes, per flush state "
-                        "(default 3; duplicates by content are verified once)")
-    g.add_argument("--flush-points", type=flush_points, default=-1, metavar="N",
-                   help="volatile: flush states per iteration, each with the acks it must hold; -1 for every "
-                        "flush of the workload (default; batched in the fast verifier; a reboot or qdisk-qcow2 "
-                        f"verifies {PER_IMAGE_FLUSH_POINTS} unless given)")
 
 
 def _reproduce(sub: Sub) -> None:
     r = sub.add_parser("reproduce", help="re-verify a saved crash image on a fresh stack (or --rerun it)",
                        description="Boot a fresh stack on an overlay of the iteration's saved crash image, verify "
                                    "and judge again; the verdict should match the recorded one.",
-                       epilog=EXIT_CODES_HELP)
+                       epilog="exit codes: 0 the recorded verdict again, a pass; 1 the recorded verdict again, a "
+                              "loss (--rerun: a loss); 4 the verdict differs from the recorded one; 2 usage or "
+                              "configuration error; 5 infrastructure failure; 6 harness error; 130 interrupted")
     r.add_argument("iteration", metavar="RUN/iterations/iter-NNNN", help="an iteration directory")
     r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value, VerifyPath.BOTH.value),
                    help="re-verify by a full reboot of the stack, with the fast verifier VM, or both (default: "
@@ -259,8 +213,8 @@ def _reproduce(sub: Sub) -> None:
     g = r.add_argument_group("other components (with --rerun; default: the recorded ones)")
     g.add_argument("--release", choices=list(RELEASES),
                    help="rerun on this Debian release instead of the recorded one")
-    _deb_options(g, rerun=True)
-    _kernel_options(g)
+    o.deb_options(g, rerun=True)
+    o.kernel_options(g)
     g.add_argument("--stock", action="store_true",
                    help="rerun without the recorded run's own .debs and kernel file (the release's stock packages)")
     r.set_defaults(func=c.cmd_reproduce)
@@ -274,19 +228,18 @@ def _bench(sub: Sub) -> None:
                                     "flush a crash state, verified in one batch). Prints seconds per iteration, "
                                     "iterations per hour, distinct verified crash states per hour and the ratios. "
                                     "See docs/performance.md.")
-    bn.add_argument("--workload", default="append", metavar="NAME|MANIFEST",
-                    type=named_or_file(workloads.WORKLOADS.names(), "workload"), help="workload (default append)")
-    bn.add_argument("--fault", default="none", metavar="NAME|MANIFEST",
-                    type=named_or_file(faults.FAULTS.names(), "fault"),
-                    help="fault (default none)")
-    _sample_options(bn, 1, "campaign seed, the same for both modes (default 1)")
-    bn.add_argument("--modes", type=comma_list, default=("baseline", "fast", "states"),
-                    help="comma-separated: baseline, fast, states (default all three)")
-    bn.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
-                    help="lanes per campaign, as in torture (default 1)")
-    _run_dir(bn, "bench")
+    bn.add_argument("--workload", default=BENCH.workload, metavar="NAME|MANIFEST",
+                    type=named_or_file(workloads.WORKLOADS.names(), "workload"), help="workload (default %(default)s)")
+    bn.add_argument("--fault", default=BENCH.fault, metavar="NAME|MANIFEST",
+                    type=named_or_file(faults.FAULTS.names(), "fault"), help="fault (default %(default)s)")
+    o.sample_options(bn, BENCH, "campaign seed, the same for every mode (default %(default)s)")
+    bn.add_argument("--modes", type=comma_list, default=BENCH.modes, metavar="LIST",
+                    help="comma-separated: baseline, fast, states (default " + ",".join(BENCH.modes) + ")")
+    bn.add_argument("--jobs", type=at_least(1), default=BENCH.jobs, metavar="N",
+                    help="lanes per campaign, as in torture (default %(default)s)")
+    o.run_dir(bn, "bench")
     bn.add_argument("--json", action="store_true", help="print the result as JSON")
-    _stack_options(bn)
+    o.stack_options(bn)
     bn.set_defaults(func=c.cmd_bench)
 
 
@@ -303,35 +256,34 @@ def _compare(sub: Sub) -> None:
                                "matrix's content), 2 usage, 5 a cell's stack failed, 6 a harness error, 130 "
                                "interrupted (the report of the cells that ran is written)",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    cp.add_argument("--releases", type=comma_list, metavar="LIST",
-                    help="comma-separated Debian releases, a dimension of the matrix: " + ", ".join(RELEASES)
-                    + " (default: --release); the report names each column's component versions")
-    cp.add_argument("--backends", type=comma_list, default=("qdisk", "phy"),
-                    help="comma-separated backend modes (default qdisk,phy)")
-    cp.add_argument("--faults", type=comma_list, default=("none", "drop-flush"),
-                    help="comma-separated faults (default none,drop-flush)")
-    cp.add_argument("--workloads", type=comma_list, default=("append",),
-                    help="comma-separated workloads (default append)")
-    cp.add_argument("--direct-faults", type=comma_list, default=("drop-flush", "disk-lies"),
-                    help="faults the direct workload runs with (default drop-flush,disk-lies)")
-    cp.add_argument("--disk-cache", type=comma_list, default=("none", "volatile"),
-                    help="comma-separated models (default none,volatile)")
-    _sample_options(cp, 1, "campaign seed of every cell (default 1)")
-    _state_options(cp)
+    def dimension(names: tuple[str, ...], *flags: str, what: str) -> None:
+        cp.add_argument(*flags, type=comma_list, default=names, metavar="LIST", dest=flags[0][2:].replace("-", "_"),
+                        help=f"comma-separated {what} (default {','.join(names)})")
+    dimension(COMPARE.releases, "--releases", "--release", what="Debian releases (" + ", ".join(RELEASES)
+              + "; the first also runs the verifier VM; the report names each column's component versions)")
+    dimension(COMPARE.backends, "--backends", "--backend", what="backend modes (`xdh backends`)")
+    dimension(COMPARE.faults, "--faults", what="faults")
+    dimension(COMPARE.workloads, "--workloads", what="workloads")
+    dimension(COMPARE.direct_faults, "--direct-faults", what="faults the direct workload runs with")
+    dimension(COMPARE.disk_caches, "--disk-cache", what="disk-cache models")
+    o.sample_options(cp, COMPARE, "campaign seed of every cell (default %(default)s)")
+    o.state_options(cp, COMPARE)
     cp.add_argument("--no-canary", action="store_true", help="skip the per-(backend, disk cache) canaries")
     cp.add_argument("--run-dir", help="output directory (default ./runs/compare-TIMESTAMP; with --report-from "
                                       "./runs/compare-merged)")
     cp.add_argument("--report-from", nargs="+", metavar="RUN",
                     help="do not run: write one report from these compare run directories (pieces of a matrix)")
-    _stack_options(cp)
+    o.stack_options(cp, matrix=True)
     cp.set_defaults(func=c.cmd_compare)
 
 
 def _report(sub: Sub) -> None:
     rep = sub.add_parser("report", help="combine run directories")
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
-    m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file")
-    m.add_argument("runs", nargs="+", metavar="RUN")
+    m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file",
+                        description="Merge torture run directories (e.g. the shards of one campaign) into one "
+                                    "summary.json, junit.xml and page.")
+    m.add_argument("runs", nargs="+", metavar="RUN", help="a torture run directory (holding summary.json)")
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)
@@ -341,8 +293,8 @@ def _report(sub: Sub) -> None:
     ix.set_defaults(func=c.cmd_report_index)
 
 
-SUBCOMMANDS: tuple[Callable[[Sub], None], ...] = (_images, _interactive, _torture, _reproduce, _bench, _compare,
-                                                  _report)
+SUBCOMMANDS: tuple[Callable[[Sub], None], ...] = (_images, _interactive, _check, _torture, _reproduce, _bench,
+                                                  _compare, _report)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -350,21 +302,12 @@ def make_parser() -> argparse.ArgumentParser:
         prog="xdh",
         description="Durability harness for Xen virtual block stacks: boots Xen PV guests inside QEMU, "
                     "runs fsync workloads, cuts the power and checks that acknowledged writes survived.",
-        epilog="Images are cached in $XDH_CACHE (default ~/.cache/xdh); runs go to $XDH_RUNS (default ./runs).\n"
-               + EXIT_CODES_HELP + ".", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--version", action=Version, nargs=0, help="print the version and the commit (or install) and exit")
+        epilog="Images are cached in $XDH_CACHE (default $XDG_CACHE_HOME/xdh, i.e. ~/.cache/xdh); runs go to "
+               "$XDH_RUNS (default ./runs);\nimages are built from the host's apt sources ($XDH_APT_SOURCES: "
+               "comma-separated sources files instead).\n" + EXIT_CODES_HELP + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(verbose=False)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(sub)
     return p
-
-
-class Version(argparse.Action):
-    """--version, computed only when asked (it runs git in a checkout)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
-        from .. import __version__, paths
-        where = f"data in {paths.INSTALLED}" if paths.source() == "installed" else f"checkout {paths.CHECKOUT}"
-        print(f"xdh {__version__} ({paths.source()}; {where})")
-        parser.exit()

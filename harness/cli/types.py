@@ -22,11 +22,6 @@ def at_least(low: float, kind: Callable[[str], N] = int) -> Callable[[str], N]:
     return parse
 
 
-def flush_points(text: str) -> int:
-    value = at_least(-1)(text)
-    return value
-
-
 def int_range(kind: Callable[[str], N], low: float) -> Callable[[str], tuple[N, N]]:
     """LO-HI (or one number) with low <= LO <= HI."""
     def parse(text: str) -> tuple[N, N]:

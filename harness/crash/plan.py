@@ -10,6 +10,8 @@ from typing import Any
 
 from ..config import CutMode, TortureConfig
 
+PER_IMAGE_FLUSH_POINTS = 2    # flush states one image at a time (reboot, qcow2 layout) verify by default
+
 
 def iteration_seed(campaign_seed: int, index: int) -> int:
     """Deterministic per-iteration seed, the same on every shard."""

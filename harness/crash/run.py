@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import random
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from ..catalog import faults, workloads
 from ..catalog.workloads import Ack, Workload
-from ..config import CutMode, DiskCache, TortureConfig
+from ..config import CutMode, DiskCache, Reset, TortureConfig
 from ..errors import LogError, WorkloadError
 from ..images import ImagePair, ImageStore
 from ..progress import Progress, quiet
@@ -27,22 +26,11 @@ from ..stack.domu import dom0_device
 from ..stack.programs import install_program
 from ..stack.xen import XenStack, dut_drive
 from ..vm.kernlog import KernelLogTap
+from ..vm.machine import Machines
 from ..vm.ssh import Stream
 from . import writelog
+from .files import CrashPaths, ack_line
 from .plan import CutPlan
-
-
-@dataclass(frozen=True)
-class CrashPaths:
-    """Where the crash run's raw logs go (handed out by the run directory)."""
-
-    boot: Path            # the stack's own directory (serial.log, qemu.log, stack.json, ...)
-    dut: Path             # the disk under test: the crash image after the cut
-    acks: Path            # acks.jsonl, one line per ack as it arrived
-    output: Path          # the workload's other output
-    kmsg_domu: Path
-    kmsg_dom0: Path
-    write_log: Path       # volatile model: the outer disk's writes and flushes
 
 
 @dataclass(frozen=True)
@@ -57,6 +45,8 @@ class CrashOutcome:
     start_entry: int = 0              # write-log entries before the workload started (mkfs, fault)
     fault_applied: str = ""           # what the domU said after the fault was injected
     seconds: dict[str, float] = field(default_factory=dict)
+    base_dut: Path | None = None      # the disk under test it started from (None: a blank one)
+    reset: Reset = Reset.BOOT         # how its stack came up (a restore of the saved stack, or a boot)
 
 
 class AckReader:
@@ -83,8 +73,7 @@ class AckReader:
                 if self.write_log is not None:   # maps the ack to a flush of the log (crash.states)
                     ack = dataclasses.replace(ack, log_bytes=self.write_log.stat().st_size)
                 self.acks.append(ack)
-                self._acks_file.write(json.dumps({"id": ack.ident, "t": t, "latency_us": ack.latency_us,
-                                                  "log_bytes": ack.log_bytes}) + "\n")
+                self._acks_file.write(ack_line(ack))
         except Exception as exc:  # noqa: BLE001 - the channel dies with the cut
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 self.error = exc        # our own write failed (a full disk): the crash run says so
@@ -99,14 +88,6 @@ class AckReader:
         for f in (self._acks_file, self._other):
             with contextlib.suppress(OSError):    # a full disk: what fitted is kept
                 f.close()
-
-
-def load_acks(path: Path) -> list[Ack]:
-    out = []
-    for line in path.read_text().splitlines():
-        d = json.loads(line)
-        out.append(Ack(d["id"], d["t"], d.get("latency_us", 0), d.get("log_bytes", -1)))
-    return out
 
 
 def latency_stats(acks: tuple[Ack, ...] | list[Ack]) -> dict[str, Any]:
@@ -175,16 +156,17 @@ class CrashRun:
     ``close`` (stack stopped, logs drained) -> ``CrashOutcome``. ``close`` runs on every way out."""
 
     def __init__(self, cfg: TortureConfig, seed: int, paths: CrashPaths, images: ImagePair, boot: BootSource,
-                 store: ImageStore, say: Progress = quiet, user_qmp: Path | None = None):
-        self.cfg, self.seed, self.paths, self.say = cfg, seed, paths, say
+                 store: ImageStore, say: Progress = quiet, user_qmp: Path | None = None,
+                 machines: Machines | None = None):
+        self.cfg, self.seed, self.paths, self.say, self.boot = cfg, seed, paths, say, boot
         self.workload, self.fault = workloads.get(cfg.workload), faults.get(cfg.fault)
         self.volatile = cfg.disk_cache == DiskCache.VOLATILE
         paths.boot.mkdir(parents=True, exist_ok=True)
         if self.volatile:
             paths.write_log.write_bytes(b"")
         boot.prepare_dut(paths.dut, cfg.stack.dut_size_mib)
-        drive = self.fault.outer_drive(dut_drive(paths.dut, self.log), paths.boot)
-        self.stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet, user_qmp)
+        drive = dut_drive(paths.dut, self.log, self.fault, paths.boot)
+        self.stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet, user_qmp, machines)
         self.steps = FaultSteps(self.fault, self.stack, say)
         self.taps: list[KernelLogTap] = []
         self.reader: AckReader | None = None
@@ -234,14 +216,16 @@ class CrashRun:
             self.reader.finish()
         acks = tuple(self.reader.acks) if self.reader is not None else ()
         return CrashOutcome(acks, self.cut_t, plan, self.paths.dut, self.log, self.start_entry,
-                            "; ".join(a for a in self.steps.applied if a), self.seconds)
+                            "; ".join(a for a in self.steps.applied if a), self.seconds, self.boot.frozen_dut,
+                            Reset.BOOT if self.boot.frozen_dut is None else Reset.SNAPSHOT)
 
 
 def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPaths, images: ImagePair,
-                  boot: BootSource, store: ImageStore, say: Progress = quiet) -> CrashOutcome:
+                  boot: BootSource, store: ImageStore, say: Progress = quiet,
+                  machines: Machines | None = None) -> CrashOutcome:
     """Boot or restore the stack on ``paths.dut``, set up, inject the fault, run the workload and
     cut the power at ``plan``. The stack is stopped on every way out."""
-    run = CrashRun(cfg, seed, paths, images, boot, store, say)
+    run = CrashRun(cfg, seed, paths, images, boot, store, say, machines=machines)
     try:
         run.start()
         run.wait_for(plan)

@@ -81,11 +81,6 @@ class WriteLog:
         ``guests/xdh-replay`` applies (``verify.batch.LogView``)."""
         return [[e.sector, e.nr_sectors, e.flags, e.data_offset, e.data_len] for e in self.entries]
 
-    def tail_writes(self) -> list[int]:
-        """Positions of the writes after the last flush (the last, unflushed epoch)."""
-        return [i for i in range(self.last_flush() + 1, len(self.entries)) if self.entries[i].is_write
-                or self.entries[i].flags & DISCARD]
-
 
 def parse(path: Path, sectorsize_hint: int = 512) -> WriteLog:
     """Read a dm-log-writes log. Raises LogError on a bad super block or a malformed entry.

@@ -4,6 +4,7 @@ shell hooks), host keys generated and recorded, kernel/initrd/hypervisor extract
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import gzip
 import json
@@ -13,17 +14,91 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from .. import paths, releases
 from ..errors import ImageError
+from ..jsonio import utc_stamp
 from ..progress import Progress
 from ..releases import Release
 from .built import BuiltImage
 from .recipe import Recipe
 
 LOG = logging.getLogger(__name__)
+
+
+def _open_locked(path: Path, blocking: bool) -> tuple[int, bool] | None:
+    """An open descriptor of ``path`` holding its flock, and whether it had to wait (None: held
+    elsewhere and not ``blocking``). The file may be unlinked by whoever holds it (``clean``): a
+    lock taken on a file no longer at ``path`` is dropped and taken again on the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking:
+                    os.close(fd)
+                    return None
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd, waited
+        os.close(fd)
+
+
+def lock_holder(path: Path) -> str:
+    """`` (pid N)`` of the process holding the build lock ``path``, as it wrote it ("" if unknown)."""
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+@contextlib.contextmanager
+def build_lock(path: Path, what: str, progress: Progress) -> Iterator[bool]:
+    """Hold the lock file ``path`` (fcntl.flock) while building ``what``, so that two xdh processes
+    sharing a cache (pytest-xdist workers, CI jobs) never build into, or remove, each other's
+    work. Another holder is waited for, saying so. Yields whether it waited: the caller then
+    checks again whether the thing got built meanwhile. Released when the process dies."""
+    got = _open_locked(path, blocking=False)
+    if got is None:
+        progress(f"waiting for another xdh building {what}{lock_holder(path)}")
+        got = _open_locked(path, blocking=True)
+        assert got is not None
+        got = (got[0], True)
+    fd, waited = got
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield waited
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """The lock ``path`` if it is free now (True), without waiting; False if another process holds it.
+    ``path`` exists while held: a holder may remove it (the next taker makes a new one)."""
+    got = _open_locked(path, blocking=False)
+    try:
+        yield got is not None
+    finally:
+        if got is not None:
+            os.close(got[0])
+
 
 def run_logged(argv: list[str], log: TextIO, what: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
     """Run a build step, output to the build log; one-line error naming the log on failure."""
@@ -98,7 +173,7 @@ def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progres
     built = BuiltImage(name=name, digest=digest, dir=images_dir / f"{name}-{digest}", host_key=host_key,
                        artifacts=artifacts, packages=packages,
                        build_seconds=round(time.monotonic() - t0, 1),
-                       built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       built_at=utc_stamp(),
                        root_device=recipe.root_device, release=recipe.release.name,
                        debs=[d.to_json() for d in recipe.debs])
     (work / "manifest.json").write_text(json.dumps(built.to_json() | {"dir": None}, indent=2) + "\n")

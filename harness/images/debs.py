@@ -19,8 +19,6 @@ from typing import Any
 
 from ..errors import ConfigError
 
-ROLES = ("dom0", "domu")
-
 
 @dataclass(frozen=True)
 class LocalDeb:

@@ -165,7 +165,7 @@ def dom0_debs(direct_io_safe: bool, release_name: str, given: tuple[str, ...],
     """dom0's .debs for a backend and release: a ``direct-io-safe`` disk needs the release's aio
     device model, the cached one unless you give your own qemu-system-xen. A device model added
     before (a recorded run's, maybe of another release) is dropped first, so this can be applied
-    to any stack again (``StackConfig.completed``)."""
+    to any stack again (``stack.inputs.completed``)."""
     own = tuple(p for p in given if not Path(p).is_relative_to(cache_root(root)))
     if not direct_io_safe or any(inspect(p).package == "qemu-system-xen" for p in own):
         return own

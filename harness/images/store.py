@@ -7,13 +7,14 @@ import subprocess
 from pathlib import Path
 
 from .. import paths, releases
+from ..components import Components
 from ..errors import ImageError
 from ..progress import Progress
 from ..releases import DEFAULT_RELEASE
 from . import devmodel
-from .build import build_image
+from .build import build_image, build_lock, try_lock
 from .built import BuiltImage, ImagePair
-from .components import Components
+from .debs import inspect_all
 from .recipe import IMAGE_NAMES, Recipe
 
 CLIENT_KEY = "id_ed25519"
@@ -32,19 +33,27 @@ class ImageStore:
     def client_key(self) -> Path:
         return self.keys_dir / CLIENT_KEY
 
-    def client_pubkey(self, create: bool = False) -> str:
+    def client_pubkey(self, create: bool = False, progress: Progress = print) -> str:
         pub = self.client_key.with_suffix(".pub")
         if not pub.exists():
             if not create:
                 raise ImageError("no SSH client key in the image cache", hint="run `xdh images build`")
-            self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xdh-harness",
-                            "-f", str(self.client_key)], check=True, stdin=subprocess.DEVNULL)
+            # one key per cache, made once: every image's digest includes it
+            with build_lock(self.root / ".keys.lock", "the SSH client key", progress):
+                if not pub.exists():
+                    self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    self.client_key.unlink(missing_ok=True)     # half made by a killed ssh-keygen
+                    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "xdh-harness",
+                                    "-f", str(self.client_key)], check=True, stdin=subprocess.DEVNULL)
         return pub.read_text().strip()
 
     # --- lookup ---------------------------------------------------------------------
     def _dir_for(self, name: str, digest: str) -> Path:
         return self.images_dir / f"{name}-{digest}"
+
+    def lock_for(self, name: str, digest: str) -> Path:
+        """The lock file held while an image is built (or removed): one per image and digest."""
+        return self.images_dir / f".{name}-{digest}.lock"
 
     @staticmethod
     def _spec(spec: Components | str) -> Components:
@@ -52,7 +61,7 @@ class ImageStore:
 
     def recipe(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> Recipe:
         spec = self._spec(spec)
-        return Recipe.load(name, spec.release, spec.debs(name), spec.packages(name))
+        return Recipe.load(name, spec.release, inspect_all(spec.paths(name)), spec.packages(name))
 
     def current(self, name: str, spec: Components | str = DEFAULT_RELEASE) -> BuiltImage | None:
         try:
@@ -109,9 +118,19 @@ class ImageStore:
                       if (dm := devmodel.cached(releases.get(r), self.root))]
             keep = {img.dir for img in (self.current(n, s) for n in IMAGE_NAMES for s in specs) if img}
         for d in sorted(self.images_dir.iterdir()):
-            if d.is_dir() and d not in keep:
+            if not d.is_dir() or d in keep:
+                continue
+            lock = self.lock_for(*d.name.removeprefix(".build-").rsplit("-", 1)) if "-" in d.name else None
+            if lock is None:
                 shutil.rmtree(d)
                 removed.append(d)
+                continue
+            with try_lock(lock) as free:
+                if not free:    # being built right now (another xdh): neither its work nor its image
+                    continue
+                shutil.rmtree(d)
+                removed.append(d)
+                lock.unlink(missing_ok=True)
         if everything:
             for d in (self.keys_dir, devmodel.cache_root(self.root)):   # the key, and the built device models
                 if d.exists():
@@ -123,8 +142,9 @@ class ImageStore:
     def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
               progress: Progress = print, spec: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
         """Build what is missing or stale (for a release, or a release plus your .debs); returns
-        (image, was_built) per name."""
-        pub = self.client_pubkey(create=True)
+        (image, was_built) per name. Each build holds its image's lock: another xdh building the
+        same image into the same cache is waited for, and its image used."""
+        pub = self.client_pubkey(create=True, progress=progress)
         out = []
         for name in names:
             recipe = self.recipe(name, spec)
@@ -134,5 +154,11 @@ class ImageStore:
                 progress(f"{name}: up to date ({digest})")
                 out.append((BuiltImage.from_dir(final), False))
                 continue
-            out.append((build_image(recipe, digest, pub, self.images_dir, progress), True))
+            with build_lock(self.lock_for(name, digest), f"image {name} {digest}", progress) as waited:
+                # built meanwhile by the process we waited for (with --force too: it is brand new)
+                if (final / "manifest.json").exists() and (waited or not force):
+                    progress(f"{name}: built by another xdh ({digest})" if waited else f"{name}: up to date ({digest})")
+                    out.append((BuiltImage.from_dir(final), False))
+                    continue
+                out.append((build_image(recipe, digest, pub, self.images_dir, progress), True))
         return out

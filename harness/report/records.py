@@ -1,4 +1,6 @@
-"""Typed records of what ran, as stored in the run directory (JSON via ``to_json``/``from_json``)."""
+"""Typed records of what ran, as stored in the run directory (JSON via ``to_json``/``from_json``)
+and read back as the same types: enums stay enums, violations stay structured, a campaign's
+summary is a ``CampaignSummary``. Nothing here is text to be parsed again."""
 
 from __future__ import annotations
 
@@ -6,7 +8,17 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..status import Status
+from ..config import DiskCache, Reset, VerifyPath
+from ..crash.plan import CutPlan
+from ..status import ExitCode, Expect, Status, campaign_exit
+from ..verify.oracle import Violation
+
+MAX_STORED_VIOLATIONS = 5     # per crash state in a record (all of them: states/states.json)
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -18,12 +30,18 @@ class StateRecord:
     recipe: dict[str, Any]
     ok: bool
     lost_acked: int
-    violations: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
     verified_as: str = ""       # the state with the same content that was verified ("" if itself)
 
-    def to_json(self, limit: int = 5) -> dict[str, Any]:
+    def to_json(self, limit: int = MAX_STORED_VIOLATIONS) -> dict[str, Any]:
         """As stored in the record and states.json: the first ``limit`` violations."""
-        return asdict(self) | {"violations": self.violations[:limit]}
+        return asdict(self) | {"violations": [v.to_json() for v in self.violations[:limit]]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StateRecord:
+        data = _known(cls, d)
+        data["violations"] = [Violation.from_json(v) for v in d.get("violations", [])]
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -37,34 +55,57 @@ class IterationRecord:
     workload: str
     fault: str
     backend: str
-    cut: dict[str, Any]
+    cut: CutPlan
     acked: int = 0
     lost_acked: int = 0
-    violations: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
     error: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
     crash_image: str | None = None
-    fsync_latency_us: dict[str, Any] = field(default_factory=dict)
+    fsync_latency_us: dict[str, float] = field(default_factory=dict)
     fault_applied: str = ""     # what the domU said after the fault was injected
-    reset: str = "boot"
-    verify: str = "reboot"
-    verdicts: dict[str, Any] = field(default_factory=dict)   # per verification path, when more than one ran
-    disk_cache: str = "none"
+    reset: Reset = Reset.SNAPSHOT
+    verify: VerifyPath = VerifyPath.FAST     # the path that ran (never auto)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)   # per verification path, when more than one ran
+    disk_cache: DiskCache = DiskCache.NONE
     crash_states: int = 1       # distinct crash states verified (the cut, plus the volatile model's)
     states_generated: int = 1   # crash states judged, duplicates by content included
-    states: list[dict[str, Any]] = field(default_factory=list)   # volatile: the failing states (all: states.json)
+    states: list[StateRecord] = field(default_factory=list)   # volatile: the failing states (all: states.json)
     release: str = ""           # the Debian release of the stack (the JUnit class name carries it)
+    run_dir: str = ""           # in a merge: the run directory it came from ("" = the summary's own)
+    expect: Expect | None = None   # in a merge: its run's --expect (None: the summary's own)
+
+    @property
+    def total_seconds(self) -> float:
+        return self.seconds.get("total", 0.0)
+
+    @property
+    def canary(self) -> bool:
+        return self.name.startswith("canary")
+
+    def detail(self) -> str:
+        """The error, or the first violation: one line for people."""
+        return self.error or (self.violations[0].line() if self.violations else "")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["status"] = self.status.value
+        d["cut"] = self.cut.to_json()
+        d["violations"] = [v.to_json() for v in self.violations]
+        d["states"] = [s.to_json() for s in self.states]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IterationRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in d.items() if k in known}
+        data = _known(cls, d)
         data["status"] = Status(data["status"])
+        data["cut"] = CutPlan.from_json(d["cut"])
+        data["violations"] = [Violation.from_json(v) for v in d.get("violations", [])]
+        data["states"] = [StateRecord.from_json(s) for s in d.get("states", [])]
+        for key, enum in (("reset", Reset), ("verify", VerifyPath), ("disk_cache", DiskCache)):
+            if key in data:
+                data[key] = enum(data[key])
+        if data.get("expect"):
+            data["expect"] = Expect(data["expect"])
         return cls(**data)
 
 
@@ -74,12 +115,105 @@ class CutRecord:
 
     cut_t: float
     acks_at_cut: int
-    plan: dict[str, Any]
+    plan: CutPlan
     workload_start_entry: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"plan": self.plan.to_json()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CutRecord:
-        return cls(d["cut_t"], d.get("acks_at_cut", 0), d.get("plan", {}), d.get("workload_start_entry", 0))
+        return cls(d["cut_t"], d.get("acks_at_cut", 0), CutPlan.from_json(d["plan"]), d.get("workload_start_entry", 0))
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """summary.json: a campaign (or a merge of several) as records, its totals derived from
+    them, and the exit code CI reads."""
+
+    run_dir: str
+    seed: int | list[int] | None
+    config: dict[str, Any]          # TortureConfig.to_json(); a merge: merged_from, configs, expect
+    canary: IterationRecord | None
+    iterations: list[IterationRecord]
+    wall_seconds: float
+    exit_code: ExitCode
+    expect: Expect | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    first_loss_seconds: dict[str, float] = field(default_factory=dict)   # since the campaign started
+    setup_seconds: dict[str, float] = field(default_factory=dict)
+    snapshot: str = ""
+    ended_by: str = ""              # what ended the campaign early (its exit code is then the CLI's)
+    merged_at: str = ""
+
+    @classmethod
+    def make(cls, run_dir: str, config: dict[str, Any], seed: int | list[int] | None, canary: IterationRecord | None,
+             iterations: list[IterationRecord], wall_seconds: float, **more: Any) -> CampaignSummary:
+        """The summary of these records; the exit code from their verdicts and expectations."""
+        expect = Expect(config["expect"]) if config.get("expect") else None
+        code = campaign_exit(canary.status if canary else None, [i.status for i in iterations],
+                             [i.expect or expect for i in iterations])
+        return cls(run_dir, seed, config, canary, iterations, round(wall_seconds, 1), code, expect, **more)
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def all(self) -> list[IterationRecord]:
+        """The canary (if any), then the iterations."""
+        return ([self.canary] if self.canary else []) + self.iterations
+
+    def counts(self) -> dict[Status, int]:
+        return {k: sum(1 for i in self.iterations if i.status == k) for k in Status}
+
+    @property
+    def acked_total(self) -> int:
+        return sum(i.acked for i in self.iterations)
+
+    @property
+    def lost_acked_total(self) -> int:
+        return sum(i.lost_acked for i in self.iterations)
+
+    def _verdicts(self) -> list[IterationRecord]:
+        return [i for i in self.iterations if i.status in (Status.PASS, Status.LOSS)]
+
+    @property
+    def crash_states_total(self) -> int:
+        return sum(i.crash_states for i in self._verdicts())
+
+    @property
+    def states_generated_total(self) -> int:
+        return sum(max(i.states_generated, i.crash_states) for i in self._verdicts())
+
+    @property
+    def iterations_per_hour(self) -> float | None:
+        n = len(self.iterations)
+        return round(n * 3600 / self.wall_seconds, 1) if self.wall_seconds > 0 and n else None
+
+    def ended(self, ended_by: str, exit_code: ExitCode) -> CampaignSummary:
+        """This summary of a campaign that something ended early (its exit code is the CLI's)."""
+        return dataclasses.replace(self, ended_by=ended_by, exit_code=exit_code)
+
+    # --- on disk ------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The fields, and the totals for readers other than xdh (CI scripts, dashboards)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["canary"] = self.canary.to_json() if self.canary else None
+        d["iterations"] = [i.to_json() for i in self.iterations]
+        d["exit_code"] = int(self.exit_code)
+        d |= {"counts": {k.value: n for k, n in self.counts().items()}, "acked_total": self.acked_total,
+              "lost_acked_total": self.lost_acked_total, "crash_states_total": self.crash_states_total,
+              "states_generated_total": self.states_generated_total,
+              "iterations_per_hour": self.iterations_per_hour}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CampaignSummary:
+        data = _known(cls, d)
+        data["canary"] = IterationRecord.from_json(d["canary"]) if d.get("canary") else None
+        data["iterations"] = [IterationRecord.from_json(i) for i in d.get("iterations", [])]
+        data["exit_code"] = ExitCode(d["exit_code"])
+        data["expect"] = Expect(d["expect"]) if d.get("expect") else None
+        for key in ("snapshot", "ended_by", "merged_at"):
+            data[key] = data.get(key) or ""
+        for key in ("versions", "first_loss_seconds", "setup_seconds"):
+            data[key] = data.get(key) or {}
+        return cls(**data)

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.workloads import Ack
-from ..crash.run import CrashPaths, load_acks
+from ..crash.files import CrashPaths, load_acks
 from ..errors import ConfigError
 from ..jsonio import read_json, write_json
-from .records import CutRecord, IterationRecord
+from ..verify.oracle import Verdict
+from .records import CampaignSummary, CutRecord, IterationRecord, StateRecord
 
 
 def ensure_dir(path: Path, what: str = "run directory", option: str = "--run-dir") -> Path:
@@ -111,28 +112,31 @@ class IterationDir:
     def write_cut(self, cut: CutRecord) -> None:
         write_json(self.cut, cut.to_json())
 
-    def write_verification(self, out_dir: Path, report: dict[str, Any], verdict: dict[str, Any],
+    def write_verification(self, out_dir: Path, report: dict[str, Any], verdict: Verdict,
                            own: bool = False) -> None:
         """verify.json and verdict.json of one verification (``own``: also the iteration's)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         for d in (out_dir, self.path) if own else (out_dir,):
             write_json(d / "verify.json", report)
-            write_json(d / "verdict.json", verdict)
+            write_json(d / "verdict.json", verdict.to_json())
 
-    def write_states(self, log: dict[str, Any], states: list[dict[str, Any]], kernel_evidence: list[str]) -> None:
+    def write_states(self, log: dict[str, Any], states: list[StateRecord], kernel_evidence: list[str]) -> None:
         """states.json: the counts, every state judged (with its recipe) and, if any failed, the
         kernel lines that explain it."""
         self.states.mkdir(parents=True, exist_ok=True)
-        write_json(self.states / "states.json", {"log": log, "states": states, "kernel_evidence": kernel_evidence})
+        write_json(self.states / "states.json", {"log": log, "states": [st.to_json() for st in states],
+                                                 "kernel_evidence": kernel_evidence})
 
     def write_result(self, record: IterationRecord) -> None:
         write_json(self.result, record.to_json())
 
     # --- reading ----------------------------------------------------------------------
-    def read_states(self) -> dict[str, Any]:
-        """states/states.json ({} if the iteration had no volatile crash states)."""
+    def read_states(self) -> tuple[dict[str, Any], list[StateRecord]]:
+        """states/states.json: the counts and every state judged (nothing if the iteration had
+        no volatile crash states)."""
         f = self.states / "states.json"
-        return read_json(f) if f.exists() else {}
+        data = read_json(f) if f.exists() else {}
+        return data.get("log", {}), [StateRecord.from_json(st) for st in data.get("states", [])]
 
     def read_meta(self) -> dict[str, Any]:
         if not self.meta.exists():
@@ -146,8 +150,28 @@ class IterationDir:
     def read_cut(self) -> CutRecord:
         return CutRecord.from_json(read_json(self.cut))
 
-    def read_verdict(self) -> dict[str, Any]:
-        return read_json(self.verdict)
+    def read_verdict(self) -> Verdict:
+        return Verdict.from_json(read_json(self.verdict))
+
+    def read_verdict_or_none(self) -> Verdict | None:
+        """The verdict, if the iteration reached one (and it is readable)."""
+        try:
+            return self.read_verdict() if self.verdict.exists() else None
+        except (ConfigError, KeyError, TypeError):
+            return None
+
+    def read_cut_or_none(self) -> CutRecord | None:
+        try:
+            return self.read_cut() if self.cut.exists() else None
+        except (ConfigError, KeyError, TypeError):
+            return None
+
+    def read_acks_or_none(self) -> list[Ack]:
+        """The acks, or none if the file is damaged (a page is still made)."""
+        try:
+            return self.read_acks()
+        except (OSError, ValueError, KeyError):
+            return []
 
     def read_result(self) -> IterationRecord:
         return IterationRecord.from_json(read_json(self.result))
@@ -197,21 +221,25 @@ class RunDir:
     def read_versions(self) -> dict[str, Any]:
         """The component versions a campaign recorded in config.json ({} if it has none)."""
         try:
-            return dict(json.loads(self.config.read_text()).get("versions") or {})
-        except (OSError, ValueError):
+            return dict(read_json(self.config).get("versions") or {})
+        except ConfigError:
             return {}
 
-    def write_summary(self, summary: dict[str, Any], text: str, junit: str, page: str = "") -> None:
-        write_json(self.summary, summary)
+    def write_summary(self, summary: CampaignSummary, text: str, junit: str, page: str = "") -> None:
+        write_json(self.summary, summary.to_json())
         (self.path / "junit.xml").write_text(junit)
         (self.path / "summary.txt").write_text(text + "\n")
         if page:
             (self.path / "index.html").write_text(page)
 
-    def read_summary(self) -> dict[str, Any]:
+    def read_summary(self) -> CampaignSummary:
         if not self.summary.exists():
             raise ConfigError(f"{self.path} has no summary.json", hint="pass run directories written by `xdh torture`")
-        return read_json(self.summary)
+        try:
+            return CampaignSummary.from_json(read_json(self.summary))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.summary} is not a summary this xdh can read ({type(exc).__name__}: {exc})",
+                              hint="use the xdh that wrote it") from None
 
     # --- compare -------------------------------------------------------------------------
     @property

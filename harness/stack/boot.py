@@ -38,7 +38,8 @@ class BootSource(Protocol):
 
     def state_fd(self) -> int | None: ...
 
-    def base_dut(self, scratch: Path, size_mib: int) -> Path: ...
+    @property
+    def frozen_dut(self) -> Path | None: ...
 
     def bring_up(self, stack: Bringable) -> None: ...
 
@@ -60,11 +61,10 @@ class ColdBoot:
     def state_fd(self) -> int | None:
         return None
 
-    def base_dut(self, scratch: Path, size_mib: int) -> Path:
-        """The disk under test as a crash run starts from it: blank (made in ``scratch``)."""
-        base = scratch / "base.img"
-        make_dut(base, size_mib)
-        return base
+    @property
+    def frozen_dut(self) -> Path | None:
+        """The disk under test a crash run starts from: none, a blank one."""
+        return None
 
     def bring_up(self, stack: Bringable) -> None:
         stack.boot_guests()
@@ -92,8 +92,9 @@ class Restore:
     def state_fd(self) -> int | None:
         return os.open(self.snapshot.state, os.O_RDONLY)
 
-    def base_dut(self, scratch: Path, size_mib: int) -> Path:
-        """The disk under test as a crash run starts from it: the snapshot's frozen one."""
+    @property
+    def frozen_dut(self) -> Path | None:
+        """The disk under test a crash run starts from: the snapshot's frozen one."""
         return self.snapshot.disk("dut.img")
 
     def bring_up(self, stack: Bringable) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..config import StackConfig
 from ..images import ImagePair, ImageStore
+from ..jsonio import utc_stamp
 from ..progress import Progress
 from .boot import ColdBoot
 from .saved import FROZEN_DISKS, STATE_FILE, Snapshot, cached_or_built, snapshot_key
@@ -48,7 +49,7 @@ def ensure_snapshot(stack_config: StackConfig, images: ImagePair, store: ImageSt
         t0 = time.monotonic()
         with make_stack(stack_config, work, store, work / "dut.img", ColdBoot(), progress, images) as stack:
             save_s, info = stack.save(work / STATE_FILE)
-        snap = Snapshot(dir=final, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        snap = Snapshot(dir=final, key=key, created=utc_stamp(),
                         seconds_to_build=round(time.monotonic() - t0, 1), seconds_to_save=round(save_s, 1),
                         state_bytes=(work / STATE_FILE).stat().st_size, stack_info=info)
         for name in (*FROZEN_DISKS, STATE_FILE):

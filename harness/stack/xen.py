@@ -12,6 +12,7 @@ business (``boot.py``); faults act through the drive and the config, never throu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 from .. import __version__, paths, releases
 from ..catalog import backends
+from ..catalog.faults import Fault
 from ..config import StackConfig
 from ..errors import InfraError
 from ..images import ImagePair, ImageStore, kernel
@@ -32,9 +34,10 @@ from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec, quote_optarg
 from ..vm.disks import QEMU_BINARY, qemu_version
 from ..vm.lifecycle import Lifecycle
-from ..vm.machine import QemuMachine, launch_on_free_port
+from ..vm.machine import Machines, QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
 from ..vm.state import save_state, wait_running
+from . import inputs
 from .backend_check import read_backend
 from .boot import BootSource, ColdBoot
 from .domu import create_domu, domu_failure_text
@@ -45,9 +48,20 @@ from .xl import DOM0_ARGS, DOM0_BRIDGE_IP, DOMU_ARGS, DOMU_IP, XEN_ARGS
 LOG = logging.getLogger(__name__)
 
 
-def dut_drive(path: Path, write_log: Path | None = None) -> Drive:
-    """The disk under test's outer drive (a fault may add filters: ``Fault.outer_drive``)."""
-    return Drive("dut", path, "qcow2" if path.suffix == ".qcow2" else "raw", write_log=write_log)
+def dut_drive(path: Path, write_log: Path | None = None, fault: Fault | None = None,
+              rules_dir: Path | None = None) -> Drive:
+    """The disk under test's outer drive, with a fault's filters (its blkdebug rules file is
+    written to ``rules_dir``)."""
+    drive = Drive("dut", path, "qcow2" if path.suffix == ".qcow2" else "raw", write_log=write_log)
+    if fault is not None and fault.outer_blkdebug:
+        assert rules_dir is not None
+        rules_dir.mkdir(parents=True, exist_ok=True)
+        rules = rules_dir / "blkdebug.conf"
+        rules.write_text(fault.outer_blkdebug)
+        drive = dataclasses.replace(drive, blkdebug=rules)
+    if fault is not None and fault.outer_no_flush:
+        drive = dataclasses.replace(drive, no_flush=True)
+    return drive
 
 
 def versions(images: ImagePair, config: StackConfig | None = None) -> dict[str, Any]:
@@ -125,8 +139,10 @@ class XenStack(Lifecycle):
     """
 
     def __init__(self, config: StackConfig, run_dir: Path, images: ImagePair, dut: Drive, boot: BootSource,
-                 store: ImageStore | None = None, progress: Progress | None = None, user_qmp: Path | None = None):
-        config.validate()
+                 store: ImageStore | None = None, progress: Progress | None = None, user_qmp: Path | None = None,
+                 machines: Machines | None = None):
+        inputs.check(config)
+        self.machines = machines     # the campaign's registry (``vm.machine.Machines``), if any
         self.user_qmp = user_qmp     # a second QMP monitor for people (``xdh up``): the harness holds the first
         self.config = config
         self.backend = backends.get(config.backend)
@@ -179,7 +195,8 @@ class XenStack(Lifecycle):
                                extra=user_monitor(self.user_qmp) if self.user_qmp else [])
         rewind = None if state_fd is None else functools.partial(os.lseek, state_fd, 0, os.SEEK_SET)
         try:
-            self._machine = launch_on_free_port(spec_for, self.run_dir, "l0", before_retry=rewind)
+            self._machine = launch_on_free_port(spec_for, self.run_dir, "l0", before_retry=rewind,
+                                                machines=self.machines)
         finally:
             if state_fd is not None:
                 os.close(state_fd)

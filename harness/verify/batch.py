@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import VerifyError
 from ..stack.programs import install_program
-from .fast import FastVerifier
+from .fast import FastVerifier, explained
 from .guest import VerifyJob
 
 PLAN = "/tmp/xdh-replay-plan.json"
@@ -60,7 +60,9 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     last = max(j.upto if not j.extra else max(j.upto, *j.extra) for j in jobs)
-    with fv.plugged(base, out_dir, "base") as base_dev, fv.plugged(log.path, out_dir, "log") as log_dev:
+    # a verifier that is gone (stopped by xdh as the run ends, or dead) fails the batch saying so
+    with (explained(fv), fv.plugged(base, out_dir, "base") as base_dev,
+          fv.plugged(log.path, out_dir, "log") as log_dev):
         assert fv.shell is not None
         plan = {"base": base_dev, "log": log_dev, "sectorsize": log.sectorsize, "entries": log.entries[:last + 1],
                 "states": [{"id": n, "upto": j.upto, "extra": list(j.extra)} for n, j in enumerate(jobs)],

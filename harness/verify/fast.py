@@ -26,7 +26,7 @@ from typing import Any
 from ..catalog.backends import QCOW2_IMAGE, QCOW2_MOUNT
 from ..catalog.workloads import Workload
 from ..config import Accel
-from ..errors import GuestDied, InfraError, LaunchError, VerifyError, XdhError
+from ..errors import GuestDied, InfraError, LaunchError, VerifyError
 from ..images import BuiltImage, ImageStore
 from ..progress import Progress
 from ..stack.saved import STATE_FILE
@@ -35,7 +35,7 @@ from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec
 from ..vm.disks import QEMU_BINARY, make_overlay, qemu_version
 from ..vm.lifecycle import Lifecycle
-from ..vm.machine import QemuMachine, launch_on_free_port
+from ..vm.machine import Machines, QemuMachine, launch_on_free_port
 from ..vm.ssh import Endpoint, Shell, wait_for_shell
 from ..vm.state import save_state, wait_running
 from . import saved
@@ -49,6 +49,7 @@ VERIFIER_NET = f"net={DOMU_NET},host={DOM0_BRIDGE_IP}"
 VERIFIER_GUEST_IP = DOMU_IP
 NBD = "/dev/nbd0"
 QCOW2_FILE = QCOW2_IMAGE.removeprefix(QCOW2_MOUNT + "/")    # relative to dom0's mount point
+STOPPED = "the fast verifier was stopped by xdh: the run is ending (interrupted, or failed elsewhere)"
 
 
 class FastVerifier(Lifecycle):
@@ -57,8 +58,10 @@ class FastVerifier(Lifecycle):
     Each image is opened through a fresh qcow2 overlay, so the crash image is never written."""
 
     def __init__(self, run_dir: Path, domu: BuiltImage, store: ImageStore, accel: Accel = Accel.AUTO,
-                 memory_mib: int = 1024, progress: Progress | None = None, boot_timeout: float = 300.0):
+                 memory_mib: int = 1024, progress: Progress | None = None, boot_timeout: float = 300.0,
+                 machines: Machines | None = None):
         self.run_dir = run_dir
+        self.machines = machines
         self.image = domu
         self.store = store
         self.accel = accel
@@ -121,7 +124,8 @@ class FastVerifier(Lifecycle):
                                      ssh_port=port, memory_mib=self.memory_mib, smp=1, name="xdh-verifier",
                                      net_options=VERIFIER_NET, guest_ssh=VERIFIER_GUEST_IP, scsi_hotplug=True,
                                      incoming_fd=state_fd),
-            where, "verifier", before_retry=None if state_fd is None else lambda: os.lseek(state_fd, 0, os.SEEK_SET))
+            where, "verifier", before_retry=None if state_fd is None else lambda: os.lseek(state_fd, 0, os.SEEK_SET),
+            machines=self.machines)
         if state_fd is None:
             self.shell = self._connect()
         else:
@@ -146,7 +150,8 @@ class FastVerifier(Lifecycle):
     @contextmanager
     def plugged(self, image: Path, out_dir: Path, label: str = "crash") -> Iterator[str]:
         """``image`` (raw, or qcow2 if it ends in .qcow2) hot-plugged through a throwaway qcow2
-        overlay, so it is never written; yields its device node in the VM, unplugs on exit."""
+        overlay, so it is never written; yields its device node in the VM, unplugs on exit.
+        The error under way wins over a failing unplug: an interrupt stays an interrupt."""
         if self.machine is None or self.shell is None:
             raise GuestDied("the fast verifier is not running")
         self.machine.check_alive()
@@ -156,18 +161,37 @@ class FastVerifier(Lifecycle):
         make_overlay(image, overlay)
         plugged = added = False
         try:
-            self.machine.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
-                                                "file": {"driver": "file", "filename": str(overlay)}})
-            added = True
-            self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
-            plugged = True
-            yield self._wait_device(node)
+            with explained(self):
+                self.machine.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
+                                                    "file": {"driver": "file", "filename": str(overlay)}})
+                added = True
+                self.machine.qmp("device_add", driver="scsi-hd", bus="scsi0.0", drive=node, id=dev_id, serial=node)
+                plugged = True
+                device = self._wait_device(node)
+            yield device
+        except BaseException:
+            try:
+                self._release(dev_id if plugged else "", node if added else "")
+            except Exception as exc:  # noqa: BLE001 - the error under way is the one to report
+                LOG.debug("unplugging %s after an error failed too: %s", node, exc)
+            raise
+        else:
+            with explained(self):
+                self._release(dev_id if plugged else "", node if added else "")
         finally:
-            if plugged:
-                self._unplug(dev_id)
-            if added:
-                self.machine.qmp("blockdev-del", **{"node-name": node})
             overlay.unlink(missing_ok=True)
+
+    def _release(self, dev_id: str, node: str) -> None:
+        """Unplug and delete what ``plugged`` added; nothing to do in a VM that is gone."""
+        assert self.machine is not None
+        if not self.machine.is_running():
+            if not stopped_by_xdh(self.machine):
+                self.machine.check_alive()      # it died: say how
+            return
+        if dev_id:
+            self._unplug(dev_id)
+        if node:
+            self.machine.qmp("blockdev-del", **{"node-name": node})
 
     def verify(self, image: Path, job: VerifyJob, out_dir: Path) -> VerifyReport:
         """Hot-plug ``image``, verify it, unplug it. The verifier's kernel lines for this image
@@ -176,15 +200,16 @@ class FastVerifier(Lifecycle):
             raise GuestDied("the fast verifier is not running")
         out_dir.mkdir(parents=True, exist_ok=True)
         marker = f"xdh-verify-begin {self._n + 1}"
-        self.shell.run(["sh", "-c", f"echo {marker} > /dev/kmsg"])
-        try:
-            with self.plugged(image, out_dir, "dut") as device:
-                if job.layout == "raw":
-                    report = verify_on(self.shell, device, job.workload, job.seed, job.params)
-                else:
-                    report = verify_in_dom0_file(self.shell, device, job.workload, job.seed, job.params)
-        finally:
-            self.save_kmsg(marker, out_dir / "kmsg-verifier.log")
+        with explained(self):
+            self.shell.run(["sh", "-c", f"echo {marker} > /dev/kmsg"])
+            try:
+                with self.plugged(image, out_dir, "dut") as device:
+                    if job.layout == "raw":
+                        report = verify_on(self.shell, device, job.workload, job.seed, job.params)
+                    else:
+                        report = verify_in_dom0_file(self.shell, device, job.workload, job.seed, job.params)
+            finally:
+                self.save_kmsg(marker, out_dir / "kmsg-verifier.log")
         return VerifyReport(report, (out_dir / "kmsg-verifier.log",))
 
     def _wait_device(self, node: str, timeout: float = 60.0) -> str:
@@ -208,7 +233,8 @@ class FastVerifier(Lifecycle):
         assert self.shell is not None
         try:
             out = self.shell.run(["dmesg", "--ctime"], check=False, timeout=60).stdout
-        except XdhError:
+        except Exception as exc:  # noqa: BLE001 - evidence only: never replaces the error under way
+            LOG.debug("no kernel lines from the fast verifier: %s", exc)
             return
         lines = out.splitlines()
         start = max((i for i, ln in enumerate(lines) if marker in ln), default=-1)
@@ -224,6 +250,28 @@ class FastVerifier(Lifecycle):
             self.machine.shutdown()
         for f in self.run_dir.glob("*.qcow2"):
             f.unlink(missing_ok=True)
+
+
+def stopped_by_xdh(machine: QemuMachine | None) -> bool:
+    """xdh killed this VM itself (``vm.machine.kill_all``: an interrupt, or a failure in another
+    lane, is ending the run), not a full disk (``check_alive`` reports that)."""
+    return machine is not None and machine.killed_on_purpose and not machine.halted
+
+
+@contextmanager
+def explained(fv: FastVerifier) -> Iterator[None]:
+    """A failure while the verifier VM is gone (QMP "is disconnecting", a closed SSH channel)
+    is explained by how it went: stopped by xdh itself (no bug in xdh, no finding: a GuestDied
+    saying so), or dead (``check_alive``'s GuestDied or DiskFull, with its console)."""
+    try:
+        yield
+    except Exception as exc:
+        m = fv.machine
+        if stopped_by_xdh(m):
+            raise GuestDied(STOPPED) from exc
+        if m is not None and not isinstance(exc, InfraError) and not m.is_running():
+            m.check_alive()
+        raise
 
 
 def verify_in_dom0_file(shell: Shell, device: str, workload: Workload, seed: int,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,22 +23,59 @@ from ..catalog import workloads
 from ..catalog.workloads import Ack, Workload
 from ..errors import WorkloadError
 
+LOSES_ALL = frozenset({"missing", "unmountable", "integrity"})    # every acked op is lost with it
+LOSES = LOSES_ALL | {"lost", "corrupt", "stale"}                    # kinds that lose acked ops
+
 
 @dataclass
 class Violation:
+    """One breach of durability, as stored (verdict.json, result.json, states.json) and read
+    back: the ids it concerns are data (``ids``, ``ranges``), ``line()`` is for people only."""
+
     kind: str            # lost, corrupt, hole, stale, integrity, missing, unmountable, unexpected
     what: str            # which record/block/version/transactions
     found: str           # what verify found
     count: int = 1
     ack: dict[str, Any] | None = None   # the (last) ack concerned: id, time, seconds before the cut
+    ids: list[str] = field(default_factory=list)      # acked ids concerned, listed ...
+    ranges: list[tuple[int, int]] = field(default_factory=list)   # ... or as integer ranges (prefix ids)
+    state: str = ""      # the volatile model's crash state it was found in ("" = the image at the cut)
 
     def line(self) -> str:
+        if not self.kind:       # a record written before violations were structured: its text
+            return self.what
         ack = ""
         if self.ack:
             dt = self.ack["before_cut_s"]
             when = f"{dt:.3f} s before the cut" if dt > 0 else "as the power was cut (drained from SSH after stop)"
             ack = f"; acked as {self.ack['id']} {when}"
-        return f"{self.kind}: {self.what}: found {self.found}{ack}"
+        state = f"[{self.state}] " if self.state else ""
+        return f"{state}{self.kind}: {self.what}: found {self.found}{ack}"
+
+    def lost_ids(self, acked: list[str]) -> set[str]:
+        """Which of the ``acked`` ids this violation says were lost or damaged."""
+        if self.kind in LOSES_ALL:
+            return set(acked)
+        if self.kind not in LOSES:
+            return set()
+        out = set(self.ids)
+        for a, b in self.ranges:
+            out.update(str(i) for i in range(a, b + 1))
+        return out & set(acked)
+
+    def same_finding(self, other: Violation) -> bool:
+        """The same kind, place and finding (the text of a mount error aside)."""
+        return (self.kind, self.what, self.found) == (other.kind, other.what, other.found)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | str) -> Violation:
+        if isinstance(d, str):          # schema 1 records kept violations as text
+            return cls("", d, "")
+        return cls(d["kind"], d["what"], d["found"], d.get("count", 1), d.get("ack"), list(d.get("ids", [])),
+                   [(int(a), int(b)) for a, b in d.get("ranges", [])], d.get("state", ""))
 
 
 @dataclass
@@ -54,14 +92,19 @@ class Verdict:
     @property
     def lost_acked(self) -> int:
         """Acked ops not found durable and intact."""
-        return sum(v.count for v in self.violations if v.kind in ("lost", "corrupt", "stale", "missing",
-                                                                    "unmountable", "integrity"))
+        return sum(v.count for v in self.violations if v.kind in LOSES)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["ok"] = self.ok
         d["lost_acked"] = self.lost_acked
         return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Verdict:
+        """verdict.json, as written by ``to_json``."""
+        return cls(d["workload"], d["acked"], [Violation.from_json(v) for v in d.get("violations", [])],
+                   list(d.get("kernel_evidence", [])))
 
 
 def _ack_ev(ack: Ack | None, cut_t: float | None) -> dict[str, Any] | None:
@@ -101,7 +144,8 @@ def check_append(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     if not report.get("exists"):
         if last_acked < 0:
             return []
-        return [Violation("missing", "append.dat", "no file", last_acked + 1, _ack_ev(by_id[last_acked], cut_t))]
+        return [Violation("missing", "append.dat", "no file", last_acked + 1, _ack_ev(by_id[last_acked], cut_t),
+                          ranges=[(0, last_acked)])]
     states = expand(report.get("records", []))
     ok_idx = [i for i, s in enumerate(states) if s == "ok"]
     last_ok = max(ok_idx) if ok_idx else -1
@@ -111,7 +155,7 @@ def check_append(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
         for a, b in _ranges(idx):
             found = sorted({states[i] if i < len(states) else "missing" for i in range(a, b + 1)})
             out.append(Violation(kind, f"acked records {_rng(a, b)}", "/".join(found), b - a + 1,
-                                 _ack_ev(by_id.get(b), cut_t)))
+                                 _ack_ev(by_id.get(b), cut_t), ranges=[(a, b)]))
     holes = [i for i in range(last_acked + 1, last_ok) if states[i] != "ok"]
     for a, b in _ranges(holes):
         out.append(Violation("hole", f"records {_rng(a, b)} before durable record {last_ok}",
@@ -126,14 +170,15 @@ def check_replace(acks: list[Ack], report: dict[str, Any], cut_t: float | None =
     last = max(acks, key=lambda a: int(a.ident))
     v_acked = int(last.ident)
     ev = _ack_ev(last, cut_t)
+    ids = [last.ident]
     if not report.get("exists"):
-        return [Violation("missing", "replace.dat", "no file", 1, ev)]
+        return [Violation("missing", "replace.dat", "no file", 1, ev, ids)]
     if report.get("state") != "ok":
         return [Violation("corrupt", f"replace.dat (acked version {v_acked})",
-                          f"{report.get('state')} ({report.get('size')} bytes)", 1, ev)]
+                          f"{report.get('state')} ({report.get('size')} bytes)", 1, ev, ids)]
     found = report.get("version")
     if found is None or found < v_acked:
-        return [Violation("stale", f"replace.dat (acked version {v_acked})", f"version {found}", 1, ev)]
+        return [Violation("stale", f"replace.dat (acked version {v_acked})", f"version {found}", 1, ev, ids)]
     if found > (issued if issued is not None else v_acked + 1):
         return [Violation("unexpected", f"replace.dat (acked version {v_acked})",
                           f"version {found}, never written", 1, ev)]
@@ -184,14 +229,15 @@ def check_direct(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
             continue
         ev = _ack_ev(ack, cut_t)
         what = f"block {b} version {v_acked}" if v_acked else f"block {b} (never acked)"
+        ids = [ack.ident] if ack is not None else []
         if v_acked == 0:
             out.append(Violation("unexpected", what, f"{st} version {ver}" if st == "ok" else st, 1))
         elif st == "zero":
-            out.append(Violation("lost", what, "zeros", 1, ev))
+            out.append(Violation("lost", what, "zeros", 1, ev, ids))
         elif st != "ok":
-            out.append(Violation("corrupt", what, st, 1, ev))
+            out.append(Violation("corrupt", what, st, 1, ev, ids))
         elif ver < v_acked:
-            out.append(Violation("stale", what, f"version {ver}", 1, ev))
+            out.append(Violation("stale", what, f"version {ver}", 1, ev, ids))
         else:
             out.append(Violation("unexpected", what, f"version {ver}, never written", 1, ev))
     return out
@@ -220,7 +266,7 @@ def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     missing = [i for i in range(last_acked + 1) if i not in present]
     for a, b in _ranges(missing):
         out.append(Violation("lost", f"acked {noun} {_rng(a, b)}", "absent", b - a + 1,
-                             _ack_ev(by_id.get(b), cut_t)))
+                             _ack_ev(by_id.get(b), cut_t), ranges=[(a, b)]))
     top = max(present) if present else -1
     holes = [i for i in range(last_acked + 1, top) if i not in present]
     for a, b in _ranges(holes):
@@ -229,7 +275,7 @@ def check_sqlite(acks: list[Ack], report: dict[str, Any], cut_t: float | None = 
     bad = [i for i in report.get("bad", []) if i <= last_acked]
     for a, b in _ranges(sorted(bad)):
         out.append(Violation("corrupt", f"acked {noun} {_rng(a, b)}", "bad checksum", b - a + 1,
-                             _ack_ev(by_id.get(b), cut_t)))
+                             _ack_ev(by_id.get(b), cut_t), ranges=[(a, b)]))
     return out
 
 
@@ -262,7 +308,7 @@ def check_set(acks: list[Ack], report: dict[str, Any], cut_t: float | None = Non
                       ("corrupt", [i for i in by_id if i in corrupt])):
         if ids:
             out.append(Violation(kind, f"acked ids {_listed(ids)}", "absent" if kind == "lost" else "damaged",
-                                 len(ids), _ack_ev(by_id[ids[-1]], cut_t)))
+                                 len(ids), _ack_ev(by_id[ids[-1]], cut_t), ids))
     return out
 
 
@@ -311,8 +357,18 @@ def check_contract(w: Workload, acks: list[Ack], report: dict[str, Any]) -> None
             raise WorkloadError(f"workload {w.name}: verify's {key} is not a list", hint="see docs/workloads.md")
 
 
-MODELS = {"set": check_set, "prefix": check_prefix, "register": check_register, "blocks": check_direct}
-assert set(MODELS) == set(workloads.MODELS)
+# The oracle models by name, the one place ``judge`` dispatches through (a manifest chooses its
+# model from catalog.workloads.MODELS: the same names). Each takes (workload, the acks that must
+# hold, verify's report, cut time, seed, ops issued).
+Model = Callable[[Workload, list[Ack], dict[str, Any], float | None, int, int | None], list[Violation]]
+MODELS: dict[str, Model] = {
+    "set": lambda w, acks, rep, cut_t, seed, issued: check_set(acks, rep, cut_t),
+    "prefix": lambda w, acks, rep, cut_t, seed, issued: check_prefix(acks, rep, cut_t,
+                                                                      form="present" if w.source else w.name),
+    "register": lambda w, acks, rep, cut_t, seed, issued: check_register(acks, rep, cut_t, issued=issued),
+    "blocks": lambda w, acks, rep, cut_t, seed, issued: check_direct(acks, rep, cut_t, seed=seed, issued=issued,
+                                                                      generic=bool(w.source)),
+}
 
 
 def judge(workload: str | Workload, acks: list[Ack], report: dict[str, Any], cut_t: float | None = None,
@@ -326,12 +382,6 @@ def judge(workload: str | Workload, acks: list[Ack], report: dict[str, Any], cut
     if report.get("mount_error"):
         violations = [Violation("unmountable", "filesystem on xvdb", report["mount_error"], max(len(acks), 1),
                                 _ack_ev(acks[-1] if acks else None, cut_t))]
-    elif w.model == "blocks":
-        violations = check_direct(acks, report, cut_t, seed=seed, issued=issued, generic=bool(w.source))
-    elif w.model == "register":
-        violations = check_register(acks, report, cut_t, issued=issued)
-    elif w.model == "prefix":
-        violations = check_prefix(acks, report, cut_t, form="present" if w.source else w.name)
     else:
-        violations = check_set(acks, report, cut_t)
+        violations = MODELS[w.model](w, acks, report, cut_t, seed, issued)
     return Verdict(w.name, len(acks), violations, kernel_lines or [])

@@ -14,13 +14,15 @@ from ..stack.saved import ROOT_OVERLAYS
 from ..stack.xen import XenStack, dut_drive
 from ..vm.disks import make_overlay
 from ..vm.kernlog import KernelLogTap
+from ..vm.machine import Machines
 from .guest import VerifyJob, VerifyReport, verify_on
 
 
 class RebootVerifier:
     """Boots the stack ``config`` per crash image; the crash image itself is never written."""
 
-    def __init__(self, config: StackConfig, images: ImagePair, store: ImageStore):
+    def __init__(self, config: StackConfig, images: ImagePair, store: ImageStore, machines: Machines | None = None):
+        self.machines = machines
         self.config = config
         self.images = images
         self.store = store
@@ -30,7 +32,8 @@ class RebootVerifier:
         overlay = out_dir / "dut-verify.qcow2"
         make_overlay(image, overlay)
         logs = (out_dir / "kmsg-domu.log", out_dir / "kmsg-dom0.log")
-        stack = XenStack(self.config, out_dir, self.images, dut_drive(overlay), ColdBoot(), self.store, quiet)
+        stack = XenStack(self.config, out_dir, self.images, dut_drive(overlay), ColdBoot(), self.store, quiet,
+                         machines=self.machines)
         taps: list[KernelLogTap] = []
         try:
             stack.start()

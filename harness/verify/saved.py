@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import BuiltImage, ImageStore
+from ..jsonio import utc_stamp
 from ..progress import Progress
 from ..stack.saved import STATE_FILE, Snapshot, cached_or_built
 
@@ -43,7 +44,7 @@ def save_once(store: ImageStore, key: str, image: BuiltImage,
             (work / name).chmod(0o444)
         progress(f"fast verifier saved in {time.monotonic() - t0:.0f} s "
                  f"(state {(work / STATE_FILE).stat().st_size / 2**20:.0f} MiB)")
-        return Snapshot(dir=final, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        return Snapshot(dir=final, key=key, created=utc_stamp(),
                         seconds_to_build=round(time.monotonic() - t0, 1), seconds_to_save=round(save_s, 1),
                         state_bytes=(work / STATE_FILE).stat().st_size,
                         stack_info={"versions": {"images": {"domu": image.digest}}})

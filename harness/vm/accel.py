@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -27,13 +26,7 @@ from .disks import qemu_version
 LOG = logging.getLogger(__name__)
 
 
-class Accel(StrEnum):
-    AUTO = "auto"      # KVM only if a probe guest boots under it
-    KVM = "kvm"
-    TCG = "tcg"
-
-
-ACCELS = tuple(a.value for a in Accel)
+ACCELS = ("auto", "kvm", "tcg")   # auto: KVM only if a probe guest boots under it (``config.Accel``)
 PROBE_TIMEOUT = 25.0
 TCG_CPU = "max,-smap,-smep,-xsave,-avx,-avx2,-fma,-f16c,-vaes,-vpclmulqdq"
 # A kernel that got this far really ran under the accelerator.

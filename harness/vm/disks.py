@@ -38,10 +38,11 @@ def make_overlay(base: Path, overlay: Path, base_fmt: str | None = None) -> None
     _qemu_img(["create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(overlay)], f"create {overlay.name}")
 
 
-def make_dut(path: Path, size_mib: int) -> None:
+def make_dut(path: Path, size_mib: int) -> Path:
     """A fresh, sparse, raw disk under test."""
     with open(path, "wb") as f:
         f.truncate(size_mib * 2**20)
+    return path
 
 
 def make_standalone(image: Path) -> None:

@@ -90,8 +90,9 @@ def _log_tails(qemu_log: Path, serial_log: Path) -> str:
 class QemuMachine:
     """Owns one outer QEMU process: launch, QMP, power cut, shutdown; logs to ``log_dir``."""
 
-    def __init__(self, spec: MachineSpec, log_dir: Path, name: str = "l0"):
+    def __init__(self, spec: MachineSpec, log_dir: Path, name: str = "l0", machines: Machines | None = None):
         self.spec = spec
+        self.machines = machines if machines is not None else Machines()   # the registry it is counted in
         self.log_dir = log_dir
         self.name = name
         self.serial_log = log_dir / "serial.log"
@@ -147,8 +148,7 @@ class QemuMachine:
         LOG.debug("launching %s", self.argv)
         self._qemu_log_file = open(self.qemu_log, "ab")  # noqa: SIM115 - closed in _post_shutdown()
         self._proc = _spawn(self.argv, self._qemu_log_file, self.spec.incoming_fd)
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        self.machines.add(self)
         try:
             self._qmp.accept(timeout=30)
         except Exception as exc:
@@ -164,12 +164,14 @@ class QemuMachine:
         whatever waits on its guests fails now; ``check_alive`` then says why."""
         self.halted = describe(event, self.spec.drives)
         LOG.error("%s", self.halted)
-        with _LIVE_LOCK:
-            _HALTED.append(self.halted)
+        self.machines.halt(self.halted)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, also from another thread (``Machines.kill_all``); the owner's shutdown still runs."""
         self.killed_on_purpose = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
-
     def failure_text(self) -> str:
         return _log_tails(self.qemu_log, self.serial_log)
 
@@ -262,8 +264,7 @@ class QemuMachine:
             self._post_shutdown()
 
     def _post_shutdown(self) -> None:
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        self.machines.discard(self)
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
@@ -290,43 +291,52 @@ def host_port_in_use_error(qemu_log: Path) -> bool:
     return "Could not set up host forwarding rule" in tail(qemu_log, 20)
 
 
-_LIVE: set[QemuMachine] = set()
-_LIVE_LOCK = threading.Lock()
-_HALTED: list[str] = []     # every machine the I/O watch stopped, in this process
+class Machines:
+    """The QEMU machines of one campaign (its kit owns the registry and hands it to every stack
+    and verifier): on an interrupt all of them are killed at once, the ones other threads own
+    (campaign lanes, the check beside the crash run) included; and the first that the I/O watch
+    stopped on a full disk is the error to report for whatever failed after it."""
 
+    def __init__(self) -> None:
+        self._live: set[QemuMachine] = set()
+        self._halted: list[str] = []
+        self._lock = threading.Lock()
 
-def forget_halted() -> None:
-    """A new campaign starts: full disks seen before (then reported) are not its own."""
-    with _LIVE_LOCK:
-        _HALTED.clear()
+    def add(self, machine: QemuMachine) -> None:
+        with self._lock:
+            self._live.add(machine)
 
+    def discard(self, machine: QemuMachine) -> None:
+        with self._lock:
+            self._live.discard(machine)
 
-def disk_full() -> DiskFull | None:
-    """The error to report if a machine of this process stopped on a full disk: whatever failed
-    after that (an SSH command into the paused guest, a verification) failed because of it."""
-    with _LIVE_LOCK:
-        return DiskFull(_HALTED[0], hint=FULL_HINT) \
-            if _HALTED else None
+    def halt(self, why: str) -> None:
+        """A machine stopped on a full disk (the I/O watch says why)."""
+        with self._lock:
+            self._halted.append(why)
 
+    def disk_full(self) -> DiskFull | None:
+        """The error to report if a machine stopped on a full disk: whatever failed after that
+        (an SSH command into the paused guest, a verification) failed because of it."""
+        with self._lock:
+            return DiskFull(self._halted[0], hint=FULL_HINT) if self._halted else None
 
-def kill_all() -> int:
-    """SIGKILL every QEMU this process started and has not stopped yet: on an interrupt, the
-    machines other threads own (campaign lanes) stop at once and their owners' cleanup runs."""
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for m in live:
-        m.killed_on_purpose = True
-        if m._proc is not None and m._proc.poll() is None:
-            m._proc.kill()
-    return len(live)
+    def kill_all(self) -> int:
+        """SIGKILL every machine started and not stopped yet; their owners' cleanup then runs."""
+        with self._lock:
+            live = list(self._live)
+        for m in live:
+            m.kill()
+        return len(live)
 
 
 def launch_on_free_port(make_spec: Callable[[int], MachineSpec], log_dir: Path, name: str, attempts: int = 3,
-                        before_retry: Callable[[], object] | None = None) -> QemuMachine:
+                        before_retry: Callable[[], object] | None = None,
+                        machines: Machines | None = None) -> QemuMachine:
     """Launch ``make_spec(port)`` on a free loopback port; if another process took the port in
     the meantime (QEMU then cannot set up the forward), try again with a new one."""
     for attempt in range(attempts):
-        machine = QemuMachine(make_spec(free_port()), log_dir, name=name)
+        machine = QemuMachine(make_spec(free_port()), log_dir, name=name, machines=machines)
         try:
             machine.launch()
             return machine

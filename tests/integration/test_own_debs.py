@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
+from harness.components import Components
 from harness.images import ImageStore
-from harness.images.components import Components
 from tests.unit.test_debs import make_deb
 
 pytestmark = pytest.mark.stack

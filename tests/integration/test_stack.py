@@ -13,6 +13,7 @@ from harness.config import StackConfig
 from harness.errors import LaunchError
 from harness.images import ImageStore, devmodel
 from harness.releases import get
+from harness.stack import inputs
 from harness.stack.backend_check import read_backend
 from harness.stack.xen import make_stack
 from tests.helpers import pids_matching
@@ -39,7 +40,7 @@ def stack_config(mode: str, images: ImageStore, release: str = "bookworm") -> St
     if devmodel.cached(get(release)) is None:
         pytest.skip(f"qdisk-direct needs the linux-aio device model, none is cached for {release}: "
                     f"run `xdh images devmodel --release {release}` once (about 6 minutes)")
-    cfg = StackConfig(backend=mode, release=release).completed()
+    cfg = inputs.completed(StackConfig(backend=mode, release=release))
     images.build(("dom0",), progress=lambda m: print(m, flush=True), spec=cfg.components())
     return cfg
 

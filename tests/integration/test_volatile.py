@@ -16,7 +16,7 @@ from harness.campaign.campaign import run_campaign
 from harness.catalog import workloads
 from harness.config import StackConfig, TortureConfig, VerifyPath
 from harness.crash import writelog
-from harness.crash.run import load_acks
+from harness.crash.files import load_acks
 from harness.crash.states import plan_states
 from harness.report import summary as report
 from harness.report.rundir import IterationDir

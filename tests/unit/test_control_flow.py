@@ -8,12 +8,12 @@ values or raise; everything around them (iteration, campaign, compare, report, C
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,8 @@ from harness.campaign.iteration import run_iteration
 from harness.campaign.kit import Kit
 from harness.cleanup import install_signal_handlers
 from harness.cli import main
-from harness.config import Reset, TortureConfig, VerifyPath
-from harness.crash.plan import IterationPlan
+from harness.config import CutMode, Reset, TortureConfig, VerifyPath
+from harness.crash.plan import CutPlan, IterationPlan
 from harness.errors import Interrupted, LaunchError, WorkloadError
 from harness.images import ImageStore
 from harness.paths import PROJECT_ROOT
@@ -54,9 +54,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Cache and runs in tmp_path, the cwd there too; fakes reset; signal handlers restored."""
-    monkeypatch.setenv("XDH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("XDH_RUNS", str(tmp_path / "runs"))
+    """The cwd in tmp_path (cache, runs and TMPDIR are there already: tests/conftest.py); fakes
+    reset; signal handlers restored."""
     monkeypatch.chdir(tmp_path)
     saved = {s: signal.getsignal(s) for s in SIGNALS}
     reset_fakes()
@@ -89,7 +88,6 @@ def fake_stages(tmp_path, monkeypatch, images):
         monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
         monkeypatch.setattr("harness.campaign.compare.FastVerifier", FakeVerifier)
         monkeypatch.setattr("harness.cli.commands.versions", lambda images, stack=None: {"fake": True})
-        monkeypatch.setattr("harness.report.matrix._plots", lambda: None)   # matplotlib is slow and beside the point
         return crashes
     return install
 
@@ -98,18 +96,10 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _report_rows(md: str) -> dict[tuple[str, str], dict[str, str]]:
-    """report.md's table, by (backend, fault)."""
-    rows = {}
-    for line in md.splitlines():
-        if not line.startswith("| ") or line.startswith("| release") or line.startswith("| ---"):
-            continue
-        c = [x.strip() for x in line.strip().strip("|").split("|")][1:]    # after the release column
-        if len(c) < 13:
-            continue       # the detection matrix above the full table
-        rows[(c[0], c[2])] = {"disk_cache": c[1], "workload": c[3], "canary": c[4], "iterations": c[5],
-                              "loss": c[6], "notes": c[12]}
-    return rows
+def _cells(out: Path) -> dict[tuple[str, str], dict]:
+    """compare.json's cells, by (backend, fault) (the tests here run one release, workload and
+    disk cache). How report.md and report.html render them: test_compare.py, test_golden.py."""
+    return {(c["backend"], c["fault"]): c for c in _read(out / "compare.json")["cells"]}
 
 
 # --- 1. an interrupt stops a compare matrix ---------------------------------------------------
@@ -146,14 +136,12 @@ def test_sigterm_inside_compare_stops_the_matrix_and_reports_what_ran(fake_stage
     assert [i["name"] for i in _read(cell2 / "summary.json")["iterations"]] == ["iter-0000"]
     assert _read(cell2 / "iterations" / "iter-0001" / "result.json")["error"] == "interrupted"
     # the report of the cells that ran is written
-    rows = _report_rows((out / "report.md").read_text())
-    assert rows[("qdisk", "none")]["iterations"] == "2" and rows[("qdisk", "none")]["canary"] == "caught"
-    assert rows[("qdisk", "drop-flush")]["iterations"] == "1" and rows[("qdisk", "drop-flush")]["loss"] == "1"
-    assert rows[("phy", "none")]["iterations"] == "0" and "not run" in rows[("phy", "drop-flush")]["notes"]
-    assert rows[("phy", "none")]["notes"] == "error: the same as bookworm phy none drop-flush"
-    assert (out / "report.html").exists() and (out / "compare-wall.json").exists()
-    data = _read(out / "compare.json")
-    assert sum(1 for r in data["cells"] if r.get("iterations")) == 2
+    cells = _cells(out)
+    assert cells[("qdisk", "none")]["iterations"] == 2 and cells[("qdisk", "none")]["canary"] is True
+    assert cells[("qdisk", "drop-flush")]["iterations"] == 1 and cells[("qdisk", "drop-flush")]["loss_iterations"] == 1
+    assert cells[("phy", "none")]["iterations"] == cells[("phy", "drop-flush")]["iterations"] == 0
+    assert cells[("phy", "none")]["error"] == cells[("phy", "drop-flush")]["error"] == "not run"
+    assert (out / "report.md").exists() and (out / "report.html").exists() and (out / "compare-wall.json").exists()
     # the shared verifier was stopped on the way out
     assert [(v.started, v.stopped) for v in FakeVerifier.instances] == [(1, 1)]
 
@@ -171,8 +159,8 @@ def test_sigterm_in_a_canary_stops_the_matrix(fake_stages, tmp_path, capsys):
                                                                                   ("phy", "drop-flush")]
     assert not (out / "canaries" / "bookworm__phy__none" / "canary.json").exists()    # not recorded as a result
     assert _read(out / "canaries" / "bookworm__phy__none" / "canary" / "result.json")["error"] == "interrupted"
-    rows = _report_rows((out / "report.md").read_text())
-    assert rows[("qdisk", "drop-flush")]["iterations"] == "2" and rows[("phy", "none")]["iterations"] == "0"
+    cells = _cells(out)
+    assert cells[("qdisk", "drop-flush")]["iterations"] == 2 and cells[("phy", "none")]["iterations"] == 0
 
 
 def test_interrupted_cell_campaign_stops_run_compare(fake_stages, tmp_path, monkeypatch):
@@ -193,9 +181,9 @@ def test_interrupted_cell_campaign_stops_run_compare(fake_stages, tmp_path, monk
         run_compare(cfg, tmp_path / "cmp", lambda m: None)
 
     assert started == CELLS[:2]
-    rows = _report_rows((tmp_path / "cmp" / "report.md").read_text())
-    assert rows[("qdisk", "none")]["iterations"] == "1"
-    assert all(rows[k]["iterations"] == "0" for k in (("phy", "none"), ("phy", "drop-flush")))
+    cells = _cells(tmp_path / "cmp")
+    assert cells[("qdisk", "none")]["iterations"] == 1
+    assert all(cells[k]["iterations"] == 0 for k in (("phy", "none"), ("phy", "drop-flush")))
 
 
 # --- 2. an interrupt during a QEMU launch -----------------------------------------------------
@@ -439,8 +427,7 @@ def test_compare_cell_whose_campaign_raises_an_xdh_error_exits_6(fake_stages, tm
     assert main([*COMPARE_ARGS, "--run-dir", str(out)]) == ExitCode.ERROR
     assert crashes.cells_started() == [CELLS[0], CELLS[2], CELLS[3]]     # the matrix went on
     assert (out / "cells" / CELLS[1] / "error.txt").read_text().strip() == "the workload misbehaved"
-    assert "error: the workload misbehaved" in _report_rows((out / "report.md").read_text())[
-        ("qdisk", "drop-flush")]["notes"]
+    assert _cells(out)[("qdisk", "drop-flush")]["error"] == "the workload misbehaved"
 
 
 def test_compare_cell_whose_stack_cannot_start_exits_5(fake_stages, tmp_path, monkeypatch):
@@ -455,11 +442,12 @@ def test_compare_cell_whose_stack_cannot_start_exits_5(fake_stages, tmp_path, mo
     monkeypatch.setattr("harness.campaign.kit.ensure_snapshot", ensure_snapshot)
     out = tmp_path / "cmp"
     assert main([*COMPARE_ARGS, "--no-canary", "--run-dir", str(out)]) == ExitCode.INFRA
-    rows = _report_rows((out / "report.md").read_text())
-    assert rows[("qdisk", "none")]["iterations"] == "2"
-    # one message for both phy cells, said once (the table is sorted: drop-flush first)
-    assert "QEMU did not connect to QMP" in rows[("phy", "drop-flush")]["notes"]
-    assert rows[("phy", "none")]["notes"] == "error: the same as bookworm phy none drop-flush"
+    cells = _cells(out)
+    assert cells[("qdisk", "none")]["iterations"] == 2
+    # both phy cells carry the launch failure, as an infrastructure error (the report says it once: test_compare)
+    assert "QEMU did not connect to QMP" in cells[("phy", "drop-flush")]["error"]
+    assert cells[("phy", "none")]["error"] == cells[("phy", "drop-flush")]["error"]
+    assert cells[("phy", "none")]["infra_only"] and cells[("phy", "drop-flush")]["infra_only"]
 
 
 def test_compare_bug_in_a_cell_is_an_internal_error_with_the_report_written(fake_stages, tmp_path, monkeypatch,
@@ -476,15 +464,38 @@ def test_compare_bug_in_a_cell_is_an_internal_error_with_the_report_written(fake
     assert main([*COMPARE_ARGS, "--no-canary", "--run-dir", str(out)]) == ExitCode.ERROR
     err = capsys.readouterr().err
     assert "internal error: KeyError" in err and "Traceback" not in err
-    assert _report_rows((out / "report.md").read_text())[("qdisk", "none")]["iterations"] == "2"
+    assert _cells(out)[("qdisk", "none")]["iterations"] == 2 and (out / "report.md").exists()
 
 
 # --- 5. unwritable run directories: one line, exit 2 ----------------------------------------------
+# These run ``main`` in this process (tests/conftest.py points the cache, runs and TMPDIR at
+# tmp_path); test_bad_input_through_the_entry_point runs the real ``python -m harness.cli``.
 def xdh(args: list[str], tmp: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m harness.cli ARGS`` in ``tmp``, with its own cache and runs directory there."""
     env = dict(os.environ, XDH_CACHE=str(tmp / "cache"), XDH_RUNS=str(tmp / "runs"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=tmp, env=env, capture_output=True,
                           check=False, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def xdh_main(capsys, caplog):
+    """``main(args)`` in this process, as a CompletedProcess: its exit code (argparse's
+    SystemExit included), stdout and stderr. Log records at INFO and above count as stderr
+    lines, as they would on a terminal."""
+    caplog.set_level(logging.INFO)
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        caplog.clear()
+        try:
+            code = main(args)
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        logged = "".join(f"{r.getMessage()}\n" for r in caplog.records if r.levelno >= logging.INFO)
+        return subprocess.CompletedProcess(["xdh", *args], code, out, err + logged)
+    return run
 
 
 def _one_line_usage_error(p: subprocess.CompletedProcess) -> str:
@@ -498,12 +509,12 @@ def _one_line_usage_error(p: subprocess.CompletedProcess) -> str:
 
 def _a_run(d: Path) -> Path:
     d.mkdir(parents=True)
-    rec = IterationRecord(0, 1, "iter-0000", Status.PASS, "append", "none", "qdisk", {"mode": "acks", "after_acks": 5})
+    rec = IterationRecord(0, 1, "iter-0000", Status.PASS, "append", "none", "qdisk", CutPlan(CutMode.ACKS, 5))
     summary_mod.write(summary_mod.summarize(d, {}, 1, None, [rec], 10.0), d)
     return d
 
 
-def test_unwritable_run_directories_are_one_line_usage_errors(tmp_path):
+def test_unwritable_run_directories_are_one_line_usage_errors(tmp_path, xdh_main):
     run = _a_run(tmp_path / "a-run")
     cases = [
         # torture checks its run directory before it looks for images (the cache here is empty)
@@ -513,8 +524,7 @@ def test_unwritable_run_directories_are_one_line_usage_errors(tmp_path):
         (["up", "--run-dir", "/proc/x"], "cannot write the run directory /proc/x"),
         (["report", "merge", "-o", "/proc/x", str(run)], "cannot write the output directory /proc/x"),
     ]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda c: xdh(c[0], tmp_path), cases))
+    results = [xdh_main(args) for args, _ in cases]
     for (args, fragment), p in zip(cases, results, strict=True):
         line = _one_line_usage_error(p)
         assert line.startswith("xdh: error: ") and fragment in line, (args, line)
@@ -522,9 +532,10 @@ def test_unwritable_run_directories_are_one_line_usage_errors(tmp_path):
     # each names the option that fixes it
     assert "pass -o with a writable directory" in _one_line_usage_error(results[-1])
     assert "pass --run-dir with a writable directory" in _one_line_usage_error(results[0])
-    # nothing was left behind by the failures (torture removes the run directory it made when the images are missing)
-    assert not (tmp_path / "runs").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name != "a-run"] == []
+    # nothing was left behind by the failures (torture removes the run directory it made when the images are
+    # missing); "tmp" is the test's TMPDIR (tests/conftest.py), empty
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "a-run") == ["tmp"]
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 # --- 6. bad input: exit 2, one line on stderr, no traceback ----------------------------------------
@@ -578,11 +589,11 @@ BAD_INPUT = [
 ]
 
 
-
-@pytest.fixture(scope="module")
-def bad_input_results(tmp_path_factory):
-    """Every bad-input command, run concurrently (each is a fresh `python -m harness.cli`)."""
-    tmp = tmp_path_factory.mktemp("bad-input")
+@pytest.fixture
+def bad_input_tmp(tmp_path) -> Path:
+    """The files the bad-input cases name, in tmp_path (also the cwd, and the parent of the
+    cache and runs directories: tests/conftest.py)."""
+    tmp = tmp_path
     (tmp / "empty").mkdir()
     (tmp / "broken-iter").mkdir()
     (tmp / "broken-iter" / "iteration.json").write_text("{not json")
@@ -600,35 +611,43 @@ def bad_input_results(tmp_path_factory):
     (w / "typo.toml").write_text(head + 'program = "prog"\nmodle = "set"\n')
     (w / "where.toml").write_text(head + '[[step]]\nwhere = "host"\nrun = ["true"]\n')
     (w / "nothing.toml").write_text(head)
-
-    def run(args):
-        return xdh([a.format(tmp=tmp) for a in args], tmp)
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(run, [args for args, _ in BAD_INPUT]))
-    return tmp, results
+    return tmp
 
 
-@pytest.mark.parametrize("n", range(len(BAD_INPUT)), ids=[" ".join(a) or "(nothing)" for a, _ in BAD_INPUT])
-def test_bad_input_is_one_line_and_exit_2(bad_input_results, n):
-    tmp, results = bad_input_results
-    line = _one_line_usage_error(results[n])
+def _check_bad_input(p: subprocess.CompletedProcess, n: int, tmp: Path) -> None:
+    """One line naming the problem, exit 2, no traceback; and no file, no run directory left (a
+    command that fails on missing images removes the one it made)."""
+    line = _one_line_usage_error(p)
     assert line.startswith("xdh") and ": error: " in line, line
     assert BAD_INPUT[n][1].format(tmp=tmp) in line, line
-
-
-def test_bad_input_leaves_nothing_behind(bad_input_results):
-    """No file and no run directory: a command that fails on missing images removes the one it made."""
-    tmp, _ = bad_input_results
     assert list((tmp / "runs").rglob("*")) == []
     assert not (tmp / "cache").exists()
 
 
-def test_stale_up_record_is_a_usage_error_and_is_removed(tmp_path):
+@pytest.mark.parametrize("n", range(len(BAD_INPUT)), ids=[" ".join(a) or "(nothing)" for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(bad_input_tmp, xdh_main, n):
+    tmp = bad_input_tmp
+    _check_bad_input(xdh_main([a.format(tmp=tmp) for a in BAD_INPUT[n][0]]), n, tmp)
+
+
+ENTRY_POINT_CASES = [n for n, (args, _) in enumerate(BAD_INPUT) if args in (["frobnicate"],
+                                                                           ["reproduce", "{tmp}/broken-iter"])]
+
+
+@pytest.mark.parametrize("n", ENTRY_POINT_CASES, ids=lambda n: " ".join(BAD_INPUT[n][0]))
+def test_bad_input_through_the_entry_point(bad_input_tmp, n):
+    """The same, through ``python -m harness.cli`` in a fresh process (what `xdh` runs): an
+    argparse error and an error found after parsing. Neither needs QEMU on the host."""
+    tmp = bad_input_tmp
+    _check_bad_input(xdh([a.format(tmp=tmp) for a in BAD_INPUT[n][0]], tmp), n, tmp)
+
+
+def test_stale_up_record_is_a_usage_error_and_is_removed(tmp_path, xdh_main):
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "session.json").write_text(json.dumps(
         {"pid": 999999999, "run_dir": "x", "iteration": "x", "ssh_port": 1, "qmp": "", "components": {},
          "workload": False}))
-    line = _one_line_usage_error(xdh(["ssh", "dom0", "--", "true"], tmp_path))
+    line = _one_line_usage_error(xdh_main(["ssh", "dom0", "--", "true"]))
     assert "the recorded stack is gone" in line
     assert not (tmp_path / "cache" / "session.json").exists()
 
@@ -670,7 +689,7 @@ def test_the_next_crash_runs_beside_the_last_check(fake_stages, monkeypatch, tmp
     # iteration 1 crashed while iteration 0 was being checked, on another thread
     assert order.index(("crash", "iter-0001")) < order.index(("check-end", "iter-0000"))
     assert {t for k, _, t in events if k == "crash"} != {t for k, _, t in events if k == "check-start"}
-    assert result.summary["counts"]["pass"] == 3
+    assert result.summary.counts()[Status.PASS] == 3
 
 
 def test_lanes_share_the_iterations_and_report_them_in_order(fake_stages, monkeypatch, tmp_path):
@@ -696,16 +715,7 @@ def test_an_interrupt_during_the_next_crash_still_records_the_checked_iteration(
 
 
 # --- a full disk ends the campaign at once --------------------------------------------------------
-@pytest.fixture
-def no_halted_machines():
-    from harness.vm import machine
-    machine._HALTED.clear()
-    yield
-    machine._HALTED.clear()
-
-
-def test_a_full_disk_ends_the_campaign_with_one_line_and_the_infra_code(fake_stages, tmp_path, capsys,
-                                                                        no_halted_machines):
+def test_a_full_disk_ends_the_campaign_with_one_line_and_the_infra_code(fake_stages, tmp_path, capsys):
     """The first iteration's SSH command fails because QEMU paused on ENOSPC: that is the error
     (not a failed command), the campaign does not go on to the next iteration, the record and
     the summary are written, and the exit code is the infrastructure one."""
@@ -758,6 +768,7 @@ def test_socket_dirs_of_dead_processes_are_swept(tmp_path):
     assert live.exists() and other.exists() and not stale.exists()
 
 
+@pytest.mark.host_tools
 def test_a_missing_qemu_binary_is_a_usage_error_naming_the_package(monkeypatch):
     from harness.errors import ConfigError
     from harness.vm import host

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.components import Components
 from harness.config import StackConfig, TortureConfig
 from harness.crash.plan import IterationPlan
 from harness.errors import ConfigError
 from harness.images import ImageStore, Recipe
 from harness.images.build import pick
-from harness.images.components import Components
-from harness.images.debs import inspect
+from harness.images.debs import inspect, inspect_all
 from harness.report.records import IterationRecord
 from harness.report.rundir import RunDir
+from harness.stack import inputs
 from harness.status import Status
 
 
@@ -57,19 +58,19 @@ def test_the_same_package_twice_is_refused(tmp_path):
     a = make_deb(tmp_path / "a")
     b = make_deb(tmp_path / "b", version="9.9.9-2")
     with pytest.raises(ConfigError, match="two files for package"):
-        Components(domu_debs=(str(a), str(b))).debs("domu")
+        inspect_all((str(a), str(b)))
 
 
 def test_the_image_digest_follows_the_package_content_not_its_path(tmp_path):
     key = "ssh-ed25519 AAAA"
     stock = Recipe.load("domu").digest(key)
     a = make_deb(tmp_path / "a")
-    with_a = Recipe.load("domu", debs=Components(domu_debs=(str(a),)).debs("domu")).digest(key)
+    with_a = Recipe.load("domu", debs=inspect_all((str(a),))).digest(key)
     moved = tmp_path / "elsewhere.deb"
     moved.write_bytes(a.read_bytes())
-    with_moved = Recipe.load("domu", debs=Components(domu_debs=(str(moved),)).debs("domu")).digest(key)
+    with_moved = Recipe.load("domu", debs=inspect_all((str(moved),))).digest(key)
     rebuilt = make_deb(tmp_path / "b", version="9.9.9-2")
-    with_rebuilt = Recipe.load("domu", debs=Components(domu_debs=(str(rebuilt),)).debs("domu")).digest(key)
+    with_rebuilt = Recipe.load("domu", debs=inspect_all((str(rebuilt),))).digest(key)
     assert stock != with_a == with_moved != with_rebuilt
     assert Recipe.load("dom0").digest(key) == Recipe.load("dom0").digest(key)
 
@@ -105,7 +106,7 @@ def recorded_with_deb(tmp_path):
     it = RunDir(tmp_path / "run").create().iteration(0)
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
     it.write_result(IterationRecord(0, plan.seed, plan.name, Status.LOSS, "append", "drop-flush", "qdisk",
-                                    plan.cut.to_json(), acked=5, lost_acked=5))
+                                    plan.cut, acked=5, lost_acked=5))
     return it, deb
 
 
@@ -120,7 +121,7 @@ def test_rerun_keeps_drops_or_replaces_the_recorded_debs(tmp_path, recorded_with
     def fake_run_iteration(p, kit, where, progress):
         seen.append(p.cfg.stack)
         return IterationRecord(p.index, p.seed, p.name, Status.PASS, "append", p.cfg.fault, "qdisk",
-                               p.cut.to_json(), acked=5)
+                               p.cut, acked=5)
     monkeypatch.setattr("harness.campaign.reproduce.run_iteration", fake_run_iteration)
     monkeypatch.setattr("harness.campaign.reproduce.Kit", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(ImageStore, "pair", lambda self, spec="bookworm": ("images of", spec))
@@ -172,7 +173,7 @@ def test_a_rerun_on_another_release_takes_that_releases_device_model(tmp_path, m
         (d / "devmodel.json").write_text('{"deb": "q.deb", "version": "v", "source_version": "s", '
                                          '"build_seconds": 1}')
         built[rel] = str(d / "q.deb")
-    recorded = StackConfig(backend="qdisk-direct").completed()
+    recorded = inputs.completed(StackConfig(backend="qdisk-direct"))
     assert recorded.dom0_debs == (built["bookworm"],)
     assert other_stack(recorded, release="trixie").dom0_debs == (built["trixie"],)
     assert other_stack(recorded, stock=True).dom0_debs == (built["bookworm"],)

@@ -9,10 +9,13 @@ import pytest
 from harness.campaign import bench
 from harness.campaign.campaign import canary_config
 from harness.catalog.workloads import get as workload
-from harness.config import StackConfig, TortureConfig
+from harness.config import CutMode, StackConfig, TortureConfig
+from harness.crash.plan import CutPlan
 from harness.errors import ConfigError
 from harness.images import BuiltImage
+from harness.report.records import CampaignSummary, IterationRecord
 from harness.stack.saved import snapshot_key
+from harness.status import Status
 from harness.vm.accel import AccelChoice
 from harness.vm.argv import Drive, MachineSpec, build_argv
 
@@ -83,9 +86,11 @@ def test_verify_argv_names_the_device():
 
 
 def _summary(totals, statuses, setup=None, states=None):
-    its = [{"status": st, "seconds": {"boot": t / 2, "total": t}, "crash_states": n, "states_generated": n + 1}
-           for t, st, n in zip(totals, statuses, states or [1] * len(totals), strict=True)]
-    return {"iterations": its, "setup_seconds": setup or {}}
+    its = [IterationRecord(index=k, seed=k, name=f"iter-{k:04d}", status=Status(st), workload="append", fault="none",
+                           backend="qdisk", cut=CutPlan(CutMode.ACKS, 20), seconds={"boot": t / 2, "total": t},
+                           crash_states=n, states_generated=n + 1)
+           for k, (t, st, n) in enumerate(zip(totals, statuses, states or [1] * len(totals), strict=True))]
+    return CampaignSummary.make("run", {}, 1, None, its, sum(totals), setup_seconds=setup or {})
 
 
 def test_bench_figures_and_ratio():

@@ -1,6 +1,8 @@
-"""Code-quality gates, run with the tests: ruff, mypy, the import-linter layer contract (all
-configured in pyproject.toml) and size limits on harness/. A gate is skipped only where its
-tool is not installed; CI installs them all with ``.[test]``."""
+"""Code-quality gates, run with the tests: ruff (harness, tests and the suffixless guest and
+example programs), mypy, the import-linter contracts (layers, no cycles between siblings, and
+what report, catalog and config must not import; all configured in pyproject.toml), size limits
+on harness/, and what reading a run's summary loads. A gate is skipped only where its tool is not
+installed; CI installs them all with ``.[test]``."""
 
 from __future__ import annotations
 
@@ -28,16 +30,55 @@ def _run_tool(name: str, *args: str) -> None:
     assert res.returncode == 0, f"`{name} {' '.join(args)}` exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
 
 
+def _python_programs(*dirs: str) -> set[Path]:
+    """Files under ``dirs`` that are Python programs: a ``.py`` suffix or a python shebang."""
+    def is_python(f: Path) -> bool:
+        with open(f, "rb") as fh:
+            first = fh.readline(200)
+        return f.suffix == ".py" or (first.startswith(b"#!") and b"python" in first)
+    return {f for d in dirs for f in (ROOT / d).rglob("*") if f.is_file() and is_python(f)}
+
+
 def test_ruff():
-    _run_tool("ruff", "check", "--no-fix", "harness", "tests")
+    # guests/ and examples/ hold programs without a .py suffix: [tool.ruff] extend-include names them
+    _run_tool("ruff", "check", "--no-fix", "harness", "tests", "guests", "examples")
+
+
+def test_ruff_sees_every_suffixless_program():
+    """A new guest or example program is linted too: extend-include must match every one."""
+    ruff = BIN / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    res = subprocess.run([str(ruff), "check", "--show-files", "guests", "examples"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, stdin=subprocess.DEVNULL, check=True)
+    seen = {Path(line) for line in res.stdout.splitlines() if line.startswith("/")}
+    programs = _python_programs("guests", "examples")
+    assert len(programs) >= 5
+    assert programs - seen == set(), "not linted: extend the [tool.ruff] extend-include of pyproject.toml"
+    assert seen - programs == set(), "linted as Python but not a Python program"
 
 
 def test_mypy():
     _run_tool("mypy")                   # packages and flags: [tool.mypy] in pyproject.toml
 
 
-def test_import_layers():
+def test_import_contracts():
+    """Layers; no import cycle between the siblings of any package (TYPE_CHECKING imports
+    included); report imports neither stack nor vm, catalog not vm, config not images."""
     _run_tool("lint-imports", "--no-cache")
+
+
+def test_reading_a_summary_loads_no_machine():
+    """``xdh report merge`` is a file operation: harness.report.summary, imported in a fresh
+    interpreter, loads no SSH library and no QMP client."""
+    code = ("import sys, harness.report.summary\n"
+            "for m in sorted(sys.modules):\n"
+            "    if m.split('.')[0] in ('paramiko', 'fabric') or m == 'qemu.qmp' or m.startswith('qemu.qmp.'):\n"
+            "        print(m)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [], f"harness.report.summary loads: {res.stdout.split()}"
 
 
 def _sizes(src: str, name: str) -> list[str]:
@@ -75,32 +116,3 @@ def test_size_limits_are_measured():
                                    f"lines (limit {MAX_FUNCTION_LINES})"]
     assert _sizes("x = 1\n" * (MAX_MODULE_LINES + 1), "big.py") == [
         f"big.py: module of {MAX_MODULE_LINES + 1} lines (limit {MAX_MODULE_LINES})"]
-
-
-def find_cycles(package: str) -> list[list[str]]:
-    """Import cycles among the modules of ``package`` (TYPE_CHECKING imports included)."""
-    grimp = pytest.importorskip("grimp")
-    graph = grimp.build_graph(package)
-    adj = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
-    state: dict[str, int] = {}
-    cycles: list[list[str]] = []
-
-    def visit(mod: str, path: list[str]) -> None:
-        state[mod] = 1
-        path.append(mod)
-        for dep in adj[mod]:
-            if state.get(dep) == 1:
-                cycles.append([*path[path.index(dep):], dep])
-            elif dep in adj and not state.get(dep):
-                visit(dep, path)
-        path.pop()
-        state[mod] = 2
-
-    for mod in sorted(adj):
-        if not state.get(mod):
-            visit(mod, [])
-    return cycles
-
-
-def test_no_import_cycle():
-    assert find_cycles("harness") == []

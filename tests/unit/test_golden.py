@@ -34,7 +34,8 @@ import pytest
 from harness.campaign import compare
 from harness.campaign.compare import Cell, CompareConfig
 from harness.catalog import backends, faults
-from harness.config import Accel, StackConfig, TortureConfig
+from harness.config import Accel, CutMode, DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
+from harness.crash.plan import CutPlan
 from harness.images import BuiltImage, ImagePair
 from harness.jsonio import write_json
 from harness.report import matrix
@@ -46,6 +47,7 @@ from harness.stack.boot import ColdBoot
 from harness.stack.xl import domu_config
 from harness.status import Status
 from harness.verify import fast as fast_mod
+from harness.verify.oracle import Violation
 from harness.vm import accel as accel_mod
 from harness.vm.accel import AccelChoice
 from harness.vm.argv import MachineSpec, build_argv, quote_optarg
@@ -110,7 +112,7 @@ def capture(monkeypatch):
     """No QEMU, no KVM probe: the accelerator is fixed, and a launch only captures its spec."""
     monkeypatch.setattr(accel_mod, "choose", lambda *a, **k: AccelChoice("tcg", "test"))
 
-    def launch(make_spec, log_dir, name, attempts=3, before_retry=None):
+    def launch(make_spec, log_dir, name, attempts=3, before_retry=None, machines=None):
         raise _Captured(make_spec(SSH_PORT))
     for module in (xen_mod, fast_mod):
         monkeypatch.setattr(module, "launch_on_free_port", launch)
@@ -179,8 +181,7 @@ def test_stack_qemu_argv(case, tmp_path, capture):
     paths = RunDir(tmp_path / "run").iteration(3).crash_paths(boot.dut_name)
     cfg = TortureConfig(fault=fault_name, stack=StackConfig(accel=Accel.TCG))
     # the same drive as run_until_cut
-    drive = faults.get(fault_name).outer_drive(xen_mod.dut_drive(paths.dut, paths.write_log if volatile else None),
-                                               paths.boot)
+    drive = xen_mod.dut_drive(paths.dut, paths.write_log if volatile else None, faults.get(fault_name), paths.boot)
     stack = xen_mod.XenStack(cfg.effective_stack(), paths.boot, _images(tmp_path), drive, boot, _Store(tmp_path),
                              progress=lambda m: None)
     with pytest.raises(_Captured) as got:
@@ -206,28 +207,35 @@ def test_verifier_qemu_argv(tmp_path, capture):
 
 
 # --- 3. summary.txt, junit.xml, merged summary --------------------------------------------------
-def _cut(acks: int | None = None, seconds: float | None = None) -> dict:
-    return {"mode": "acks" if acks is not None else "time", "after_acks": acks, "after_seconds": seconds}
+def _cut(acks: int | None = None, seconds: float | None = None) -> CutPlan:
+    return CutPlan(CutMode.ACKS if acks is not None else CutMode.TIME, acks, seconds)
 
 
 def _rec(index: int, seed: int, status: Status, *, name: str = "", fault: str = "none", backend: str = "qdisk",
-         cut: dict | None = None, acked: int = 0, **kw) -> IterationRecord:
+         cut: CutPlan | None = None, acked: int = 0, **kw) -> IterationRecord:
+    kw["disk_cache"] = DiskCache(kw.get("disk_cache", "none"))
     return IterationRecord(index=index, seed=seed, name=name or f"iter-{index:04d}", status=status, workload="append",
                            fault=fault, backend=backend, cut=cut or _cut(acks=acked), acked=acked,
-                           reset="snapshot", verify="fast", **kw)
+                           reset=Reset.SNAPSHOT, verify=VerifyPath.FAST, **kw)
+
+
+def _lost(a: int, b: int, acked: int, state: str = "") -> Violation:
+    return Violation("lost", f"acked records {a}..{b}" if a != b else f"acked records {a}", "zero", b - a + 1,
+                     {"id": str(b), "t": 100.0, "before_cut_s": 0.25}, ranges=[(a, b)], state=state)
 
 
 def _run_a() -> tuple[TortureConfig, IterationRecord | None, list[IterationRecord], float]:
     """qdisk, no fault, disk cache none: the canary caught, then each ending once."""
     cfg = TortureConfig(seed=1234, iterations=4)
     canary = _rec(-1, 70104251237745, Status.LOSS, name="canary", fault="drop-flush", acked=57, lost_acked=12,
-                  violations=["lost: acked records 45..56 (12 of 57)"], seconds={"boot": 12.3, "total": 41.7},
+                  violations=[_lost(45, 56, 57)], seconds={"boot": 12.3, "total": 41.7},
                   fault_applied="[write through]")
     its = [
         _rec(0, 11111111111111, Status.PASS, acked=131, seconds={"boot": 10.1, "verify": 8.2, "total": 35.4}),
         _rec(1, 22222222222222, Status.LOSS, acked=88, lost_acked=5, cut=_cut(seconds=3.25),
-             violations=["lost: acked records 83..87 (5 of 88)", "record 80: checksum mismatch <0xab & 0xcd>",
-                         "file 'log' shorter than acked: 41472 < 45056 bytes"],
+             violations=[_lost(83, 87, 88), Violation("corrupt", "acked records 80", "corrupt <0xab & 0xcd>", 1,
+                                                      ranges=[(80, 80)]),
+                         Violation("integrity", "file 'log'", "41472 < 45056 bytes", 88)],
              seconds={"boot": 9.9, "verify": 8.0, "total": 33.0},
              crash_image="/srv/xdh/runs/a/iterations/iter-0001/dut.qcow2"),
         _rec(2, 33333333333333, Status.GUEST_DIED, acked=20,
@@ -243,11 +251,11 @@ def _run_b() -> tuple[TortureConfig, IterationRecord | None, list[IterationRecor
     """phy with the volatile disk-cache model: crash states beyond the cut."""
     cfg = TortureConfig(seed=99, iterations=2, disk_cache="volatile", stack=StackConfig(backend="phy"))
     canary = _rec(-1, 55555555555555, Status.LOSS, name="canary", fault="drop-flush", backend="phy", acked=40,
-                  lost_acked=40, violations=["lost: acked records 0..39 (40 of 40)"], disk_cache="volatile",
+                  lost_acked=40, violations=[_lost(0, 39, 40)], disk_cache="volatile",
                   crash_states=6, seconds={"total": 50.0})
     its = [
         _rec(1, 66666666666666, Status.LOSS, backend="phy", acked=61, lost_acked=1, disk_cache="volatile",
-             crash_states=6, violations=["state subset-2: lost: acked record 60 (1 of 61)"], seconds={"total": 44.0}),
+             crash_states=6, violations=[_lost(60, 60, 61, state="subset-2")], seconds={"total": 44.0}),
         _rec(0, 77777777777777, Status.PASS, backend="phy", acked=77, disk_cache="volatile", crash_states=6,
              seconds={"total": 40.0}),
     ]
@@ -285,7 +293,7 @@ def test_merged_summary(tmp_path):
     dirs = [_write_run(tmp_path, "run-a"), _write_run(tmp_path, "run-b")]
     out = tmp_path / "merged"
     merged = summary_mod.merge(dirs, out)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", merged["merged_at"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", merged.merged_at)
     stamp = re.compile(r'"merged_at": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"')
     text, n = stamp.subn('"merged_at": "<timestamp>"', (out / "summary.json").read_text())
     assert n == 1

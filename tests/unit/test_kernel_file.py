@@ -11,6 +11,7 @@ from harness.catalog import backends
 from harness.config import StackConfig
 from harness.errors import ConfigError
 from harness.images import kernel
+from harness.stack import inputs
 from harness.stack.xl import domu_config
 
 
@@ -48,7 +49,7 @@ def test_bad_kernel_files_are_config_errors(tmp_path, cfg, message):
     (tmp_path / "junk").write_bytes(b"junk" * 100)
     cfg = {k: (str(tmp_path / "junk") if v == "NOTAKERNEL" else v) for k, v in cfg.items()}
     with pytest.raises(ConfigError, match=message):
-        StackConfig(**cfg).validate()
+        inputs.check(StackConfig(**cfg))
 
 
 def test_xl_boots_your_kernel_without_the_images_initramfs(tmp_path):

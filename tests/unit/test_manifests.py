@@ -6,12 +6,12 @@ import pytest
 
 from harness.catalog import faults, workloads
 from harness.catalog.workloads import Ack
+from harness.components import Components
 from harness.config import TortureConfig
 from harness.errors import ConfigError
-from harness.images.components import Components
 from harness.images.recipe import Recipe
+from harness.stack.xen import dut_drive
 from harness.verify.oracle import judge
-from harness.vm.argv import Drive
 
 
 def _workload(tmp_path, body='model = "set"\n', name="kv"):
@@ -123,7 +123,7 @@ def test_fault_manifest_steps_and_outer(tmp_path):
     assert [s.when for s in f.steps] == [faults.When.BEFORE_MKFS, faults.When.DURING]
     assert "$(basename /dev/vdc)" in f.at(faults.When.BEFORE_MKFS)[0].filled("/dev/vdc")[-1]
     assert f.at(faults.When.DURING)[0].filled("") == ["sync", "/mnt/dut"]
-    assert f.outer_drive(Drive("dut", tmp_path / "d.img", "raw"), tmp_path).no_flush
+    assert dut_drive(tmp_path / "d.img", fault=f, rules_dir=tmp_path).no_flush
     assert TortureConfig(fault=str(path)).fault == str(path)
 
 

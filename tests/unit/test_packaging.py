@@ -1,6 +1,7 @@
-"""A non-editable install works: the recipes and guest programs travel in the wheel as data
-files, an installed xdh finds them (and computes the same image digests as the checkout, so it
-uses the same cached images), and ``--version`` says where it runs from."""
+"""A non-editable install works: the recipes, guest programs and example workloads travel in the
+wheel as data files, an installed xdh finds them (and computes the same image digests as the
+checkout, so it uses the same cached images), ``--version`` says where it runs from, and the
+wheel carries the licence."""
 
 from __future__ import annotations
 
@@ -20,11 +21,21 @@ def _data_files() -> dict[str, list[str]]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
 
 
-def test_every_recipe_and_guest_file_is_a_data_file():
+SHIPPED = ("images", "guests", "examples")
+
+
+def test_every_recipe_guest_and_example_file_is_a_data_file():
     listed = {f: dest for dest, files in _data_files().items() for f in files}
-    tree = sorted(str(p.relative_to(ROOT)) for d in ("images", "guests") for p in (ROOT / d).rglob("*") if p.is_file())
-    assert sorted(listed) == tree, "pyproject.toml [tool.setuptools.data-files] must list images/ and guests/"
+    tree = sorted(str(p.relative_to(ROOT)) for d in SHIPPED for p in (ROOT / d).rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+    assert sorted(listed) == tree, "pyproject.toml [tool.setuptools.data-files] must list images/, guests/, examples/"
     assert all(dest == f"share/xdh/{Path(f).parent}" for f, dest in listed.items())
+
+
+def test_the_licence_is_declared_and_exists():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,7 @@ def installed(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"      # a copy: building in the checkout would leave build/ there
     src.mkdir()
-    for part in ("pyproject.toml", "README.md", "harness", "images", "guests"):
+    for part in ("pyproject.toml", "README.md", "LICENSE", "harness", *SHIPPED):
         if (ROOT / part).is_dir():
             shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -68,3 +79,16 @@ def test_an_installed_xdh_finds_its_recipes_with_the_same_digests(installed):
     assert (domu, dom0) == (Recipe.load("domu").digest("k"), Recipe.load("dom0").digest("k"))
     # file modes kept (the digest has them)
     assert os.access(installed / "share" / "xdh" / "guests" / "xdh-replay", os.X_OK)
+
+
+def test_an_installed_xdh_finds_its_examples_and_carries_its_licence(installed):
+    out = _run(installed, "import harness.paths as p; print(p.EXAMPLES_DIR)")
+    examples = Path(out.strip())
+    assert examples == installed / "share" / "xdh" / "examples"
+    for f in (ROOT / "examples").rglob("*"):
+        if f.is_file() and "__pycache__" not in f.parts:
+            shipped = examples / f.relative_to(ROOT / "examples")
+            assert shipped.read_bytes() == f.read_bytes()
+            assert os.access(shipped, os.X_OK) == os.access(f, os.X_OK)     # the programs stay executable
+    licence = next((installed / "lib").glob("python3*/site-packages/xdh-*.dist-info/licenses/LICENSE"))
+    assert licence.read_text() == (ROOT / "LICENSE").read_text()

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import re
 
+from harness.catalog.workloads import Ack
+from harness.config import CutMode
+from harness.crash.plan import CutPlan
+from harness.jsonio import write_json
 from harness.report import page
 from harness.report import summary as summary_mod
-from harness.report.records import IterationRecord
+from harness.report.records import CutRecord, IterationRecord
 from harness.status import Status
+from harness.verify.oracle import Verdict, Violation
 
 
 def _run(tmp_path, name, status, lost):
@@ -18,18 +23,16 @@ def _run(tmp_path, name, status, lost):
     it.mkdir(parents=True)
     (it / "acks.jsonl").write_text("".join(json.dumps({"id": str(i), "t": 100.0 + i / 10, "latency_us": 900 + i})
                                            + "\n" for i in range(20)))
-    (it / "cut.json").write_text(json.dumps({"cut_t": 102.5}))
+    write_json(it / "cut.json", CutRecord(102.5, 20, CutPlan(CutMode.ACKS, 20)).to_json())
     (it / "kmsg-domu-a.log").write_text("blkfront: xvdb: flush diskcache: enabled\n")
-    violations = [{"kind": "lost", "what": "acked records 15..19", "found": "zero", "count": 5}] if lost else []
-    (it / "verdict.json").write_text(json.dumps({"violations": violations,
-                                                 "kernel_evidence": ["kmsg-domu-a: blkfront: xvdb: flush"]}))
+    violations = [Violation("lost", "acked records 15..19", "zero", 5, ranges=[(15, 19)])] if lost else []
+    write_json(it / "verdict.json", Verdict("append", 20, violations, ["kmsg-domu-a: blkfront: xvdb: flush"]).to_json())
     rec = IterationRecord(0, 42, "iter-0000", Status(status), "append", "drop-flush", "qdisk",
-                          {"mode": "acks", "after_acks": 20}, acked=20, lost_acked=5 if lost else 0,
-                          violations=["lost: acked records 15..19: found zero"] if lost else [],
+                          CutPlan(CutMode.ACKS, 20), acked=20, lost_acked=5 if lost else 0, violations=violations,
                           seconds={"total": 12.0}, release="bookworm")
     summary = summary_mod.summarize(run, {"workload": "append", "fault": "drop-flush",
-                                          "stack": {"backend": "qdisk", "release": "bookworm"}}, 7, None, [rec], 30.0)
-    summary["versions"] = {"host_qemu": "QEMU emulator version 7.2.22"}
+                                          "stack": {"backend": "qdisk", "release": "bookworm"}}, 7, None, [rec], 30.0,
+                                    versions={"host_qemu": "QEMU emulator version 7.2.22"})
     summary_mod.write(summary, run)
     return run
 
@@ -54,11 +57,15 @@ def test_the_index_of_runs_links_each_run(tmp_path, monkeypatch):
 
 
 def test_lost_ids_from_violations():
-    ids = [str(i) for i in range(10)] + ["k1=2"]
-    assert page.lost_ids([{"kind": "lost", "what": "acked records 3..5"}], ids) == {"3", "4", "5"}
-    assert page.lost_ids([{"kind": "lost", "what": "acked ids k1=2"}], ids) == {"k1=2"}
-    assert page.lost_ids([{"kind": "missing", "what": "append.dat"}], ids) == set(ids)
-    assert page.lost_ids([{"kind": "hole", "what": "records 3..4 before durable record 9"}], ids) == set()
+    acks = [Ack(str(i), 100.0 + i) for i in range(10)] + [Ack("k1=2", 111.0)]
+    ids = {a.ident for a in acks}
+    assert page.lost_ids([Violation("lost", "acked records 3..5", "zero", 3, ranges=[(3, 5)])], acks) == {"3", "4", "5"}
+    assert page.lost_ids([Violation("lost", "acked ids k1=2", "absent", 1, ids=["k1=2"])], acks) == {"k1=2"}
+    assert page.lost_ids([Violation("missing", "append.dat", "no file", 11)], acks) == ids
+    assert page.lost_ids([Violation("hole", "records 3..4 before durable record 9", "zero", 2)], acks) == set()
+    # the ids are data: a record written and read back names the same ones
+    v = Violation.from_json(json.loads(json.dumps(Violation("lost", "x", "y", 2, ranges=[(3, 4)]).to_json())))
+    assert page.lost_ids([v], acks) == {"3", "4"}
 
 
 def test_no_index_over_a_page_that_is_not_ours(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from harness.images import ImageStore
 from harness.report.records import IterationRecord
 from harness.report.rundir import RunDir
 from harness.status import Status
+from harness.verify.oracle import Violation
 
 
 @pytest.fixture
@@ -24,7 +25,8 @@ def recorded(tmp_path):
     it = RunDir(tmp_path / "run").create().iteration(3)
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
     it.write_result(IterationRecord(3, plan.seed, plan.name, Status.LOSS, "append", "drop-flush", "qdisk",
-                                    plan.cut.to_json(), acked=80, lost_acked=80, violations=["lost: 0..79"]))
+                                    plan.cut, acked=80, lost_acked=80,
+                                    violations=[Violation("lost", "records 0..79", "zero", 80, ranges=[(0, 79)])]))
     return it, plan
 
 
@@ -36,7 +38,7 @@ def test_rerun_uses_the_same_seed_and_cut_and_prints_both_verdicts(recorded, rel
     def fake_run_iteration(p, kit, where, progress):
         seen.append((p, where.path))
         return IterationRecord(p.index, p.seed, p.name, Status.PASS, "append", p.cfg.fault, "qdisk",
-                               p.cut.to_json(), acked=79)
+                               p.cut, acked=79)
     monkeypatch.setattr("harness.campaign.reproduce.run_iteration", fake_run_iteration)
     monkeypatch.setattr("harness.campaign.reproduce.Kit", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(ImageStore, "pair", lambda self, spec="bookworm": ("images of", spec))

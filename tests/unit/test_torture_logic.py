@@ -9,13 +9,14 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.catalog.workloads import Ack
-from harness.config import StackConfig, TortureConfig
+from harness.config import CutMode, StackConfig, TortureConfig
 from harness.crash.plan import CutPlan, iteration_seed, shard_indices
 from harness.crash.run import latency_stats
 from harness.errors import ConfigError
 from harness.report import summary as report
 from harness.report.records import IterationRecord
 from harness.status import ExitCode, Status
+from harness.verify.oracle import Violation
 
 
 def test_iteration_seeds_are_deterministic_and_distinct():
@@ -64,8 +65,8 @@ def test_config_round_trips_through_json():
 
 
 def _it(name, status, lost=0):
-    return IterationRecord(0, 1, name, Status(status), "append", "none", "qdisk", {"mode": "acks", "after_acks": 5},
-                           acked=10, lost_acked=lost, violations=["lost: x"] if lost else [],
+    return IterationRecord(0, 1, name, Status(status), "append", "none", "qdisk", CutPlan(CutMode.ACKS, 5),
+                           acked=10, lost_acked=lost, violations=[Violation("lost", "x", "zero", lost)] if lost else [],
                            seconds={"total": 100.0})
 
 
@@ -84,7 +85,7 @@ def test_exit_codes(canary, its, code, tmp_path):
     c = _it("canary", canary, 3 if canary == "loss" else 0) if canary else None
     s = report.summarize(tmp_path, {}, 1, c, [_it(f"iter-{i}", st, 2 if st == "loss" else 0)
                                               for i, st in enumerate(its)], 10.0)
-    assert s["exit_code"] == code
+    assert s.exit_code == code
 
 
 @pytest.mark.parametrize("expect, its, code", [
@@ -98,7 +99,7 @@ def test_exit_codes(canary, its, code, tmp_path):
 def test_expect_makes_a_control_that_behaves_exit_0(expect, its, code, tmp_path):
     s = report.summarize(tmp_path, {"expect": expect}, 1, None,
                          [_it(f"iter-{i}", st, 2 if st == "loss" else 0) for i, st in enumerate(its)], 10.0)
-    assert s["exit_code"] == code
+    assert s.exit_code == code
     junit = ET.fromstring(report.junit(s))
     want = {"loss": "loss", "clean": "pass"}[expect]
     want_failures = sum(1 for st in its if st in ("loss", "pass") and st != want)
@@ -116,7 +117,7 @@ def test_junit_names_do_not_follow_the_seed(tmp_path):
         names.append((case.get("classname"), case.get("name")))
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert props["seed"] == str(seed * 1000 + 7) and props["expected"] == "loss"
-        assert case.find("failure") is None and "lost: x" in case.find("system-out").text
+        assert case.find("failure") is None and "lost: x: found zero" in case.find("system-out").text
     assert names[0] == names[1] == ("xdh.trixie.qdisk.none.append", "iter-0003")
 
 
@@ -128,8 +129,8 @@ def test_junit_and_merge(tmp_path):
     junit = (tmp_path / "b" / "junit.xml").read_text()
     assert 'failures="1"' in junit and "4 acknowledged writes lost" in junit
     merged = report.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
-    assert merged["counts"] == {"pass": 1, "loss": 1, "guest-died": 0, "error": 0}
-    assert merged["exit_code"] == ExitCode.LOSS and merged["wall_seconds"] == 100.0
+    assert merged.counts() == {Status.PASS: 1, Status.LOSS: 1, Status.GUEST_DIED: 0, Status.ERROR: 0}
+    assert merged.exit_code == ExitCode.LOSS and merged.wall_seconds == 100.0
     assert (tmp_path / "m" / "junit.xml").read_text().count("<testcase") == 2
     # a merge of controls: each run's iterations judged by their own --expect
     for name, st, expect in (("c", "pass", "clean"), ("d", "loss", "loss")):
@@ -138,7 +139,7 @@ def test_junit_and_merge(tmp_path):
         report.write(report.summarize(d, {"expect": expect}, 9, None, [_it("iter-0000", st, 4 * (st == "loss"))],
                                       5.0), d)
     controls = report.merge([tmp_path / "c", tmp_path / "d"], tmp_path / "m3")
-    assert controls["exit_code"] == ExitCode.CLEAN and 'failures="0"' in (tmp_path / "m3" / "junit.xml").read_text()
+    assert controls.exit_code == ExitCode.CLEAN and 'failures="0"' in (tmp_path / "m3" / "junit.xml").read_text()
     with pytest.raises(ConfigError):
         report.merge([tmp_path / "nothing"], tmp_path / "m2")
 
@@ -151,7 +152,7 @@ def test_latency_stats():
 
 def test_summary_of_no_iterations_says_so(tmp_path):
     s = report.summarize(tmp_path, {}, 1, None, [], 3.0)
-    assert s["iterations_per_hour"] is None and "None" not in report.table(s)
+    assert s.iterations_per_hour is None and "None" not in report.table(s)
     assert "no iterations ran" in report.table(s)
 
 

@@ -1,4 +1,5 @@
-"""Which images a stack boots: a Debian release, plus your own .debs for each guest."""
+"""Which images a stack boots: a Debian release, plus your own .debs for each guest. A plain
+value (the files are inspected by ``images.debs``), shared by the config and the image store."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..releases import DEFAULT_RELEASE
-from .debs import LocalDeb, inspect_all
+from .releases import DEFAULT_RELEASE
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,6 @@ class Components:
 
     def paths(self, image: str) -> tuple[str, ...]:
         return self.dom0_debs if image == "dom0" else self.domu_debs
-
-    def debs(self, image: str) -> tuple[LocalDeb, ...]:
-        """The image's .debs, inspected (a missing or bad file is a ConfigError naming the fix)."""
-        return inspect_all(self.paths(image))
 
     def packages(self, image: str) -> tuple[str, ...]:
         return self.domu_packages if image == "domu" else ()
