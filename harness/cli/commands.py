@@ -267,7 +267,7 @@ def cmd_list(args: Args) -> int:
     print("workloads (oracle model):\n" + "\n".join(f"  {w.name:10} {w.summary} ({w.model})"
                                                     for w in workloads.WORKLOADS.values()))
     print("  your own: --workload PATH/workload.toml (models: " + ", ".join(workloads.MODELS)
-          + "; docs/workloads.md, examples/)")
+          + "; docs/workloads.md, examples/; `xdh check` reads it)")
     print("faults:\n" + faults.FAULTS.describe(13))
     print("  your own: --fault PATH/fault.toml (steps in dom0 or the domU, outer disk options; docs/workloads.md)")
     print("backend modes:\n" + backends.BACKENDS.describe())

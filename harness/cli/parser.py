@@ -98,11 +98,17 @@ def _interactive(sub: Sub) -> None:
     down = sub.add_parser("down", help="stop the stack started by `xdh up`",
                           description="Stop the stack started by `xdh up` (its QEMU, then the session).")
     down.set_defaults(func=i.cmd_down)
-    ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack")
-    ssh.add_argument("guest", choices=("dom0", "domu"))
+    ssh = sub.add_parser("ssh", help="run a command in dom0 or the domU of the running stack",
+                         description="Run CMD in a guest of the stack `xdh up` started; its output is printed "
+                                     "and its exit status is xdh's.")
+    ssh.add_argument("guest", choices=("dom0", "domu"), help="where to run it")
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     ssh.add_argument("--timeout", type=at_least(1, float), default=600.0, help="seconds (default %(default)g)")
     ssh.set_defaults(func=i.cmd_ssh)
+
+
+def _catalog(sub: Sub) -> None:
+    """What can be run: the built-in workloads, faults and backends, and your own manifests checked."""
     bk = sub.add_parser("backends", help="list the backend modes of the disk under test",
                         description="The backend modes of the disk under test (xvdb in the domU), one line each.")
     bk.set_defaults(func=c.cmd_backends)
@@ -110,9 +116,6 @@ def _interactive(sub: Sub) -> None:
                         description="The built-in workloads (with their oracle model), faults and backend modes; "
                                     "`xdh check MANIFEST` shows your own.")
     ls.set_defaults(func=c.cmd_list)
-
-
-def _check(sub: Sub) -> None:
     ck = sub.add_parser("check", help="check workload and fault manifests without booting anything",
                         description="Read each manifest as a campaign reads it (schema, keys, name, program, "
                                     "model, parameters, packages, steps) and print one line: ok and what it holds, "
@@ -287,13 +290,14 @@ def _report(sub: Sub) -> None:
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)
-    ix = rsub.add_parser("index", help="write DIR/index.html: every run directory in DIR, newest first, linked to "
-                                       "its own index.html (torture writes both as it ends)")
+    what = ("write DIR/index.html: every run directory in DIR, newest first, linked to its own index.html "
+            "(torture writes both as it ends)")
+    ix = rsub.add_parser("index", help=what, description=what[0].upper() + what[1:] + ".")
     ix.add_argument("dir", nargs="?", metavar="DIR", help="the directory holding runs (default $XDH_RUNS, ./runs)")
     ix.set_defaults(func=c.cmd_report_index)
 
 
-SUBCOMMANDS: tuple[Callable[[Sub], None], ...] = (_images, _interactive, _check, _torture, _reproduce, _bench,
+SUBCOMMANDS: tuple[Callable[[Sub], None], ...] = (_images, _interactive, _catalog, _torture, _reproduce, _bench,
                                                   _compare, _report)
 
 

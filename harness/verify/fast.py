@@ -253,7 +253,7 @@ class FastVerifier(Lifecycle):
 
 
 def stopped_by_xdh(machine: QemuMachine | None) -> bool:
-    """xdh killed this VM itself (``vm.machine.kill_all``: an interrupt, or a failure in another
+    """xdh killed this VM itself (``Machines.kill_all``: an interrupt, or a failure in another
     lane, is ending the run), not a full disk (``check_alive`` reports that)."""
     return machine is not None and machine.killed_on_purpose and not machine.halted
 

@@ -21,7 +21,6 @@ state fd ``<fd>``, the merge timestamp ``<timestamp>``.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import shutil
@@ -34,13 +33,15 @@ import pytest
 from harness.campaign import compare
 from harness.campaign.compare import Cell, CompareConfig
 from harness.catalog import backends, faults
+from harness.catalog.workloads import Ack
 from harness.config import Accel, CutMode, DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
+from harness.crash.files import ack_line
 from harness.crash.plan import CutPlan
 from harness.images import BuiltImage, ImagePair
 from harness.jsonio import write_json
 from harness.report import matrix
 from harness.report import summary as summary_mod
-from harness.report.records import IterationRecord
+from harness.report.records import CampaignSummary, IterationRecord
 from harness.report.rundir import RunDir
 from harness.stack import xen as xen_mod
 from harness.stack.boot import ColdBoot
@@ -313,16 +314,18 @@ def _fake_cell(root: Path, cell: Cell, statuses: list[str], lat=(100, 200, 300),
     for k, st in enumerate(statuses):
         name = f"iter-{k:04d}"
         (d / "iterations" / name).mkdir(parents=True)
-        (d / "iterations" / name / "acks.jsonl").write_text(
-            "".join(json.dumps({"id": str(i), "t": i, "latency_us": v}) + "\n" for i, v in enumerate(lat)))
+        (d / "iterations" / name / "acks.jsonl").write_text("".join(ack_line(Ack(str(i), i, v))
+                                                                    for i, v in enumerate(lat)))
         loss = st == "loss"
-        its.append({"name": name, "status": st, "acked": len(lat), "lost_acked": 2 if loss else 0,
-                    "crash_states": 5 if cell.disk_cache == "volatile" else 1,
-                    "violations": ["lost: acked records 1..2 (2 of 3)"] if loss else [],
-                    "error": "dom0 did not come up in 300 s (SSH)" if st == "guest-died" else "",
-                    "fsync_latency_us": {"ops_per_s": ops}, "seconds": {"total": 30.0}})
+        its.append(IterationRecord(k, 7, name, Status(st), cell.workload, cell.fault, cell.backend,
+                                   CutPlan(CutMode.ACKS, 20), acked=len(lat), lost_acked=2 if loss else 0,
+                                   crash_states=5 if cell.disk_cache == "volatile" else 1,
+                                   violations=[Violation("lost", "acked records 1..2", "zero", 2, ranges=[(1, 2)])]
+                                   if loss else [],
+                                   error="dom0 did not come up in 300 s (SSH)" if st == "guest-died" else "",
+                                   fsync_latency_us={"ops_per_s": ops}, seconds={"total": 30.0}))
     d.mkdir(parents=True, exist_ok=True)
-    write_json(d / "summary.json", {"iterations": its, "wall_seconds": 95.0})
+    write_json(d / "summary.json", CampaignSummary.make(str(d), {}, 7, None, its, 95.0).to_json())
     write_json(d / "config.json", {"config": {}, "seed": 7, "versions": VERSIONS})
 
 

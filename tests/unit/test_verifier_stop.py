@@ -1,4 +1,4 @@
-"""A fast verifier that xdh stops itself (an interrupt: ``vm.machine.kill_all`` from the main
+"""A fast verifier that xdh stops itself (an interrupt: ``Machines.kill_all`` from the main
 thread while the check thread verifies) is no bug in xdh: no "StateError: QMPClient is
 disconnecting ... (a bug in xdh)", no traceback.txt, and an interrupt under way stays the
 error. A fake machine and shell stand in for QEMU and SSH."""
@@ -36,7 +36,7 @@ class FakeMachine:
         self.commands: list[str] = []
 
     def kill(self) -> None:
-        """What ``vm.machine.kill_all`` does to it."""
+        """What ``QemuMachine.kill`` (``Machines.kill_all``) does to it."""
         self.killed_on_purpose = True
         self.alive = False
 
@@ -163,3 +163,35 @@ def test_a_verifier_that_died_by_itself_still_says_so(verifier, tmp_path, monkey
     with pytest.raises(GuestDied, match=r"QEMU exited unexpectedly \(exit code -9\)") as err:
         verifier.verify(tmp_path / "crash.img", JOB, tmp_path / "out")
     assert isinstance(err.value.__context__, GuestCommandError) and not fast.stopped_by_xdh(verifier.machine)
+
+
+def test_the_check_of_an_interrupted_campaign_records_no_bug_and_no_traceback(verifier, tmp_path, monkeypatch):
+    """The check thread's iteration while the main thread's interrupt kills its verifier: the
+    record says the verifier was stopped (the campaign then marks it interrupted), nothing says
+    "a bug in xdh", and no traceback.txt is written."""
+    import types
+
+    from harness.campaign.iteration import Crashed, check_phase
+    from harness.catalog.workloads import Ack
+    from harness.config import TortureConfig
+    from harness.crash.plan import IterationPlan
+    from harness.crash.run import CrashOutcome
+    from harness.report.rundir import IterationDir
+    from harness.vm.machine import Machines
+
+    def verify_on(shell, device, *a):
+        verifier.machine.kill()          # type: ignore[union-attr]
+        shell.run(["mount", device, "/mnt/dut"])
+    monkeypatch.setattr(fast, "verify_on", verify_on)
+    plan = IterationPlan.make(TortureConfig(seed=5), 0)
+    it = IterationDir(tmp_path / "run" / "iterations" / plan.name)
+    it.path.mkdir(parents=True)
+    dut = it.path / "dut.img"
+    dut.write_bytes(b"\0" * 512)
+    outcome = CrashOutcome(acks=(Ack("0", 1.0),), cut_t=2.0, plan=plan.cut, dut=dut)
+    kit = types.SimpleNamespace(machines=Machines(), verifier=lambda path, stack: verifier)
+    said: list[str] = []
+    done = check_phase(Crashed(plan, it, 0.0, outcome), kit, said.append)     # type: ignore[arg-type]
+    assert done.record.status == Status.GUEST_DIED and done.record.error == STOPPED
+    assert not (it.path / "traceback.txt").exists()
+    assert not any("a bug in xdh" in m or "StateError" in m for m in said), said
