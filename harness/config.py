@@ -48,6 +48,7 @@ class VerifyPath(StrEnum):
 
 
 class DiskCache(StrEnum):
+    AUTO = "auto"          # the backend mode's own: volatile where dom0 keeps no cache (Backend.disk_cache)
     NONE = "none"          # a completed write survives the cut (the host keeps it)
     VOLATILE = "volatile"  # unflushed writes may be lost: crash states from the write log
 
@@ -146,7 +147,8 @@ class TortureConfig:
     record_size: int = 512
     ack_timeout: float = 120.0
     reset: Reset = Reset.SNAPSHOT
-    disk_cache: DiskCache = DiskCache.NONE
+    disk_cache: DiskCache = DiskCache.AUTO    # resolved at once: never AUTO after construction
+    disk_cache_auto: bool = False   # the model was the backend's own (auto): chosen again for another backend
     crash_subsets: int = 3      # volatile: random subsets of each epoch's unflushed writes (crash.states)
     flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
     verify: VerifyPath = VerifyPath.AUTO
@@ -169,6 +171,25 @@ class TortureConfig:
             object.__setattr__(self, "stack", dataclasses.replace(self.stack, domu_packages=w.packages))
         if manifest.is_manifest(self.fault):
             object.__setattr__(self, "fault", faults.get(self.fault).manifest)
+        if self.disk_cache == DiskCache.AUTO or self.disk_cache_auto:
+            object.__setattr__(self, "disk_cache", DiskCache(backends.get(self.stack.backend).disk_cache))
+            object.__setattr__(self, "disk_cache_auto", True)
+
+    def disk_cache_reason(self) -> str:
+        """Which disk-cache model runs and why, for the record, the summary and the page."""
+        b = backends.get(self.stack.backend)
+        if self.disk_cache_auto:
+            return f"{self.disk_cache} (auto: {b.disk_cache_reason()})"
+        return f"{self.disk_cache} (--disk-cache {self.disk_cache})"
+
+    def blind_to_lost_flushes(self) -> str:
+        """Why this configuration cannot see a lost flush ("" if it can): an explicit
+        ``--disk-cache none`` on a mode whose dom0 keeps no volatile cache."""
+        b = backends.get(self.stack.backend)
+        if self.disk_cache == DiskCache.NONE and b.writes_through:
+            return (f"with --disk-cache none on {b.name} every completed write reaches the outer disk, which the "
+                    "power cut keeps: a lost flush cannot be seen (use --disk-cache volatile, or auto)")
+        return ""
 
     def validate(self) -> None:
         w = workloads.get(self.workload)

@@ -51,7 +51,7 @@ if TYPE_CHECKING:     # the machine: imported by the fixtures that use it, never
     from .vm.ssh import Shell
 
 MARK_ARGS = ("workload", "fault", "disk_cache", "seed", "start")
-MARK = "xdh(workload='append', fault='none', disk_cache='none', seed=None, start=True): the crash run of a test's " \
+MARK = "xdh(workload='append', fault='none', disk_cache='auto', seed=None, start=True): the crash run of a test's " \
        "xdh fixtures (start=False: the workload is not started; the filesystem is made and the fault injected)"
 SEED_MAX = 2**63 - 1
 

@@ -148,6 +148,18 @@ def _prepared(cfg: TortureConfig, run_dir: Path, versions: dict[str, Any]) -> Ru
     return run
 
 
+def _announce(cfg: TortureConfig, n: int, run_dir: Path, progress: Progress) -> None:
+    """The campaign in one line; a configuration that cannot see a lost flush said before
+    anything boots (the canary then proves it: exit 3)."""
+    w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
+    progress(f"campaign seed {cfg.seed}: {n} iterations of {w.name} with fault {f.name} on "
+             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
+             f"{cfg.verify_mode()}); disk cache {cfg.disk_cache_reason()}; run directory {run_dir}")
+    blind = cfg.blind_to_lost_flushes()
+    if blind:
+        progress(f"warning: {blind}")
+
+
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
                  verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
     """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
@@ -157,14 +169,11 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     cfg = cfg.resolved()
     assert cfg.seed is not None
     run = _prepared(cfg, run_dir, versions)
-    w, f = workloads.get(cfg.workload), faults.get(cfg.fault)
     indices = shard_indices(cfg.iterations, cfg.shard)
     store = ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile
     images = images or store.pair(cfg.stack.components())
-    progress(f"campaign seed {cfg.seed}: {len(indices)} iterations of {w.name} with fault {f.name} on "
-             f"{cfg.stack.backend} (shard {cfg.shard[0]}/{cfg.shard[1]}; reset {cfg.reset}, verify "
-             f"{cfg.verify_mode()}); run directory {run_dir}")
+    _announce(cfg, len(indices), run_dir, progress)
     t0 = time.monotonic()
     canary: IterationRecord | None = None
     records: list[IterationRecord] = []
@@ -201,7 +210,8 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0,
                                         first_loss_seconds=first_loss, setup_seconds=kit.setup_seconds,
-                                        versions=versions, snapshot=kit.snapshot.key if kit.snapshot else "")
+                                        versions=versions, snapshot=kit.snapshot.key if kit.snapshot else "",
+                                        disk_cache=cfg.disk_cache_reason())
         summary = ended_by(summary, sys.exc_info()[1])
         _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)

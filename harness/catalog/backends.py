@@ -33,6 +33,23 @@ class Backend:
     o_direct: bool = False       # the device model must hold the disk with O_DIRECT (checked after boot)
 
     @property
+    def writes_through(self) -> bool:
+        """dom0 keeps no volatile cache: every completed write is in the outer disk's file (blkback,
+        O_DIRECT), which a plain power cut keeps, so only the volatile disk-cache model sees a lost flush."""
+        return self.backendtype == "phy" or self.o_direct or self.direct_io_safe
+
+    @property
+    def disk_cache(self) -> str:
+        """The disk-cache model ``--disk-cache auto`` picks for this mode, and why."""
+        return "volatile" if self.writes_through else "none"
+
+    def disk_cache_reason(self) -> str:
+        if self.writes_through:
+            return (f"{self.name} keeps no volatile cache in dom0: every completed write reaches the outer disk, "
+                    "which a plain power cut keeps; only the volatile model can lose what was not flushed")
+        return f"{self.name} writes through dom0's page cache, a volatile cache the power cut loses"
+
+    @property
     def layout(self) -> str:
         """What the crash image holds: the domU's disk itself ("raw"), or dom0's ext4 with the
         domU's disk as a qcow2 file in it ("qcow2-in-ext4")."""

@@ -18,8 +18,9 @@ from .types import at_least, int_range
 
 Group = argparse._ArgumentGroup | argparse.ArgumentParser
 
-# Defaults come from the configs themselves (help texts say "%(default)s"): one copy of each.
-STACK, TORTURE, BENCH, COMPARE = StackConfig(), TortureConfig(), BenchConfig(), CompareConfig()
+# Defaults come from the configs themselves (help texts say "%(default)s"): one copy of each. The
+# classes, not instances: a field's declared default, before __post_init__ resolves it (auto values).
+STACK, TORTURE, BENCH, COMPARE = StackConfig, TortureConfig, BenchConfig, CompareConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -89,7 +90,7 @@ def run_dir(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def sample_options(g: Group,
-                    cfg: TortureConfig | BenchConfig | CompareConfig, seed_help: str) -> None:
+                    cfg: type[TortureConfig | BenchConfig | CompareConfig], seed_help: str) -> None:
     """--iterations, --seed, --cut-acks: the same meaning in torture, bench and compare."""
     g.add_argument("--iterations", type=at_least(1), default=cfg.iterations,
                    help="crash iterations (default %(default)s)")
@@ -98,7 +99,7 @@ def sample_options(g: Group,
                    help="cut after a random number of acks in this range (default {}-{})".format(*cfg.cut_acks))
 
 
-def state_options(g: Group, cfg: TortureConfig | CompareConfig) -> None:
+def state_options(g: Group, cfg: type[TortureConfig | CompareConfig]) -> None:
     g.add_argument("--crash-subsets", type=at_least(0), default=cfg.crash_subsets, metavar="K",
                    help="volatile: seeded random subsets of each epoch's unflushed writes, per flush state "
                         "(default %(default)s; duplicates by content are verified once)")

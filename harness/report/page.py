@@ -110,7 +110,7 @@ def _config_rows(summary: CampaignSummary) -> str:
     cfg = summary.config
     stack = cfg.get("stack", {})
     rows = [("workload", cfg.get("workload")), ("fault", cfg.get("fault")), ("backend", stack.get("backend")),
-            ("release", stack.get("release")), ("disk cache", cfg.get("disk_cache")),
+            ("release", stack.get("release")), ("disk cache", summary.disk_cache or cfg.get("disk_cache")),
             ("expect", summary.expect), ("seed", summary.seed)]
     rows += [(k, ", ".join(f"{n} {x}" for n, x in v.items()) if isinstance(v, dict) else v)
              for k, v in sorted(summary.versions.items())]

@@ -143,6 +143,7 @@ class CampaignSummary:
     first_loss_seconds: dict[str, float] = field(default_factory=dict)   # since the campaign started
     setup_seconds: dict[str, float] = field(default_factory=dict)
     snapshot: str = ""
+    disk_cache: str = ""            # which disk-cache model ran, and why (``TortureConfig.disk_cache_reason``)
     ended_by: str = ""              # what ended the campaign early (its exit code is then the CLI's)
     merged_at: str = ""
 
@@ -212,7 +213,7 @@ class CampaignSummary:
         data["iterations"] = [IterationRecord.from_json(i) for i in d.get("iterations", [])]
         data["exit_code"] = ExitCode(d["exit_code"])
         data["expect"] = Expect(d["expect"]) if d.get("expect") else None
-        for key in ("snapshot", "ended_by", "merged_at"):
+        for key in ("snapshot", "disk_cache", "ended_by", "merged_at"):
             data[key] = data.get(key) or ""
         for key in ("versions", "first_loss_seconds", "setup_seconds"):
             data[key] = data.get(key) or {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from ..catalog import backends
 from ..config import DiskCache
 from ..jsonio import utc_stamp
 from ..status import Expect, Status, expected
@@ -47,17 +48,24 @@ def table(summary: CampaignSummary) -> str:
         per_hour = round(states * 3600 / summary.wall_seconds) if summary.wall_seconds else 0
         rows.append(f"crash states verified: {states} distinct of {summary.states_generated_total} judged (the cuts, "
                     f"plus every flush state of the volatile disk-cache model); {per_hour} per hour of wall time")
+    if summary.disk_cache:
+        rows.append(f"disk cache model: {summary.disk_cache}")
     if summary.canary:
-        rows.append(f"canary (drop-flush on append): {canary_said(summary.canary.status)}")
+        rows.append(f"canary (drop-flush on append): {canary_said(summary.canary)}")
     return "\n".join(rows)
 
 
-def canary_said(status: Status) -> str:
-    if status == Status.LOSS:
+def canary_said(canary: IterationRecord) -> str:
+    """What the canary's verdict means, in one line; not caught: which layer kept the writes, and the fix."""
+    if canary.status == Status.LOSS:
         return "caught"
-    if status == Status.PASS:
-        return "NOT CAUGHT: this configuration cannot see lost flushes"
-    return f"did not run to a verdict ({status})"
+    if canary.status != Status.PASS:
+        return f"did not run to a verdict ({canary.status})"
+    if canary.disk_cache == DiskCache.NONE and backends.get(canary.backend).writes_through:
+        return (f"NOT CAUGHT: on {canary.backend} dom0 keeps no volatile cache, so every completed write was in the "
+                "outer disk's file, which the power cut keeps; rerun with --disk-cache volatile (or auto)")
+    return ("NOT CAUGHT: this configuration cannot see lost flushes (a layer below the domU kept every write); "
+            "rerun with --disk-cache volatile")
 
 
 def _expected(it: IterationRecord, expect: Expect | None) -> Status:
@@ -105,7 +113,7 @@ def _case(suite: ET.Element, summary: CampaignSummary, it: IterationRecord) -> N
         if it.status == Status.LOSS:
             msg = f"{it.lost_acked} acknowledged writes lost: {(lines or ['?'])[0]}"
         elif it.canary:
-            msg = "canary not caught: this configuration cannot see lost flushes"
+            msg = f"canary {canary_said(it)}"
         else:
             msg = f"expected a loss, and all {it.acked} acknowledged writes survived: the fault was not caught"
         fail = ET.SubElement(case, "failure", type=f"expected-{want}", message=msg)

@@ -58,7 +58,7 @@ def test_backend_mode_boots_writes_and_reports(mode, release, images, tmp_path):
     if release != "bookworm":
         images.build(progress=lambda m: print(m, flush=True), spec=release)
     with make_stack(stack_config(mode, images, release), run, images) as stack:
-        assert stack.machine is not None and stack.machine.is_running()
+        assert stack.machine.is_running()
         out = stack.domu.run(["xdh-sync-probe", "/dev/xvdb", "--count", "4"], timeout=120).stdout
         assert out.split() == ["ACK", "0", "ACK", "1", "ACK", "2", "ACK", "3"]
         back = stack.domu.run(["sh", "-c", "head -c 16384 /dev/xvdb | tr -cd '\\n[:print:]' | "

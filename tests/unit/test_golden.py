@@ -339,7 +339,8 @@ VERSIONS = {"host_qemu": "7.2.22", "release": "bookworm",
 
 def _fake_compare(root: Path, backend: str, wall: float) -> Path:
     """One piece of a compare matrix: one backend, three faults, both disk-cache models."""
-    cfg = CompareConfig(backends=(backend,), faults=("none", "drop-flush", "backend-lies"), iterations=3, seed=7)
+    cfg = CompareConfig(backends=(backend,), faults=("none", "drop-flush", "backend-lies"), iterations=3, seed=7,
+                        disk_caches=("none", "volatile"))
     run = RunDir(root / f"piece-{backend}").create()
     cells = compare.plan_cells(cfg)
     run.write_compare_config(asdict(cfg), [c.to_json() for c in cells])
