@@ -25,6 +25,7 @@ from ..stack.boot import BootSource
 from ..stack.domu import dom0_device
 from ..stack.programs import install_program
 from ..stack.xen import XenStack, dut_drive
+from ..stats import percentile
 from ..vm.kernlog import KernelLogTap
 from ..vm.machine import Machines
 from ..vm.ssh import Stream
@@ -91,14 +92,12 @@ class AckReader:
 
 
 def latency_stats(acks: tuple[Ack, ...] | list[Ack]) -> dict[str, Any]:
-    lat = sorted(a.latency_us for a in acks)
-    if not lat:
+    if not acks:
         return {}
-
-    def pick(q: float) -> int:
-        return lat[min(len(lat) - 1, int(q * len(lat)))]
+    lat = [a.latency_us for a in acks]
     span = acks[-1].t - acks[0].t if len(acks) > 1 else 0
-    return {"p50": pick(0.5), "p99": pick(0.99), "ops_per_s": round((len(acks) - 1) / span, 1) if span else None}
+    return {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99),
+            "ops_per_s": round((len(acks) - 1) / span, 1) if span else None}
 
 
 def log_entries(path: Path) -> int:

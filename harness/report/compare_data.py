@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..releases import DEFAULT_RELEASE
+from ..stats import percentile
 from ..status import Status
 from .rundir import RunDir
-from .stats import percentile
 
 
 @dataclass
@@ -89,15 +90,10 @@ def components(v: Mapping[str, Any]) -> str:
 
 
 def _planned(rd: RunDir, listed: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, CellRow]]:
-    """(name, row) of the cells a compare run planned (cells.json); for an older run, the cells it ran."""
-    if listed is None:       # before cells.json: the names of cells/, and before releases: bookworm
-        found = []
-        for d in sorted((rd.path / "cells").glob("*__*__*__*")):
-            parts = d.name.split("__")
-            r, b, f, w, c = parts if len(parts) == 5 else [DEFAULT_RELEASE, *parts]
-            found.append({"name": d.name, "release": r, "backend": b, "fault": f, "workload": w, "disk_cache": c,
-                           "skip": "", "group": f"{b}__{c}" if len(parts) == 4 else f"{r}__{b}__{c}"})
-        listed = found
+    """(name, row) of the cells a compare run planned (cells.json: never its directory names)."""
+    if listed is None:
+        raise ConfigError(f"{rd.path} has no cells.json: an xdh from before it wrote this compare run",
+                          hint="run xdh compare again with this xdh")
     return [(c["name"], CellRow(c.get("release", DEFAULT_RELEASE), c["backend"], c["fault"], c["workload"],
                                 c["disk_cache"], c["group"], str(rd.cell(c["name"]).path), c["skip"]))
             for c in listed]

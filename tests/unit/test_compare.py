@@ -18,7 +18,7 @@ from harness.report.compare_data import CellRow, CompareReport
 from harness.report.detection import Kind
 from harness.report.records import CampaignSummary, IterationRecord
 from harness.report.rundir import RunDir
-from harness.report.stats import percentile
+from harness.stats import percentile
 from harness.status import ExitCode, Status
 from harness.verify.oracle import Violation
 
@@ -152,10 +152,10 @@ def test_pieces_merge_into_one_report(tmp_path):
     cells = compare.plan_cells(cfg)
     pieces = []
     for n, cell in enumerate(cells):
-        piece = tmp_path / f"piece{n}"
-        piece.mkdir()
-        (piece / "compare-config.json").write_text(json.dumps({k: v for k, v in cfg.__dict__.items() if k != "stack"}))
-        (piece / "compare-wall.json").write_text(json.dumps({"wall_seconds": 100}))
+        piece = RunDir(tmp_path / f"piece{n}").create()
+        piece.write_compare_config({k: v for k, v in cfg.__dict__.items() if k != "stack"}, [cell.to_json()])
+        piece.write_compare_wall(100)
+        piece = piece.path
         _fake_cell(piece, cell, ["pass"])
         pieces.append(piece)
     data = compare_data.collect(pieces)
