@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError
+from ..images import ImageStore
 from ..progress import Progress
 from ..report.records import CampaignSummary
 from ..report.rundir import RunDir
@@ -132,7 +133,8 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dict[str, Any]) -> dict[str, Any]:
+def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
+              store: ImageStore | None = None) -> dict[str, Any]:
     cfg.validate()
     run = RunDir(run_dir).create()
     figs: dict[str, Any] = {}
@@ -143,7 +145,8 @@ def run_bench(cfg: BenchConfig, run_dir: Path, progress: Progress, versions: dic
         progress(f"bench: {mode} (reset {reset}, verify {verify}, disk cache {cache}), {cfg.iterations} iterations of "
                  f"{cfg.workload}/{cfg.fault}, seed {cfg.seed}")
         t0 = time.monotonic()
-        summaries[mode] = run_campaign(cfg.torture(mode), run.mode(mode).path, progress, versions).summary
+        summaries[mode] = run_campaign(cfg.torture(mode), run.mode(mode).path, progress, versions,
+                                       store=store).summary
         figs[mode] = mode_figures(summaries[mode], time.monotonic() - t0)
         progress(f"bench: {mode}: {figs[mode]['seconds_per_iteration']:.1f} s per iteration, "
                  f"{figs[mode]['iterations_per_hour']:.0f} iterations/hour, "

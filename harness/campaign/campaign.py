@@ -161,16 +161,18 @@ def _announce(cfg: TortureConfig, n: int, run_dir: Path, progress: Progress) -> 
 
 
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
-                 verifier: FastVerifier | None = None, images: ImagePair | None = None) -> CampaignResult:
+                 verifier: FastVerifier | None = None, images: ImagePair | None = None,
+                 store: ImageStore | None = None) -> CampaignResult:
     """The main job: canary, then this shard's iterations; writes everything to ``run_dir``.
     ``verifier``: a running fast verifier to use instead of starting one (it is left running).
-    ``images``: the images to pin (default: the current ones)."""
+    ``images``: the images to pin (default: the current ones). ``store``: the image cache (the
+    command's; default: the environment's)."""
     inputs.check_torture(cfg)
     cfg = cfg.resolved()
     assert cfg.seed is not None
     run = _prepared(cfg, run_dir, versions)
     indices = shard_indices(cfg.iterations, cfg.shard)
-    store = ImageStore()
+    store = store or ImageStore()
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile
     images = images or store.pair(cfg.stack.components())
     _announce(cfg, len(indices), run_dir, progress)

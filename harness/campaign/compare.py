@@ -129,14 +129,16 @@ def _run_canary(cfg: CompareConfig, cell: Cell, run: RunDir, progress: Progress,
                 verifier: FastVerifier) -> dict[str, Any]:
     """drop-flush on append for this (backend, disk-cache) pair; verified by a reboot too."""
     tc = dataclasses.replace(torture_config(cfg, cell), canary=True).resolved()
-    store = ImageStore()
+    store = verifier.store
     with Kit(tc, run.verifier, store, store.pair(tc.stack.components()), progress, verifier) as kit:
         return run_canary(tc, kit, run, progress).to_json()
 
 
-def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: str = "") -> CompareReport:
+def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: str = "",
+                store: ImageStore | None = None) -> CompareReport:
     """Run the matrix into ``run_dir`` and write its report; the report is written on every way
-    out (an interrupt included), from the cells that ran."""
+    out (an interrupt included), from the cells that ran. ``store``: the image cache (the
+    command's; default: the environment's)."""
     cfg.validate()
     run = RunDir(run_dir).create()
     cells = plan_cells(cfg)
@@ -146,7 +148,7 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: 
              "build first; listed in the report), "
              f"{cfg.iterations} iterations each, seed {cfg.seed}; run directory {run_dir}")
     t0 = time.monotonic()
-    store = ImageStore()
+    store = store or ImageStore()
     # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
     verifier = FastVerifier(run.verifier, store.require("domu", cfg.stack.components()), store,
                             accel=cfg.stack.accel,
@@ -187,9 +189,9 @@ def _run_cells(cfg: CompareConfig, todo: list[Cell], run: RunDir, progress: Prog
             continue
         try:
             tc = torture_config(cfg, cell)
-            images = ImageStore().pair(tc.stack.components())    # the cell records what its column runs
+            images = verifier.store.pair(tc.stack.components())    # the cell records what its column runs
             run_campaign(tc, run.cell(cell.name).path, progress, versions(images, tc.stack), verifier=verifier,
-                         images=images)
+                         images=images, store=verifier.store)
         except DiskFull:
             raise
         except XdhError as exc:     # an InfraError here: the cell's stack (its snapshot) did not come up

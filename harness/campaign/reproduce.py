@@ -40,7 +40,7 @@ def load_plan(it: IterationDir) -> IterationPlan:
                          CutPlan.from_json(meta["cut"]))
 
 
-def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverified:
+def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: ImageStore | None = None) -> Reverified:
     """Verify the iteration's kept crash image again by ``path`` into a new directory beside it."""
     plan = load_plan(it)
     image = it.crash_image()
@@ -52,7 +52,7 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
              f"({'fresh stack' if path == VerifyPath.REBOOT else 'fast verifier'}; {out})")
     # a kit without a snapshot: re-verification boots nothing but its verifier
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, reset=Reset.BOOT)
-    store = ImageStore()
+    store = store or ImageStore()
     with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
                                it.read_acks(), it.read_cut().cut_t, it)
@@ -62,7 +62,8 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress) -> Reverifi
     return Reverified(plan.name, verdict, same, out)
 
 
-def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], progress: Progress) -> list[Reverified]:
+def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], progress: Progress,
+                   store: ImageStore | None = None) -> list[Reverified]:
     """Rebuild one crash state of the volatile model from its recipe (the run's base disk and
     write log, ``states/states.json``) and verify it again by each of ``paths``; each verdict is
     compared with the recorded one."""
@@ -88,7 +89,7 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
     progress(f"rebuilt crash state {name} of {plan.name} ({len(state.positions)} log entries) in {image}")
     acks = it.read_acks()[:state.required]
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=VerifyPath.FAST, reset=Reset.BOOT)
-    store = ImageStore()
+    store = store or ImageStore()
     results = []
     with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         for path in paths:
@@ -133,7 +134,8 @@ def other_stack(recorded: StackConfig, release: str | None = None, dom0_debs: tu
         domu_debs=domu_debs or base.domu_debs, domu_kernel=kernel_files[0], domu_initrd=kernel_files[1]))
 
 
-def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None) -> Rerun:
+def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None,
+          store: ImageStore | None = None) -> Rerun:
     """Run the iteration again from scratch beside its campaign: the same config, seed and cut
     plan, on the recorded stack or on another (another release, your patched .debs or kernel)."""
     plan = load_plan(it)
@@ -147,7 +149,7 @@ def rerun(it: IterationDir, progress: Progress, stack: StackConfig | None = None
     progress(f"rerunning {plan.name} (seed {plan.seed}, cut after {plan.cut.describe()}) on {describe(stack)} "
              f"into {out}")
     run = RunDir(out).create()
-    store = ImageStore()
+    store = store or ImageStore()
     with Kit(cfg, run.verifier, store, store.pair(stack.components()), progress) as kit:
         record = run_iteration(plan, kit, IterationDir(out), progress)
     return Rerun(recorded, before, record, stack)

@@ -96,7 +96,7 @@ def last_iteration() -> IterationDir:
 
 
 def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress, with_workload: bool,
-       on_ready: Callable[[Session, CrashRun], None]) -> CrashOutcome:
+       on_ready: Callable[[Session, CrashRun], None], store: ImageStore | None = None) -> CrashOutcome:
     """Bring one crash run up and keep it until SIGUSR1: then cut its power and return the outcome,
     recorded as the iteration's cut. An interrupt stops the stack and propagates."""
     run = RunDir(run_dir).create()
@@ -105,7 +105,7 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
     run.write_config(cfg.to_json(), cfg.seed, {"workload": workloads.get(cfg.workload).describe()})
     run.keep_own_files(cfg.own_files())
-    store = ImageStore()
+    store = store or ImageStore()
     cut = threading.Event()
     with Kit(dataclasses.replace(cfg, verify=VerifyPath.REBOOT), run.verifier, store, images, progress) as kit:
         boot = kit.boot_source(plan.seed)
@@ -142,7 +142,8 @@ def user_qmp_path(run_dir: Path) -> Path:
     return path if len(str(path)) < 100 else socket_dir("up") / "qmp.sock"
 
 
-def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str | None = None) -> IterationRecord:
+def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str | None = None,
+           store: ImageStore | None = None) -> IterationRecord:
     """Torture's check phase on a session's crash image (or any kept iteration's): the same
     verdict, written to the iteration's result.json. ``workload``: verify as this one instead
     (a session whose workload you ran by hand: nothing acked is then required)."""
@@ -157,7 +158,7 @@ def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str
     cut = it.read_cut()
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, keep_images=True)
     plan = dataclasses.replace(plan, cfg=cfg)
-    store = ImageStore()
+    store = store or ImageStore()
     volatile = it.write_log if it.write_log.exists() else None
     with Kit(cfg, it.path / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         boot = kit.boot_source(plan.seed)      # as `xdh up` brought the stack up

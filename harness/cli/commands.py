@@ -42,14 +42,14 @@ def _new_run_dir(kind: str, given: str | None) -> Path:
     return ensure_dir(path)
 
 
-def prepared_run(kind: str, given: str | None, spec: Components) -> tuple[Path, ImagePair]:
+def prepared_run(kind: str, given: str | None, spec: Components, store: ImageStore) -> tuple[Path, ImagePair]:
     """The run directory and the images the run will pin; if the images are not there, the
     error comes before anything is left behind (an empty new directory is removed)."""
     run_dir = _new_run_dir(kind, given)
     try:
         if spec.domu_packages:   # your workload's packages: its domU image is built once, cached by digest
-            ImageStore().build(("domu",), progress=progress, spec=spec)
-        return run_dir, ImageStore().pair(spec)
+            store.build(("domu",), progress=progress, spec=spec)
+        return run_dir, store.pair(spec)
     except ImageError:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -147,9 +147,10 @@ def cmd_torture(args: Args) -> int:
     if args.dry_run:        # the plan a run with these options makes, and nothing booted
         where = Path(args.run_dir).resolve() if args.run_dir else paths.runs_dir()
         return preview.print_plan(cfg, args.seed is not None, where, args.json)
-    run_dir, images = prepared_run("torture", args.run_dir, cfg.stack.components())
+    store = ImageStore()        # the command's one image cache, handed down
+    run_dir, images = prepared_run("torture", args.run_dir, cfg.stack.components(), store)
     with console.live("torture") as say:
-        result = run_campaign(cfg, run_dir, say, versions(images, cfg.stack), images=images)
+        result = run_campaign(cfg, run_dir, say, versions(images, cfg.stack), images=images, store=store)
     _print_summary(result.summary, args.json)
     return result.exit_code
 
@@ -166,11 +167,12 @@ def cmd_reproduce(args: Args) -> int:
     if args.state:
         mode = VerifyPath(args.verify or "both")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
-        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress))
+        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress, ImageStore()))
     if not args.rerun:
         mode = VerifyPath(args.verify or "reboot")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
-        return _print_reverified([reproduce.reverify(it, p, progress) for p in paths])
+        store = ImageStore()
+        return _print_reverified([reproduce.reverify(it, p, progress, store) for p in paths])
     stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
                                   debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
                                   kernel.resolve(args.domu_initrd), args.stock)
@@ -178,7 +180,7 @@ def cmd_reproduce(args: Args) -> int:
 
 
 def _rerun(it: IterationDir, stack: StackConfig) -> int:
-    r = reproduce.rerun(it, progress, stack)
+    r = reproduce.rerun(it, progress, stack, ImageStore())
     print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
     for what, st, rec in (("recorded", r.recorded_stack, r.recorded), ("rerun", r.stack, r.record)):
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
@@ -205,9 +207,10 @@ def cmd_bench(args: Args) -> int:
     cfg = bench.BenchConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                             cut_acks=args.cut_acks, modes=args.modes, jobs=args.jobs, stack=stack_config(args))
     cfg.validate()
-    run_dir, images = prepared_run("bench", args.run_dir, cfg.stack.components())
+    store = ImageStore()
+    run_dir, images = prepared_run("bench", args.run_dir, cfg.stack.components(), store)
     with console.live("bench") as say:
-        result = bench.run_bench(cfg, run_dir, say, versions(images, cfg.stack))
+        result = bench.run_bench(cfg, run_dir, say, versions(images, cfg.stack), store)
     if args.json:
         print(dumps(result))
     else:
@@ -234,9 +237,10 @@ def cmd_compare(args: Args) -> int:
                                     crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                                     canary=not args.no_canary, stack=stack_config(base), releases=args.releases)
         cfg.validate()
-        out, _ = prepared_run("compare", args.run_dir, cfg.stack.components())
+        store = ImageStore()
+        out, _ = prepared_run("compare", args.run_dir, cfg.stack.components(), store)
         with console.live("compare") as say:
-            data = compare.run_compare(cfg, out, say, command)
+            data = compare.run_compare(cfg, out, say, command, store)
     print(RunDir(out).report_md())
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return compare.compare_exit(data)

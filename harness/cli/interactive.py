@@ -42,7 +42,8 @@ def cmd_up(args: Args) -> int:
                         canary=False, disk_cache=args.disk_cache, reset=args.reset, keep_images=True, stack=stack)
     cfg.validate()
     cfg = cfg.resolved()
-    run_dir, images = prepared_run("up", args.run_dir, cfg.stack.components())
+    store = ImageStore()
+    run_dir, images = prepared_run("up", args.run_dir, cfg.stack.components(), store)
     t0 = time.monotonic()
     progress(f"run directory: {run_dir} (seed {cfg.seed})")
 
@@ -52,11 +53,11 @@ def cmd_up(args: Args) -> int:
         print(f"\nstack is up in {time.monotonic() - t0:.1f} s (backend {stack.backend}, disk cache "
               f"{cfg.disk_cache}, fault {crash.fault.name}); {what}")
         print(f"  QMP:  {s.qmp}  (a second monitor for you; the harness holds the first)")
-        print("\n".join(session_mod.ssh_hint(s, ImageStore().client_key, crash.stack.run_dir / "known_hosts")))
+        print("\n".join(session_mod.ssh_hint(s, store.client_key, crash.stack.run_dir / "known_hosts")))
         print("  or:   xdh ssh dom0 -- CMD   /   xdh ssh domu -- CMD")
         print("cut the power with `xdh cut` (then `xdh verify`); stop with Ctrl-C or `xdh down`", flush=True)
 
-    outcome = session_mod.up(cfg, run_dir, images, progress, args.workload is not None, ready)
+    outcome = session_mod.up(cfg, run_dir, images, progress, args.workload is not None, ready, store)
     print(f"power cut after {len(outcome.acks)} acks; crash image {outcome.dut}"
           + (f" (write log {outcome.write_log})" if outcome.write_log else ""), flush=True)
     return ExitCode.CLEAN
@@ -67,16 +68,17 @@ def _inspect(args: Args, stack: StackConfig) -> int:
     image = Path(args.dut).resolve()
     if not image.is_file():
         raise ConfigError(f"--dut {image} is not a file", hint="pass a crash image (dut.img or dut.qcow2)")
-    run_dir, images = prepared_run("up", args.run_dir, stack.components())
+    store = ImageStore()
+    run_dir, images = prepared_run("up", args.run_dir, stack.components(), store)
     dut = run_dir / "dut-overlay.qcow2"
     make_overlay(image, dut, "qcow2" if image.suffix == ".qcow2" else "raw")
     progress(f"booting on an overlay over {image} (the crash image is not written): {run_dir}")
-    with make_stack(stack, run_dir, ImageStore(), dut, progress=progress, images=images) as st:
+    with make_stack(stack, run_dir, store, dut, progress=progress, images=images) as st:
         assert st.info is not None
         s = Session(os.getpid(), str(run_dir), str(run_dir), st.info.ssh_port, "", dataclasses.asdict(
             stack.components()), False, start_time(os.getpid()))
         s.write()
-        hint = session_mod.ssh_hint(s, ImageStore().client_key, run_dir / "known_hosts")
+        hint = session_mod.ssh_hint(s, store.client_key, run_dir / "known_hosts")
         print(f"\nstack is up on {image}; its disk is the domU's xvdb (mount it: xdh ssh domu -- mount /dev/xvdb "
               "/mnt)\n" + "\n".join(hint), flush=True)
         try:

@@ -1,6 +1,6 @@
 """Short real torture runs: the negative and positive controls, and reproduce.
 
-Full campaigns (10+ iterations per cell) belong in docs/, not CI; these keep 2
+Full campaigns (10+ iterations per cell) belong in docs/, not CI; these keep 1-2
 iterations each so every oracle is proven on the real stack in every CI run.
 """
 
@@ -35,9 +35,11 @@ def positive(images, tmp_path_factory):
 
 
 def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_path):
-    """Fast path crash runs; each crash image verified by the fast verifier and by a full reboot."""
-    s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both")
-    assert s["counts"] == {"pass": 2, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
+    """A fast path crash run; its crash image verified by the fast verifier and by a full reboot.
+    One iteration: a second only repeated the reboot (the verifier's reuse across crash images
+    is proven by the positive control's two iterations and test_volatile's)."""
+    s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both", iterations=1)
+    assert s["counts"] == {"pass": 1, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
     assert s["exit_code"] == ExitCode.CLEAN
     for it in s["iterations"]:
         assert it["acked"] >= 30 and it["lost_acked"] == 0 and it["crash_image"] is None

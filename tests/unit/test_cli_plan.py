@@ -234,7 +234,7 @@ def test_help_does_not_say_every_crash_image_is_verified_after_a_reboot():
 def test_compare_backend_and_release_restrict_the_matrix(images, monkeypatch, argv, backends, releases):
     seen = []
 
-    def run_compare(cfg, out, say, command=""):
+    def run_compare(cfg, out, say, command="", store=None):
         seen.append(cfg)
         raise ConfigError("stop here")
     monkeypatch.setattr(compare_mod, "run_compare", run_compare)
