@@ -4,6 +4,7 @@ failure is one line (a bug's traceback goes to a file), and an interrupt always 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ImageError) as exc:
         _say(f"error: {exc.oneline()}")
         return error_exit(exc)
+    except BrokenPipeError:     # `xdh list | head`: the reader went away; not a bug, never a clean exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # nothing more to flush at exit
+        _say("stdout was closed before xdh finished writing (a reader went away)")
+        return ExitCode.ERROR
     except OSError as exc:
         full = enospc(exc, Path.cwd())
         if full is None:
