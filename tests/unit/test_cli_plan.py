@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -19,54 +18,26 @@ from harness.cli.parser import make_parser
 from harness.config import StackConfig, TortureConfig
 from harness.crash.plan import CutPlan
 from harness.errors import ConfigError
-from harness.images import ImageStore
 from harness.paths import PROJECT_ROOT
 from harness.status import ExitCode
-from tests.fakes import FakeCrashes, FakeVerifier, fake_pair, fake_snapshot, reset_fakes
 
-SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 EXAMPLES = PROJECT_ROOT / "examples"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Cache and runs in tmp_path, the cwd there too; fakes reset; signal handlers restored."""
-    monkeypatch.setenv("XDH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("XDH_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
-    saved = {s: signal.getsignal(s) for s in SIGNALS}
-    reset_fakes()
-    yield
-    for s, h in saved.items():
-        signal.signal(s, h)
-    reset_fakes()
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture
-def images(tmp_path, monkeypatch):
-    pair = fake_pair(tmp_path / "fake-images")
-    monkeypatch.setattr(ImageStore, "pair", lambda self, spec=None: pair)
-    monkeypatch.setattr(ImageStore, "require", lambda self, name, spec=None: getattr(pair, name))
-    return pair
-
-
-@pytest.fixture
-def fake_run(tmp_path, monkeypatch, images):
+def fake_run(monkeypatch, fake_stages):
     """Every heavy stage of a campaign faked; returns what each crash run was given, by iteration
     name: (seed, cut plan)."""
-    crashes = FakeCrashes(lambda cfg, name: "loss" if name == "canary" else "pass")     # the canary caught
+    crashes = fake_stages(lambda cfg, name: "loss" if name == "canary" else "pass")     # the canary caught
     given: dict[str, tuple[int, dict]] = {}
 
     def run_until_cut(cfg, seed, cut, paths, *a, **kw):
         given[paths.dut.parent.name] = (seed, cut.to_json())
         return crashes.run_until_cut(cfg, seed, cut, paths, *a, **kw)
-    snap = fake_snapshot(tmp_path)
     monkeypatch.setattr("harness.campaign.iteration.run_until_cut", run_until_cut)
-    monkeypatch.setattr("harness.campaign.iteration.check_outcome", crashes.check_outcome)
-    monkeypatch.setattr("harness.campaign.kit.ensure_snapshot", lambda *a, **kw: snap)
-    monkeypatch.setattr("harness.campaign.kit.machine_identity", lambda *a, **kw: {"fake": True})
-    monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
-    monkeypatch.setattr("harness.cli.commands.versions", lambda images, stack=None: {"fake": True})
     return given
 
 

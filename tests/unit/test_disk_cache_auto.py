@@ -12,9 +12,7 @@ import pytest
 from harness.campaign.compare import CompareConfig, plan_cells
 from harness.cli import main
 from harness.config import DiskCache, StackConfig, TortureConfig
-from harness.images import ImageStore
 from harness.status import ExitCode
-from tests.fakes import FakeCrashes, FakeVerifier, fake_pair, fake_snapshot, reset_fakes
 
 
 @pytest.mark.parametrize("backend, model", [("qdisk", "none"), ("qdisk-qcow2", "none"), ("phy", "volatile"),
@@ -45,25 +43,8 @@ def test_compare_auto_cells_carry_the_model_they_run():
 
 
 @pytest.fixture
-def fakes(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    reset_fakes()
-    pair = fake_pair(tmp_path / "fake-images")
-    monkeypatch.setattr(ImageStore, "pair", lambda self, release="bookworm": pair)
-    monkeypatch.setattr(ImageStore, "require", lambda self, name, release="bookworm": getattr(pair, name))
-    snap = fake_snapshot(tmp_path)
-
-    def install(script) -> FakeCrashes:
-        crashes = FakeCrashes(script)
-        monkeypatch.setattr("harness.campaign.iteration.run_until_cut", crashes.run_until_cut)
-        monkeypatch.setattr("harness.campaign.iteration.check_outcome", crashes.check_outcome)
-        monkeypatch.setattr("harness.campaign.kit.ensure_snapshot", lambda *a, **kw: snap)
-        monkeypatch.setattr("harness.campaign.kit.machine_identity", lambda *a, **kw: {"fake": True})
-        monkeypatch.setattr("harness.campaign.kit.FastVerifier", FakeVerifier)
-        monkeypatch.setattr("harness.cli.commands.versions", lambda images, stack=None: {"fake": True})
-        return crashes
-    yield install
-    reset_fakes()
+def fakes(isolated, fake_stages):
+    return fake_stages
 
 
 def _lines(text: str) -> list[str]:
