@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..catalog import faults, workloads
 from ..config import TortureConfig
+from ..crash.ledger import attribute
 from ..crash.plan import IterationPlan
 from ..crash.run import CrashOutcome, latency_stats, run_until_cut
 from ..errors import DiskFull, InfraError, XdhError
@@ -93,6 +94,8 @@ def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progr
                                         boot, kit.store, say, kit.machines)
         it.write_cut(CutRecord(crashed.outcome.cut_t, len(crashed.outcome.acks), plan.cut,
                                crashed.outcome.start_entry))
+        if crashed.outcome.ledger is not None:
+            it.write_ledger(crashed.outcome.ledger)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the iteration's status
         crashed.full = kit.machines.disk_full() or enospc(exc, it.path)
         if crashed.full is not None:    # every later iteration would fail the same way
@@ -180,4 +183,5 @@ def build_record(plan: IterationPlan, it: IterationDir, outcome: CrashOutcome | 
         verdicts=checked.verdicts if checked else {}, disk_cache=cfg.disk_cache,
         crash_states=checked.crash_states if checked else 1,
         states_generated=checked.states_generated if checked else 1, states=checked.states if checked else [],
-        release=cfg.stack.release)
+        release=cfg.stack.release, flush=attribute(outcome.ledger) if outcome and outcome.ledger else None,
+        flush_per_op=outcome.ledger.per_op() if outcome and outcome.ledger else {})

@@ -132,6 +132,8 @@ def up(cfg: TortureConfig, run_dir: Path, images: ImagePair, progress: Progress,
             if session is not None:
                 Session.file("last-session.json").write_text(json.dumps(asdict(session)) + "\n")
         it.write_cut(CutRecord(outcome.cut_t, len(outcome.acks), plan.cut, outcome.start_entry))
+        if outcome.ledger is not None:
+            it.write_ledger(outcome.ledger)
         return outcome
 
 
@@ -163,7 +165,7 @@ def verify(it: IterationDir, path: VerifyPath, progress: Progress, workload: str
     with Kit(cfg, it.path / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         boot = kit.boot_source(plan.seed)      # as `xdh up` brought the stack up
         outcome = CrashOutcome(tuple(it.read_acks()), cut.cut_t, plan.cut, image, volatile, cut.workload_start_entry,
-                               base_dut=boot.frozen_dut, reset=kit.reset)
+                               base_dut=boot.frozen_dut, reset=kit.reset, ledger=it.read_ledger_or_none())
         done = check_phase(Crashed(plan, it, time.monotonic(), outcome), kit, progress)
     if done.full is not None:
         raise done.full

@@ -16,6 +16,7 @@ from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..components import Components
 from ..config import StackConfig, TortureConfig, VerifyPath
+from ..crash.ledger import attribute
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
 from ..releases import DEFAULT_RELEASE
@@ -167,12 +168,12 @@ def cmd_reproduce(args: Args) -> int:
     if args.state:
         mode = VerifyPath(args.verify or "both")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
-        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress, ImageStore()))
+        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress, ImageStore()), it)
     if not args.rerun:
         mode = VerifyPath(args.verify or "reboot")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
         store = ImageStore()
-        return _print_reverified([reproduce.reverify(it, p, progress, store) for p in paths])
+        return _print_reverified([reproduce.reverify(it, p, progress, store) for p in paths], it)
     stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
                                   debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
                                   kernel.resolve(args.domu_initrd), args.stock)
@@ -186,12 +187,17 @@ def _rerun(it: IterationDir, stack: StackConfig) -> int:
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
                                         + (f": {rec.error}" if rec.error else ""))
         print(f"  {what:8} {text}\n           on {reproduce.describe(st)}")
-    for line in r.record.violations:
-        print(f"    {line}")
+    if r.record.flush is not None:
+        print(f"    flush ledger: {r.record.flush.text}")
+    for v in r.record.violations:
+        print(f"    {v.line()}")
     return status_exit(r.record.status)
 
 
-def _print_reverified(results: list[reproduce.Reverified]) -> int:
+def _print_reverified(results: list[reproduce.Reverified], it: IterationDir) -> int:
+    ledger = it.read_ledger_or_none()
+    if ledger is not None:
+        print(f"flush ledger of the recorded crash run: {attribute(ledger).text}")
     codes = []
     for r in results:
         v = r.verdict

@@ -119,8 +119,10 @@ def cmd_verify(args: Args) -> int:
     record = session_mod.verify(it, VerifyPath(args.verify), progress, workload=args.workload)
     states = f"; {record.crash_states} crash states" if record.crash_states > 1 else ""
     print(f"{record.name}: {record.status.value.upper()}: {record.acked} acked, {record.lost_acked} lost{states}")
-    for line in record.violations[:20]:
-        print(f"  {line}")
+    if record.flush is not None:
+        print(f"  flush ledger: {record.flush.text}")
+    for v in record.violations[:20]:
+        print(f"  {v.line()}")
     if record.error:
         print(f"  {record.error}")
     print(f"verdict: {it.path / 'result.json'}")

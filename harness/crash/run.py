@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import faults, workloads
+from ..catalog import backends, faults, workloads
 from ..catalog.workloads import Ack, Workload
 from ..config import CutMode, DiskCache, Reset, TortureConfig
 from ..errors import LogError, WorkloadError
@@ -30,7 +30,9 @@ from ..vm.kernlog import KernelLogTap
 from ..vm.machine import Machines
 from ..vm.ssh import Stream
 from . import writelog
+from .counters import Recorder
 from .files import CrashPaths, ack_line
+from .ledger import Ledger
 from .plan import CutPlan
 
 
@@ -48,6 +50,7 @@ class CrashOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     base_dut: Path | None = None      # the disk under test it started from (None: a blank one)
     reset: Reset = Reset.BOOT         # how its stack came up (a restore of the saved stack, or a boot)
+    ledger: Ledger | None = None      # every layer's flush counters over the run (crash.ledger)
 
 
 class AckReader:
@@ -167,6 +170,7 @@ class CrashRun:
         drive = dut_drive(paths.dut, self.log, self.fault, paths.boot)
         self.stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet, user_qmp, machines)
         self.steps = FaultSteps(self.fault, self.stack, say)
+        self.ledger = Recorder(self.stack, backends.get(cfg.stack.backend))
         self.taps: list[KernelLogTap] = []
         self.reader: AckReader | None = None
         self.seconds: dict[str, float] = {}
@@ -188,6 +192,7 @@ class CrashRun:
         prepare_domu(self.stack, self.workload, self.steps, self.seed, self.cfg.params())
         if self.volatile:
             self.start_entry = log_entries(self.paths.write_log)
+        self.ledger.at_start()
         if run_workload:
             argv = self.workload.argv("run", self.seed, self.cfg.params() | {"ops": 1 << 30})
             self.reader = AckReader(self.stack.domu.stream(argv), self.paths.acks, self.paths.output, self.log)
@@ -203,6 +208,7 @@ class CrashRun:
         """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
         A fault's ``during`` steps that no cut plan reached (a cut by hand) run first."""
         self.steps.run(faults.When.DURING)
+        self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
         self.seconds["workload"] = round(time.monotonic() - self._t_start, 2)
@@ -214,9 +220,10 @@ class CrashRun:
         if self.reader is not None:
             self.reader.finish()
         acks = tuple(self.reader.acks) if self.reader is not None else ()
+        ledger = self.ledger.ledger(self.paths.kmsg_domu, self.paths.kmsg_dom0, self.log, self.start_entry)
         return CrashOutcome(acks, self.cut_t, plan, self.paths.dut, self.log, self.start_entry,
                             "; ".join(a for a in self.steps.applied if a), self.seconds, self.boot.frozen_dut,
-                            Reset.BOOT if self.boot.frozen_dut is None else Reset.SNAPSHOT)
+                            Reset.BOOT if self.boot.frozen_dut is None else Reset.SNAPSHOT, ledger)
 
 
 def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPaths, images: ImagePair,

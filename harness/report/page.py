@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..catalog.workloads import Ack
+from ..crash.ledger import Layer, Ledger, attribute
 from ..errors import ConfigError
 from ..status import ExitCode, Status
 from ..verify.oracle import Violation
@@ -84,11 +85,31 @@ def _iteration(it: IterationRecord, run_dir: Path) -> tuple[str, list[int]]:
         body.append(f"<pre>{esc(it.error)}</pre>")
     if it.violations:
         body.append("<p>violations:</p><pre>" + esc("\n".join(v.line() for v in it.violations)) + "</pre>")
+    ledger = d.read_ledger_or_none()
+    if ledger is not None:
+        body.append(ledger_table(ledger))
     if evidence:
         body.append("<p>kernel evidence:</p><pre>" + esc("\n".join(evidence)) + "</pre>")
     body.append(f'<p>logs: {links or "none"}</p><p class="muted">reproduce: <code>xdh reproduce {esc(d.path)}</code>'
                 "</p></details>")
     return "\n".join(body), [a.latency_us for a in acks]
+
+
+def ledger_table(ledger: Ledger) -> str:
+    """The flush ledger: each layer top down with what it passed on, the layer the flush died in
+    marked (a layer diagram as a table: one row a layer)."""
+    died = attribute(ledger)
+    rows = []
+    for r in ledger.rows():
+        guilty = died.layer is not None and (r.layer == died.layer or (
+            died.layer == Layer.FILESYSTEM and r.layer == Layer.DOMU_BLOCK))
+        style = ' style="background:#ffebe9"' if guilty else ""
+        mark = f' <span class="v" style="background:#cf222e">{esc(died.kind.value)}</span>' if guilty else ""
+        rows.append(f"<tr{style}><th>{esc(r.layer.value)}{mark}</th>"
+                    f"<td>{'-' if r.count is None else r.count}</td><td>{r.failed or ''}</td>"
+                    f"<td class=muted>{esc(r.note)}</td></tr>")
+    return (f"<p>flush ledger: <b>{esc(died.text)}</b></p><table><tr><th>layer (top down)</th><th>flushes</th>"
+            f"<th>failed</th><th></th></tr>{''.join(rows)}</table>")
 
 
 def _href(p: Path, run_dir: Path) -> str:

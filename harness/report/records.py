@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import DiskCache, Reset, VerifyPath
+from ..crash.ledger import Attribution, Kind
 from ..crash.plan import CutPlan
 from ..status import ExitCode, Expect, Status, campaign_exit
 from ..verify.oracle import Violation
@@ -74,6 +75,8 @@ class IterationRecord:
     release: str = ""           # the Debian release of the stack (the JUnit class name carries it)
     run_dir: str = ""           # in a merge: the run directory it came from ("" = the summary's own)
     expect: Expect | None = None   # in a merge: its run's --expect (None: the summary's own)
+    flush: Attribution | None = None    # where the flush died, by the ledger (flushes.json), if one was kept
+    flush_per_op: dict[str, float | None] = field(default_factory=dict)   # flushes per durable op per layer
 
     @property
     def total_seconds(self) -> float:
@@ -84,8 +87,11 @@ class IterationRecord:
         return self.name.startswith("canary")
 
     def detail(self) -> str:
-        """The error, or the first violation: one line for people."""
-        return self.error or (self.violations[0].line() if self.violations else "")
+        """The error, or the first violation (and where the flush died): one line for people."""
+        if self.error:
+            return self.error
+        died = f" [{self.flush.text}]" if self.flush and self.flush.kind != Kind.NONE else ""
+        return (self.violations[0].line() + died) if self.violations else ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -106,6 +112,8 @@ class IterationRecord:
                 data[key] = enum(data[key])
         if data.get("expect"):
             data["expect"] = Expect(data["expect"])
+        if data.get("flush"):
+            data["flush"] = Attribution.from_json(data["flush"])
         return cls(**data)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..catalog.workloads import Ack
 from ..crash.files import CrashPaths, load_acks
+from ..crash.ledger import Ledger
 from ..errors import ConfigError
 from ..jsonio import read_json, write_json
 from ..verify.oracle import Verdict
@@ -72,6 +73,10 @@ class IterationDir:
     @property
     def verdict(self) -> Path:
         return self.path / "verdict.json"
+
+    @property
+    def flushes(self) -> Path:
+        return self.path / "flushes.json"
 
     @property
     def write_log(self) -> Path:
@@ -126,6 +131,19 @@ class IterationDir:
         self.states.mkdir(parents=True, exist_ok=True)
         write_json(self.states / "states.json", {"log": log, "states": [st.to_json() for st in states],
                                                  "kernel_evidence": kernel_evidence})
+
+    def write_ledger(self, ledger: Ledger) -> None:
+        write_json(self.flushes, ledger.to_json())
+
+    def read_ledger(self) -> Ledger | None:
+        """flushes.json (None if the crash run kept no ledger)."""
+        return Ledger.from_json(read_json(self.flushes)) if self.flushes.exists() else None
+
+    def read_ledger_or_none(self) -> Ledger | None:
+        try:
+            return self.read_ledger()
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return None
 
     def write_result(self, record: IterationRecord) -> None:
         write_json(self.result, record.to_json())

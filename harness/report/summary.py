@@ -34,6 +34,8 @@ def table(summary: CampaignSummary) -> str:
     for it in summary.all:
         detail = it.error or ("; ".join(v.line() for v in it.violations[:2])
                               + (" ..." if len(it.violations) > 2 else ""))
+        if it.flush is not None and not it.error:      # where the flush died (or the path that held)
+            detail = f"{it.flush.text}; {detail}" if detail else it.flush.text
         rows.append(f"{it.name:11} {it.seed:17d} {it.cut.describe():>10} {it.acked:6d} {it.lost_acked:5d} "
                     f"{it.status.upper():10} {it.total_seconds:6.0f}  {detail[:100]}")
     c = summary.counts()
@@ -116,10 +118,14 @@ def _case(suite: ET.Element, summary: CampaignSummary, it: IterationRecord) -> N
             msg = f"canary {canary_said(it)}"
         else:
             msg = f"expected a loss, and all {it.acked} acknowledged writes survived: the fault was not caught"
+        if it.flush is not None and it.status == Status.LOSS:
+            msg += f" ({it.flush.text})"
         fail = ET.SubElement(case, "failure", type=f"expected-{want}", message=msg)
-        fail.text = "\n".join([*lines, *(["kernel evidence:"] + evidence if evidence else [])])
+        fail.text = "\n".join([*([f"where the flush died: {it.flush.text}"] if it.flush else []), *lines,
+                               *(["kernel evidence:"] + evidence if evidence else [])])
     out = [f"{it.name}: {it.status} ({it.acked} acked, {it.lost_acked} lost, {it.crash_states} crash states)"]
     out += [f"fault applied: {it.fault_applied}"] if it.fault_applied else []
+    out += [f"flush ledger: {it.flush.text}"] if it.flush else []
     out += lines + ([it.error] if it.error else []) + evidence
     out += [f"logs: {p}" for p in sorted(str(x) for x in d.path.glob("*.log"))] if d.path.exists() else []
     ET.SubElement(case, "system-out").text = "\n".join(out)

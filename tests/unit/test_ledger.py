@@ -1,0 +1,124 @@
+"""The flush ledger's attribution from counters alone (crash/ledger.py): the pattern each fault
+leaves (../shared/notes/layer-counters.md, "Attribution recipe"), written as counters with no
+fault name anywhere, must name its layer; a clean path names none. The real counters of the
+real stack: tests/integration/test_ledger.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.crash.ledger import (
+    Evidence,
+    Kind,
+    Layer,
+    Ledger,
+    Sample,
+    attribute,
+    blockstats,
+    evidence,
+    mounted_nobarrier,
+    no_flush_nodes,
+    stat_flushes,
+)
+
+WB, WT = "write back", "write through"
+T0 = Sample(acks=0, domu_flushes=10, domu_write_cache=WB, backend_flushes=0, backend_failed=0, dom0_flushes=40,
+            dom0_write_cache=WB, outer_flushes=50)
+
+
+def _ledger(ring: str = "fdatasync", ev: Evidence | None = None, **end) -> Ledger:
+    base = dict(acks=80, domu_flushes=90, domu_write_cache=WB, backend_flushes=78, backend_failed=0,
+                dom0_flushes=120, dom0_write_cache=WB, outer_flushes=131)
+    return Ledger("qdisk" if ring == "fdatasync" else "phy", ring, T0, Sample(**(base | end)), ev or Evidence())
+
+
+CASES = {
+    # fault (only as a test id): the counters it leaves -> (kind, layer)
+    "none": (_ledger(), Kind.NONE, None),
+    "none-phy": (_ledger("f_req"), Kind.NONE, None),
+    "drop-flush": (_ledger(domu_flushes=10, domu_write_cache=WT, backend_flushes=0, dom0_flushes=40, outer_flushes=50),
+                   Kind.DROP, Layer.DOMU_BLOCK),
+    "nobarrier": (_ledger(domu_flushes=10, nobarrier=True, backend_flushes=0, dom0_flushes=40, outer_flushes=50),
+                  Kind.DROP, Layer.FILESYSTEM),
+    "flush-eio-6.1": (_ledger(domu_write_cache=WT, domu_flushes=15, backend_failed=1, outer_failed=1,
+                              ev=Evidence(blkfront_failed=1, blkfront_disabled=True, dom0_errors=1)),
+                      Kind.MASK, Layer.BLKFRONT),
+    "flush-eio-6.12": (_ledger(domu_flushes=90, backend_flushes=6, backend_failed=1, dom0_flushes=45,
+                               outer_flushes=56, outer_failed=1, ev=Evidence(blkfront_failed=1)),
+                       Kind.MASK, Layer.BLKFRONT),
+    "flush-eio-phy": (_ledger("f_req", backend_failed=None, outer_failed=1, ev=Evidence(blkfront_failed=1)),
+                      Kind.MASK, Layer.BLKFRONT),
+    "backend-lies": (_ledger(backend_flushes=0, dom0_flushes=40, outer_flushes=50, ev=Evidence(eatmydata=True)),
+                     Kind.DROP, Layer.BACKEND),
+    "backend-lies-uncounted": (_ledger("", backend_flushes=None, dom0_flushes=40, outer_flushes=50,
+                                       ev=Evidence(eatmydata=True)), Kind.LIE, Layer.BACKEND),
+    "dom0-write-through": (_ledger(dom0_flushes=40, dom0_write_cache=WT, outer_flushes=50),
+                           Kind.DROP, Layer.DOM0_DEVICE),
+    "dom0-write-through-phy": (_ledger("f_req", dom0_flushes=40, dom0_write_cache=WT, outer_flushes=50),
+                               Kind.DROP, Layer.DOM0_DEVICE),
+    "disk-lies-volatile": (_ledger(outer_no_flush=True, ev=Evidence(log_flushes=0)), Kind.LIE, Layer.OUTER_DISK),
+    "disk-lies-none": (_ledger(outer_no_flush=True), Kind.LIE, Layer.OUTER_DISK),
+    "clean-volatile": (_ledger(ev=Evidence(log_flushes=77)), Kind.NONE, None),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_pattern_is_attributed_to_its_layer_from_the_counters(name):
+    ledger, kind, layer = CASES[name]
+    got = attribute(ledger)
+    assert (got.kind, got.layer) == (kind, layer), got.text
+    assert got.text.startswith("flush path intact" if kind == Kind.NONE else ("flush ", "flush acknowledged"))
+
+
+def test_the_two_blkfronts_are_told_apart_by_what_follows_the_mask():
+    old = attribute(CASES["flush-eio-6.1"][0]).text
+    new = attribute(CASES["flush-eio-6.12"][0]).text
+    assert "switched off" in old and "died in the domU block layer" in old
+    assert "without the ring" in new and "80 flush requests in the domU, 5 reached dom0's device" in new
+
+
+def test_the_verdict_line_says_how_many_and_where():
+    text = attribute(CASES["drop-flush"][0]).text
+    assert text == ("flush died in the domU block layer: 80 durable ops, 0 flush requests reached blkfront "
+                    "(write cache: write through)")
+
+
+def test_no_acks_nothing_to_attribute():
+    assert attribute(_ledger(acks=0)).kind == Kind.UNKNOWN
+
+
+def test_a_clean_path_shows_the_flush_amplification():
+    ledger = CASES["none"][0]
+    assert ledger.per_op() == {"domU block layer": 1.0, "blkfront": 0.97, "dom0 block device": 1.0,
+                               "outer disk": 1.01}
+    assert "domU block layer 1.0" in attribute(ledger).text
+
+
+def test_the_ledger_round_trips_as_data():
+    ledger = CASES["flush-eio-6.12"][0]
+    stored = json.loads(json.dumps(ledger.to_json()))
+    assert Ledger.from_json(stored) == ledger
+    assert stored["attribution"]["layer"] == "blkfront" and stored["rows"][0]["count"] == 80
+
+
+# --- the layers' own formats ------------------------------------------------------------------
+def test_readers_of_kernel_files_and_qmp_replies():
+    stat = "   100 0 800 5  2000 0 16000 90  0 10 95  0 0 0 0  87 40\n"
+    assert stat_flushes(stat) == 87 and stat_flushes("1 2 3") == 0       # before Linux 5.5: no flush fields
+    mounts = "/dev/xvda / ext4 rw 0 0\n/dev/xvdb /mnt/dut ext4 rw,relatime,nobarrier 0 0\n"
+    assert mounted_nobarrier(mounts, "/mnt/dut") and not mounted_nobarrier(mounts, "/")
+    reply = [{"device": "", "node-name": "dom0-root", "stats": {"flush_operations": 3}},
+             {"device": "", "node-name": "dut", "stats": {"flush_operations": 9, "failed_flush_operations": 1}}]
+    assert blockstats(reply, "dut") == (9, 1)
+    nodes = [{"node-name": "dut-file", "cache": {"no-flush": True}}, {"node-name": "dom0-root", "cache": {}}]
+    assert no_flush_nodes(nodes, "dut") and not no_flush_nodes(nodes[1:], "dut")
+
+
+def test_evidence_from_the_kernel_logs():
+    domu = ("[  10.1] blkfront: xvdb: empty flush op failed\n"
+            "[  10.2] blkfront: xvdb: barrier or flush: disabled; persistent grants: enabled\n")
+    dom0 = "[ 9.9] I/O error, dev vdc, sector 0 op 0x2:(FLUSH) flags 0x800\n[ 9.9] I/O error, dev vda, sector 8\n"
+    ev = evidence(domu, dom0, "vdc")
+    assert (ev.blkfront_failed, ev.blkfront_disabled, ev.dom0_errors) == (1, True, 1)
