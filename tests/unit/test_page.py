@@ -74,3 +74,15 @@ def test_no_index_over_a_page_that_is_not_ours(tmp_path, monkeypatch):
     _run(tmp_path, "a", "loss", lost=True)
     _run(tmp_path, "b", "pass", lost=False)
     assert (tmp_path / "index.html").read_text() == "<html>your workspace</html>"
+
+
+def test_the_page_shows_the_ledger_with_the_guilty_layer_marked(tmp_path):
+    from harness.crash.ledger import Evidence, Ledger, Sample
+    run = _run(tmp_path, "a", "loss", lost=True)
+    t0 = Sample(domu_flushes=10, domu_write_cache="write back", dom0_flushes=40, outer_flushes=50)
+    t1 = Sample(acks=20, domu_flushes=10, domu_write_cache="write through", dom0_flushes=40, outer_flushes=50)
+    write_json(run / "iterations" / "iter-0000" / "flushes.json", Ledger("qdisk", "", t0, t1, Evidence()).to_json())
+    text = page.run_page(summary_mod.RunDir(run).read_summary(), run)
+    assert "flush died in the domU block layer: 20 durable ops, 0 flush requests reached blkfront" in text
+    marked = re.search(r'<tr style="background:#ffebe9"><th>([^<]+)<span', text)
+    assert marked and marked.group(1).strip() == "domU block layer"
