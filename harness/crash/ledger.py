@@ -198,16 +198,20 @@ def attribute(g: Ledger) -> Attribution:
                            f"0 flush requests reached blkfront (write cache: {g.end.domu_write_cache or '?'})")
     if g.evidence.blkfront_failed or _below_failed(g):
         return _masked(g, acks)
+    if g.end.domu_write_cache == WRITE_THROUGH:      # switched during the run: flushes after it end there
+        return Attribution(Kind.DROP, Layer.DOMU_BLOCK, f"flush died in the domU block layer: its write cache "
+                           f"went to write through during the run ({d} flush requests reached blkfront before)")
     if ring == 0:
         what = "blkback received no ring flush" if g.ring == "f_req" else "dom0's device model made no fdatasync"
         return Attribution(Kind.DROP, Layer.BACKEND if g.ring == "fdatasync" else Layer.BLKFRONT,
                            f"flush died {'in the backend' if g.ring == 'fdatasync' else 'in blkfront'}: {d} "
                            f"flush requests in the domU, {what}")
+    if g.end.dom0_write_cache == WRITE_THROUGH:
+        when = "" if g.start.dom0_write_cache == WRITE_THROUGH else ", switched during the run"
+        return Attribution(Kind.DROP, Layer.DOM0_DEVICE, f"flush died in dom0's block device: {d} flush requests "
+                           f"in the domU{'' if ring is None else f', {ring} left the backend'}, {v} reached dom0's "
+                           f"device driver (its write cache: write through{when})")
     if v == 0:
-        if g.end.dom0_write_cache == WRITE_THROUGH:
-            return Attribution(Kind.DROP, Layer.DOM0_DEVICE, f"flush died in dom0's block device: {d} flush "
-                               f"requests in the domU{'' if ring is None else f', {ring} left the backend'}, 0 "
-                               "reached dom0's device driver (its write cache: write through)")
         how = " (its device model runs under eatmydata)" if g.evidence.eatmydata else ""
         return Attribution(Kind.LIE if g.evidence.eatmydata else Kind.DROP, Layer.BACKEND,
                            f"flush died in the backend{how}: {d} flush requests crossed the ring, 0 reached "

@@ -16,6 +16,7 @@ from harness.campaign.campaign import run_campaign
 from harness.campaign.reproduce import reverify
 from harness.config import StackConfig, TortureConfig, VerifyPath
 from harness.report import summary as report
+from harness.report.records import CampaignSummary
 from harness.report.rundir import IterationDir
 from harness.status import ExitCode
 
@@ -25,7 +26,12 @@ pytestmark = pytest.mark.stack
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 2), seed=kw.pop("seed", 20261125), canary=False,
                         cut_acks=(30, 80), stack=StackConfig(), **kw)
-    return run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
+    s = run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
+    return s.to_json()      # as summary.json holds it
+
+
+def _table(s: dict) -> str:
+    return report.table(CampaignSummary.from_json(s))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
     One iteration: a second only repeated the reboot (the verifier's reuse across crash images
     is proven by the positive control's two iterations and test_volatile's)."""
     s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both", iterations=1)
-    assert s["counts"] == {"pass": 1, "loss": 0, "guest-died": 0, "error": 0}, report.table(s)
+    assert s["counts"] == {"pass": 1, "loss": 0, "guest-died": 0, "error": 0}, _table(s)
     assert s["exit_code"] == ExitCode.CLEAN
     for it in s["iterations"]:
         assert it["acked"] >= 30 and it["lost_acked"] == 0 and it["crash_image"] is None
@@ -49,7 +55,7 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
 
 def test_positive_control_is_caught(positive):
     s = positive
-    assert s["counts"]["loss"] == 2, report.table(s)
+    assert s["counts"]["loss"] == 2, _table(s)
     assert s["exit_code"] == ExitCode.LOSS
     for it in s["iterations"]:
         assert it["lost_acked"] > 0 and it["crash_image"]
@@ -82,6 +88,6 @@ def test_baseline_path_catches_the_positive_control(images, tmp_path):
     """The full path (a boot per crash run, a reboot per verification) stays available and correct."""
     s = _campaign(tmp_path, "base", workload="append", fault="drop-flush", iterations=1, reset="boot",
                   verify="reboot")
-    assert s["counts"]["loss"] == 1, report.table(s)
+    assert s["counts"]["loss"] == 1, _table(s)
     it = s["iterations"][0]
     assert (it["reset"], it["verify"]) == ("boot", "reboot") and it["lost_acked"] > 0
