@@ -149,6 +149,7 @@ class FakeVerifier:
     def __init__(self, run_dir: Path, domu: BuiltImage, store: object, **kw: object):
         self.run_dir = run_dir
         self.store = store          # as FastVerifier's: compare hands it down to its cells
+        self.machines = kw.get("machines")
         self.started = self.stopped = 0
         self.ensured = 0
         FakeVerifier.instances.append(self)

@@ -16,7 +16,7 @@ from typing import Any
 from ..catalog import faults, workloads
 from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
-from ..errors import Interrupted, XdhError
+from ..errors import DiskFull, Interrupted, XdhError
 from ..images import ImagePair, ImageStore
 from ..progress import Progress, Step
 from ..report import summary as summary_mod
@@ -27,7 +27,7 @@ from ..status import ExitCode, Status, error_exit
 from ..verify.fast import FastVerifier
 from ..vm.watch import enospc
 from . import space
-from .iteration import Finished, check_phase, crash_phase, iterate, run_iteration
+from .iteration import Failure, Finished, check_phase, crash_phase, iterate, run_iteration
 from .kit import Kit
 
 
@@ -91,10 +91,13 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
     try:
         for idx in indices:
             crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
-            collect()
+            try:
+                collect()
+            except DiskFull as full:        # the last check hit a full disk: this crash run stops with it
+                crashed.full = crashed.full or full
+                crashed.failure = crashed.failure or Failure(Status.GUEST_DIED, full.oneline())
             if crashed.full is not None:     # recorded by its check phase, then the campaign stops
-                done = check_phase(crashed, kit, progress)
-                finished(done.record)
+                finished(check_phase(crashed, kit, progress).record)
                 raise crashed.full
             pending = pool.submit(check_phase, crashed, kit, progress)
         collect()

@@ -35,6 +35,7 @@ from ..stack import inputs
 from ..stack.xen import versions
 from ..status import ExitCode
 from ..verify.fast import FastVerifier
+from ..vm.machine import Machines
 from .campaign import run_campaign, run_canary
 from .iteration import classify
 from .kit import Kit
@@ -84,6 +85,7 @@ class Cell:
     disk_cache: str
     release: str = DEFAULT_RELEASE
     skip: str = ""          # why this cell is not run (an impossible combination, a missing part)
+    auto: bool = False      # its disk-cache model is the backend's own (--disk-cache auto)
 
     @property
     def name(self) -> str:
@@ -106,7 +108,7 @@ def plan_cells(cfg: CompareConfig) -> list[Cell]:
         c = backends_mod.get(b).disk_cache if asked == DiskCache.AUTO else asked   # a cell says which model ran
         if asked == DiskCache.AUTO and c in cfg.disk_caches:
             continue            # asked for explicitly as well: one cell
-        cell = Cell(b, f, w, c, r)
+        cell = Cell(b, f, w, c, r, auto=asked == DiskCache.AUTO)
         try:
             inputs.check_torture(torture_config(cfg, cell))
         except (ConfigError, ImageError) as exc:   # impossible, or a part to build first (the hint says how)
@@ -119,7 +121,8 @@ def torture_config(cfg: CompareConfig, cell: Cell, canary: bool = False) -> Tort
     """The cell's campaign; a direct-io-safe backend gets its release's aio device model in dom0."""
     stack = inputs.completed(dataclasses.replace(cfg.stack, backend=cell.backend, release=cell.release))
     return TortureConfig(workload=cell.workload, fault=cell.fault, iterations=cfg.iterations, seed=cfg.seed,
-                         cut_acks=cfg.cut_acks, canary=canary, disk_cache=DiskCache(cell.disk_cache),
+                         cut_acks=cfg.cut_acks, canary=canary,
+                         disk_cache=DiskCache.AUTO if cell.auto else DiskCache(cell.disk_cache),
                          crash_subsets=cfg.crash_subsets, flush_points=cfg.flush_points,
                          stack=stack)
 
@@ -151,8 +154,8 @@ def run_compare(cfg: CompareConfig, run_dir: Path, progress: Progress, command: 
     store = store or ImageStore()
     # one verifier VM for the whole matrix (its boot would otherwise cost every cell ~30 s)
     verifier = FastVerifier(run.verifier, store.require("domu", cfg.stack.components()), store,
-                            accel=cfg.stack.accel,
-                            progress=progress, boot_timeout=cfg.stack.boot_timeout)
+                            accel=cfg.stack.accel, progress=progress, boot_timeout=cfg.stack.boot_timeout,
+                            machines=Machines())    # every cell's kit counts its machines with it
     try:
         verifier.start()
         _run_cells(cfg, todo, run, progress, verifier)

@@ -69,6 +69,12 @@ class Finished:
     full: DiskFull | None = None
 
 
+def _full(exc: BaseException, kit: Kit, it: IterationDir) -> DiskFull | None:
+    """The full disk behind ``exc``, if any: a machine of the kit stopped on one, the harness's
+    own write failed with ENOSPC, or a machine said so itself."""
+    return exc if isinstance(exc, DiskFull) else kit.machines.disk_full() or enospc(exc, it.path)
+
+
 def _say(plan: IterationPlan, progress: Progress) -> Progress:
     return lambda msg: progress(f"  {plan.name}: {msg}")
 
@@ -97,7 +103,7 @@ def crash_phase(plan: IterationPlan, kit: Kit, it: IterationDir, progress: Progr
         if crashed.outcome.ledger is not None:
             it.write_ledger(crashed.outcome.ledger)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the iteration's status
-        crashed.full = kit.machines.disk_full() or enospc(exc, it.path)
+        crashed.full = _full(exc, kit, it)
         if crashed.full is not None:    # every later iteration would fail the same way
             crashed.failure = Failure(Status.GUEST_DIED, crashed.full.oneline())
             say(f"{Status.GUEST_DIED.value}: {crashed.full.oneline()}")
@@ -121,7 +127,7 @@ def check_phase(crashed: Crashed, kit: Kit, progress: Progress) -> Finished:
         if failure is None and crashed.outcome is not None:
             checked = check_outcome(plan, kit, it, crashed.outcome, say)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the iteration's status
-        full = kit.machines.disk_full() or enospc(exc, it.path)
+        full = _full(exc, kit, it)
         failure = Failure(Status.GUEST_DIED, full.oneline()) if full is not None else _failed(exc, it, say)
     except BaseException:
         failure = Failure(Status.ERROR, "interrupted")

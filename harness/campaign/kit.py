@@ -29,7 +29,8 @@ class Kit(Lifecycle):
     def __init__(self, cfg: TortureConfig, verifier_dir: Path, store: ImageStore, images: ImagePair,
                  progress: Progress, verifier: FastVerifier | None = None, machines: Machines | None = None):
         self.cfg = cfg
-        self.machines = machines or Machines()   # every QEMU this kit (and its lanes) starts
+        # every QEMU this kit (and its lanes) starts; a verifier handed in brings its own registry
+        self.machines = machines or (verifier.machines if verifier is not None and verifier.machines else Machines())
         self.verifier_dir = verifier_dir
         self.store = store
         self.images = images

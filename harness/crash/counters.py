@@ -5,8 +5,10 @@ calls are counted by a tracefs histogram in dom0, armed when the workload starts
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +19,13 @@ from ..errors import XdhError
 from ..stack.xen import XenStack
 from ..vm.ssh import Shell
 from . import writelog
-from .ledger import Evidence, Ledger, Sample, blockstats, evidence, mounted_nobarrier, no_flush_nodes, stat_flushes
+from .ledger import Ledger, Sample, blockstats, evidence, mounted_nobarrier, no_flush_nodes, stat_flushes
 
 LOG = logging.getLogger(__name__)
 DUT_NODE = "dut"          # the outer disk under test's node name (vm.argv.Drive)
-DM_COMM = "qemu-system"   # dom0's device model threads (comm qemu-system-i38)
+DM_COMM = "qemu-system"   # dom0's device model threads (Debian's xen-qemu-system-i386: comm xen-qemu-system)
 TRACING = "/sys/kernel/tracing/events/syscalls/sys_exit_fdatasync"
+STREAM_SECONDS = 1.0      # the guests' counters are this old at most (plus one SSH command) at the cut
 FATAL = (OSError, XdhError)
 
 
@@ -44,9 +47,9 @@ def _fdatasync_hist(text: str) -> tuple[int, int]:
         if DM_COMM not in line or "hitcount:" not in line:
             continue
         n = int(line.rsplit("hitcount:", 1)[1].split()[0])
-        ret = line.split("ret:", 1)[1].split("}", 1)[0].strip() if "ret:" in line else "0"
+        ret = int(line.split("ret:", 1)[1].split("}", 1)[0]) if "ret:" in line else 0
         calls += n
-        failed += n if ret.lstrip("-").isdigit() and int(ret) < 0 else 0
+        failed += n if ret >= 1 << 63 or ret < 0 else 0      # the histogram prints keys unsigned (-5: 2**64-5)
     return calls, failed
 
 
@@ -71,6 +74,17 @@ class Counters:
                 LOG.debug("no fdatasync histogram in dom0: %s", res.stderr.strip())
 
     def sample(self, acks: int) -> Sample:
+        return self.outer(self.guests(acks))
+
+    def outer(self, s: Sample) -> Sample:
+        """``s`` with the outer QEMU's counters (QMP: milliseconds, taken at the cut itself)."""
+        flushes, failed = blockstats(self.stack.machine.qmp("query-blockstats"), DUT_NODE)
+        nodes = self.stack.machine.qmp("query-named-block-nodes")
+        return dataclasses.replace(s, outer_flushes=flushes, outer_failed=failed,
+                                   outer_no_flush=no_flush_nodes(nodes, DUT_NODE))
+
+    def guests(self, acks: int) -> Sample:
+        """The domU's and dom0's counters (one SSH command each)."""
         stack = self.stack
         assert stack.domu is not None and stack.dom0 is not None
         domu = _files(stack.domu, ["/sys/block/xvdb/stat", "/sys/block/xvdb/queue/write_cache", "/proc/mounts"])
@@ -86,15 +100,12 @@ class Counters:
             backend_flushes = int(dom0[ring[0]].split()[0])
         elif self.ring == "fdatasync":
             backend_flushes, backend_failed = _fdatasync_hist(dom0.get(ring[0], ""))
-        flushes, failed = blockstats(stack.machine.qmp("query-blockstats"), DUT_NODE)
-        nodes = stack.machine.qmp("query-named-block-nodes")
         return Sample(acks=acks, domu_flushes=stat_flushes(domu.get("/sys/block/xvdb/stat", "")),
                       domu_write_cache=domu.get("/sys/block/xvdb/queue/write_cache", "").strip(),
                       nobarrier=mounted_nobarrier(domu.get("/proc/mounts", ""), MOUNT),
                       backend_flushes=backend_flushes, backend_failed=backend_failed,
                       dom0_flushes=stat_flushes(dom0.get(f"{dev}/stat", "")),
-                      dom0_write_cache=dom0.get(f"{dev}/queue/write_cache", "").strip(),
-                      outer_flushes=flushes, outer_failed=failed, outer_no_flush=no_flush_nodes(nodes, DUT_NODE))
+                      dom0_write_cache=dom0.get(f"{dev}/queue/write_cache", "").strip())
 
     def eatmydata(self) -> bool:
         """Whether dom0's device model runs with libeatmydata mapped (its fdatasync a no-op)."""
@@ -106,9 +117,11 @@ class Counters:
 
 
 class Recorder:
-    """The ledger of one crash run: armed and sampled as the workload starts, sampled again just
-    before the cut, finished with the logs' evidence. A counter that cannot be read never fails
-    the crash run: the ledger is then absent (and the reason logged)."""
+    """The ledger of one crash run. The first sample is taken before the workload starts; then
+    the guests' counters are streamed (a sample every ``STREAM_SECONDS`` in a thread, beside the
+    workload), and at the cut only the outer QEMU is read (QMP, milliseconds) and joined to the
+    latest guest sample: the cut is never delayed by a sample. A counter that cannot be read never
+    fails the crash run: the ledger is then absent (the reason logged)."""
 
     def __init__(self, stack: XenStack, backend: Backend):
         self.counters = Counters(stack, backend)
@@ -116,36 +129,65 @@ class Recorder:
         self.end: Sample | None = None
         self.eatmydata = False
         self.seconds = 0.0
+        self._latest: Sample | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def _timed(self, what: str, fn: Callable[[], Sample]) -> Sample | None:
         t0 = time.monotonic()
         try:
             return fn()
-        except (*FATAL, KeyError, ValueError, IndexError) as exc:     # a counter missing: no ledger
+        except Exception as exc:  # noqa: BLE001 - a counter that cannot be read: no ledger, the run goes on
             LOG.warning("flush ledger: %s sample failed: %s", what, exc)
             return None
         finally:
-            self.seconds += time.monotonic() - t0
+            with self._lock:
+                self.seconds += time.monotonic() - t0
 
     def at_start(self) -> None:
+        """Arm the counters and take the first sample (before the workload starts)."""
         def arm() -> Sample:
             self.counters.arm()
             self.eatmydata = self.counters.eatmydata()
             return self.counters.sample(0)
-        self.start = self._timed("start", arm)
+        self.start = self._latest = self._timed("start", arm)
 
-    def at_cut(self, acks: int) -> None:
+    def stream(self, acks: Callable[[], int]) -> None:
+        """Sample the guests' counters beside the running workload until the cut."""
         if self.start is not None:
-            self.end = self._timed("cut", lambda: self.counters.sample(acks))
+            self._thread = threading.Thread(target=self._stream, args=(acks,), name="ledger", daemon=True)
+            self._thread.start()
+
+    def _stream(self, acks: Callable[[], int]) -> None:
+        while not self._stop.wait(STREAM_SECONDS):
+            s = self._timed("stream", lambda: self.counters.guests(acks()))
+            with self._lock:
+                if s is None or self._stop.is_set():
+                    return          # a guest that no longer answers (the cut came): the last sample stands
+                self._latest = s
+
+    def at_cut(self) -> None:
+        """The outer disk's counters now, joined to the latest guest sample."""
+        self._stop.set()
+        with self._lock:
+            latest = self._latest if self._latest is not self.start else None
+        if latest is not None:
+            self.end = self._timed("cut", lambda: self.counters.outer(latest))
 
     def ledger(self, kmsg_domu: Path, kmsg_dom0: Path, write_log: Path | None, start_entry: int) -> Ledger | None:
+        self._stop.set()
         if self.start is None or self.end is None:
             return None
-        log_flushes = None
-        if write_log is not None and write_log.exists():
-            log_flushes = sum(1 for i in writelog.parse(write_log).flushes() if i >= start_entry)
-        ev = evidence(_text(kmsg_domu), _text(kmsg_dom0), self.counters.dom0_dev)
-        ev = Evidence(ev.blkfront_failed, ev.blkfront_disabled, ev.dom0_errors, log_flushes, self.eatmydata)
+        try:
+            log_flushes = None
+            if write_log is not None and write_log.exists():
+                log_flushes = sum(1 for i in writelog.parse(write_log).flushes() if i >= start_entry)
+            ev = evidence(_text(kmsg_domu), _text(kmsg_dom0), self.counters.dom0_dev)
+            ev = dataclasses.replace(ev, log_flushes=log_flushes, eatmydata=self.eatmydata)
+        except Exception as exc:  # noqa: BLE001 - the logs of a broken run: no ledger, its own error stands
+            LOG.warning("flush ledger: evidence unreadable: %s", exc)
+            return None
         return Ledger(self.counters.backend.name, self.counters.ring, self.start, self.end, ev,
                       round(self.seconds, 2))
 

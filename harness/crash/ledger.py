@@ -51,12 +51,12 @@ class Sample:
     """Every layer's counters at one moment (cumulative since boot; ``None``: not countable here)."""
 
     acks: int = 0
-    domu_flushes: int = 0                 # xvdb: flush requests completed by blkfront (failed included)
+    domu_flushes: int | None = 0          # xvdb: flush requests completed by blkfront (None: kernel < 5.5)
     domu_write_cache: str = ""            # "write back" / "write through"
     nobarrier: bool = False               # the workload's filesystem is mounted without barriers
     backend_flushes: int | None = None    # phy: f_req; qdisk: the device model's fdatasync calls
     backend_failed: int | None = None     # qdisk: fdatasync calls that returned an error
-    dom0_flushes: int = 0                 # dom0's device of the disk under test
+    dom0_flushes: int | None = 0          # dom0's device of the disk under test
     dom0_write_cache: str = ""
     outer_flushes: int = 0                # the outer QEMU's flush_operations of the disk under test
     outer_failed: int = 0
@@ -86,7 +86,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Row:
-    """One layer's line of the ledger: what it passed down, what failed there."""
+    """One layer's line of the ledger: what it passed down over the run, what failed there since
+    the stack came up (a fault may strike in mkfs, before the workload)."""
 
     layer: Layer
     count: int | None          # flushes (or durable ops) seen at this layer over the run
@@ -127,14 +128,14 @@ class Ledger:
             Row(Layer.DOMU_BLOCK, d("domu_flushes"),
                 note=f"flush requests to blkfront; write cache: {e.domu_write_cache or '?'}"
                      + ("; filesystem mounted nobarrier" if e.nobarrier else "")),
-            Row(Layer.BLKFRONT, d("backend_flushes"), d("backend_failed") or 0,
+            Row(Layer.BLKFRONT, d("backend_flushes"), e.backend_failed or 0,
                 note={"f_req": "ring flushes blkback received",
                       "fdatasync": "fdatasync calls of dom0's device model"}.get(self.ring, "not countable")
                      + (f"; 'empty flush op failed' x{self.evidence.blkfront_failed}"
                         if self.evidence.blkfront_failed else "")),
             Row(Layer.DOM0_DEVICE, d("dom0_flushes"), self.evidence.dom0_errors,
                 note=f"flushes that reached dom0's device; write cache: {e.dom0_write_cache or '?'}"),
-            Row(Layer.OUTER_DISK, d("outer_flushes"), d("outer_failed") or 0,
+            Row(Layer.OUTER_DISK, d("outer_flushes"), e.outer_failed,
                 note="flushes the outer QEMU received" + ("; cache.no-flush set" if e.outer_no_flush else "")
                      + ("" if self.evidence.log_flushes is None
                         else f"; {self.evidence.log_flushes} reached the write log")),
@@ -157,14 +158,15 @@ class Ledger:
 
 
 def _below_failed(g: Ledger) -> list[str]:
-    """Where a flush failed below blkfront, as counted."""
+    """Where a flush failed below blkfront since the stack came up (a fault often strikes in mkfs,
+    before the workload: the end sample's totals and the whole run's kernel logs, not deltas)."""
     out = []
-    if (g.delta("outer_failed") or 0) > 0:
-        out.append(f"the outer disk failed {g.delta('outer_failed')}")
+    if g.end.outer_failed > 0:
+        out.append(f"the outer disk failed {g.end.outer_failed}")
     if g.evidence.dom0_errors:
         out.append(f"dom0's device logged {g.evidence.dom0_errors} I/O error(s)")
-    if (g.delta("backend_failed") or 0) > 0:
-        out.append(f"the device model's fdatasync failed {g.delta('backend_failed')}")
+    if (g.end.backend_failed or 0) > 0:
+        out.append(f"the device model's fdatasync failed {g.end.backend_failed}")
     return out
 
 
@@ -188,22 +190,24 @@ def attribute(g: Ledger) -> Attribution:
     acks = g.delta("acks") or 0
     if acks <= 0:
         return Attribution(Kind.UNKNOWN, None, "no durable op was acked: nothing to attribute")
+    if g.evidence.blkfront_failed or g.evidence.blkfront_disabled or _below_failed(g):
+        return _masked(g, acks)
     d, v, o = (g.delta(n) or 0 for n in ("domu_flushes", "dom0_flushes", "outer_flushes"))
     ring = g.delta("backend_flushes")
-    if d == 0:
+    if g.delta("domu_flushes") is not None and d == 0:
         if g.end.nobarrier:
             return Attribution(Kind.DROP, Layer.FILESYSTEM, f"flush died in the domU filesystem: {acks} durable "
                                "ops, no flush asked for (mounted nobarrier), 0 flush requests reached blkfront")
         return Attribution(Kind.DROP, Layer.DOMU_BLOCK, f"flush died in the domU block layer: {acks} durable ops, "
                            f"0 flush requests reached blkfront (write cache: {g.end.domu_write_cache or '?'})")
-    if g.evidence.blkfront_failed or _below_failed(g):
-        return _masked(g, acks)
     if g.end.domu_write_cache == WRITE_THROUGH:      # switched during the run: flushes after it end there
         return Attribution(Kind.DROP, Layer.DOMU_BLOCK, f"flush died in the domU block layer: its write cache "
                            f"went to write through during the run ({d} flush requests reached blkfront before)")
     if ring == 0:
         what = "blkback received no ring flush" if g.ring == "f_req" else "dom0's device model made no fdatasync"
-        return Attribution(Kind.DROP, Layer.BACKEND if g.ring == "fdatasync" else Layer.BLKFRONT,
+        what += " (it runs under eatmydata)" if g.evidence.eatmydata else ""
+        return Attribution(Kind.LIE if g.evidence.eatmydata else Kind.DROP,
+                           Layer.BACKEND if g.ring == "fdatasync" else Layer.BLKFRONT,
                            f"flush died {'in the backend' if g.ring == 'fdatasync' else 'in blkfront'}: {d} "
                            f"flush requests in the domU, {what}")
     if g.end.dom0_write_cache == WRITE_THROUGH:
@@ -211,12 +215,12 @@ def attribute(g: Ledger) -> Attribution:
         return Attribution(Kind.DROP, Layer.DOM0_DEVICE, f"flush died in dom0's block device: {d} flush requests "
                            f"in the domU{'' if ring is None else f', {ring} left the backend'}, {v} reached dom0's "
                            f"device driver (its write cache: write through{when})")
-    if v == 0:
+    if g.delta("dom0_flushes") is not None and v == 0:
         how = " (its device model runs under eatmydata)" if g.evidence.eatmydata else ""
         return Attribution(Kind.LIE if g.evidence.eatmydata else Kind.DROP, Layer.BACKEND,
                            f"flush died in the backend{how}: {d} flush requests crossed the ring, 0 reached "
                            "dom0's device")
-    if o == 0:
+    if g.delta("dom0_flushes") is not None and o == 0:
         return Attribution(Kind.DROP, Layer.DOM0_DEVICE, f"flush died below dom0's device: {v} flushes there, "
                            "the outer disk received none")
     if g.end.outer_no_flush or g.evidence.log_flushes == 0:
@@ -228,10 +232,10 @@ def attribute(g: Ledger) -> Attribution:
 
 
 # --- reading the layers' own formats (kernel files, QMP replies) -------------------------------
-def stat_flushes(stat: str) -> int:
-    """Flush requests completed, from a /sys/block/DEV/stat line (field 16 of 17; Linux >= 5.5)."""
+def stat_flushes(stat: str) -> int | None:
+    """Flush requests completed, from a /sys/block/DEV/stat line (field 16 of 17; None before Linux 5.5)."""
     fields = stat.split()
-    return int(fields[15]) if len(fields) > 15 else 0
+    return int(fields[15]) if len(fields) > 15 else None
 
 
 def mounted_nobarrier(mounts: str, mount_point: str) -> bool:

@@ -177,10 +177,10 @@ def merge(run_dirs: list[Path], out_dir: Path) -> CampaignSummary:
         seeds.append(s.seed)
         seconds += s.wall_seconds
         for it in s.iterations:
-            its.append(dataclasses.replace(it, run_dir=str(d), expect=s.expect,
+            its.append(dataclasses.replace(it, run_dir=it.run_dir or str(d), expect=it.expect or s.expect,
                                            release=it.release or s.config.get("stack", {}).get("release", "")))
         if s.canary:
-            canaries.append(dataclasses.replace(s.canary, run_dir=str(d)))
+            canaries.append(dataclasses.replace(s.canary, run_dir=s.canary.run_dir or str(d)))
     its.sort(key=lambda i: (i.backend, i.fault, i.workload, i.index))
     worst_canary = next((c for c in canaries if c.status != Status.LOSS), canaries[0] if canaries else None)
     expects = {c.get("expect") for c in configs}

@@ -42,7 +42,7 @@ def _ledger_of(tmp_path, fault: str):
     ("none", Kind.NONE, None),
     ("nobarrier", Kind.DROP, Layer.FILESYSTEM),
     ("flush-eio", Kind.MASK, Layer.BLKFRONT),
-    ("backend-lies", Kind.DROP, Layer.BACKEND),
+    ("backend-lies", Kind.LIE, Layer.BACKEND),
     ("UNSEEN", Kind.DROP, Layer.DOM0_DEVICE),
 ])
 def test_the_ledger_names_the_layer(tmp_path, fault, kind, layer):
@@ -57,5 +57,5 @@ def test_the_ledger_names_the_layer(tmp_path, fault, kind, layer):
         assert all((r.count or 0) > 0 and not r.failed for r in rows.values()), ledger.rows()
         assert ledger.ring == "fdatasync" and ledger.sampled_seconds < 10
     if fault == "flush-eio":    # Linux 6.1: the mask, then flushing switched off in the domU
-        assert rows[Layer.OUTER_DISK].failed == 1 and ledger.evidence.blkfront_failed >= 1
+        assert rows[Layer.OUTER_DISK].failed >= 1 and ledger.evidence.blkfront_failed >= 1
         assert ledger.end.domu_write_cache == "write through" and "switched off" in it.flush.text
