@@ -672,6 +672,27 @@ def test_a_full_disk_ends_the_campaign_with_one_line_and_the_infra_code(fake_sta
     assert _read(tmp_path / "run" / "summary.json")["counts"]["guest-died"] == 1
 
 
+def test_a_full_disk_in_a_check_records_the_crash_run_beside_it(fake_stages, tmp_path, monkeypatch):
+    """The check of iteration 0 stops on a full disk while iteration 1 has crashed beside it: both
+    are recorded (the second as stopped by the full disk), nothing runs after, exit 5."""
+    from harness.errors import DiskFull
+    crashes = fake_stages(lambda cfg, name: "pass")
+
+    def check(plan, kit, it, outcome, say):
+        if it.path.name == "iter-0000":
+            raise DiskFull("disk full: writing /tmp/x: No space left on device")
+        return crashes.check_outcome(plan, kit, it, outcome, say)
+    monkeypatch.setattr("harness.campaign.iteration.check_outcome", check)
+    code = main(["torture", "--no-canary", "--iterations", "4", "--seed", "3", "--run-dir", str(tmp_path / "run")])
+    assert code == ExitCode.INFRA
+    assert [c.name for c in crashes.calls] == ["iter-0000", "iter-0001"]
+    s = _read(tmp_path / "run" / "summary.json")
+    assert [(i["name"], i["status"]) for i in s["iterations"]] == [("iter-0000", "guest-died"),
+                                                                    ("iter-0001", "guest-died")]
+    assert all(i["error"].startswith("disk full") for i in s["iterations"])
+    assert _read(tmp_path / "run" / "iterations" / "iter-0001" / "result.json")["status"] == "guest-died"
+
+
 def test_io_error_event_in_words(tmp_path):
     from harness.vm.argv import Drive
     from harness.vm.watch import describe
