@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shlex
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ LOG = logging.getLogger(__name__)
 DUT_NODE = "dut"          # the outer disk under test's node name (vm.argv.Drive)
 DM_COMM = "qemu-system"   # dom0's device model threads (Debian's xen-qemu-system-i386: comm xen-qemu-system)
 TRACING = "/sys/kernel/tracing/events/syscalls/sys_exit_fdatasync"
-STREAM_SECONDS = 1.0      # the guests' counters are this old at most (plus one SSH command) at the cut
 FATAL = (OSError, XdhError)
 
 
@@ -117,11 +115,11 @@ class Counters:
 
 
 class Recorder:
-    """The ledger of one crash run. The first sample is taken before the workload starts; then
-    the guests' counters are streamed (a sample every ``STREAM_SECONDS`` in a thread, beside the
-    workload), and at the cut only the outer QEMU is read (QMP, milliseconds) and joined to the
-    latest guest sample: the cut is never delayed by a sample. A counter that cannot be read never
-    fails the crash run: the ledger is then absent (the reason logged)."""
+    """The ledger of one crash run: the first sample as the workload starts, the second read
+    once right before the cut (before QMP ``stop``: the guests still answer), finished with the
+    logs' evidence. The second sample delays the cut by its duration (``Ledger.sampled_seconds``;
+    the acks at the cut are recorded as they were). A counter that cannot be read never fails the
+    crash run: the ledger is then absent (the reason logged)."""
 
     def __init__(self, stack: XenStack, backend: Backend):
         self.counters = Counters(stack, backend)
@@ -129,10 +127,6 @@ class Recorder:
         self.end: Sample | None = None
         self.eatmydata = False
         self.seconds = 0.0
-        self._latest: Sample | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def _timed(self, what: str, fn: Callable[[], Sample]) -> Sample | None:
         t0 = time.monotonic()
@@ -142,8 +136,7 @@ class Recorder:
             LOG.warning("flush ledger: %s sample failed: %s", what, exc)
             return None
         finally:
-            with self._lock:
-                self.seconds += time.monotonic() - t0
+            self.seconds += time.monotonic() - t0
 
     def at_start(self) -> None:
         """Arm the counters and take the first sample (before the workload starts)."""
@@ -151,32 +144,14 @@ class Recorder:
             self.counters.arm()
             self.eatmydata = self.counters.eatmydata()
             return self.counters.sample(0)
-        self.start = self._latest = self._timed("start", arm)
+        self.start = self._timed("start", arm)
 
-    def stream(self, acks: Callable[[], int]) -> None:
-        """Sample the guests' counters beside the running workload until the cut."""
+    def at_cut(self, acks: int) -> None:
+        """Every layer's counters now, right before the power is cut."""
         if self.start is not None:
-            self._thread = threading.Thread(target=self._stream, args=(acks,), name="ledger", daemon=True)
-            self._thread.start()
-
-    def _stream(self, acks: Callable[[], int]) -> None:
-        while not self._stop.wait(STREAM_SECONDS):
-            s = self._timed("stream", lambda: self.counters.guests(acks()))
-            with self._lock:
-                if s is None or self._stop.is_set():
-                    return          # a guest that no longer answers (the cut came): the last sample stands
-                self._latest = s
-
-    def at_cut(self) -> None:
-        """The outer disk's counters now, joined to the latest guest sample."""
-        self._stop.set()
-        with self._lock:
-            latest = self._latest if self._latest is not self.start else None
-        if latest is not None:
-            self.end = self._timed("cut", lambda: self.counters.outer(latest))
+            self.end = self._timed("cut", lambda: self.counters.sample(acks))
 
     def ledger(self, kmsg_domu: Path, kmsg_dom0: Path, write_log: Path | None, start_entry: int) -> Ledger | None:
-        self._stop.set()
         if self.start is None or self.end is None:
             return None
         try:

@@ -195,9 +195,7 @@ class CrashRun:
         self.ledger.at_start()
         if run_workload:
             argv = self.workload.argv("run", self.seed, self.cfg.params() | {"ops": 1 << 30})
-            reader = self.reader = AckReader(self.stack.domu.stream(argv), self.paths.acks, self.paths.output,
-                                             self.log)
-            self.ledger.stream(lambda: len(reader.acks))
+            self.reader = AckReader(self.stack.domu.stream(argv), self.paths.acks, self.paths.output, self.log)
         self._t_start = time.monotonic()
 
     def wait_for(self, plan: CutPlan) -> None:
@@ -210,7 +208,7 @@ class CrashRun:
         """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
         A fault's ``during`` steps that no cut plan reached (a cut by hand) run first."""
         self.steps.run(faults.When.DURING)
-        self.ledger.at_cut()
+        self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
         self.seconds["workload"] = round(time.monotonic() - self._t_start, 2)
