@@ -55,7 +55,7 @@ class DeviceModel:
 
 def cache_root(root: Path | None = None) -> Path:
     """Where built device models are cached (one directory per release and build script)."""
-    return (root or paths.cache_dir()) / "devmodel"
+    return ((root or paths.cache_dir()) / "devmodel").resolve()
 
 
 def cache_dir(release: Release, root: Path | None = None) -> Path:

@@ -25,8 +25,10 @@ class ImageStore:
 
     def __init__(self, root: Path | None = None):
         self.root = root or paths.cache_dir()
-        self.images_dir = self.root / "images"
-        self.keys_dir = self.root / "keys"
+        # resolved: a cache whose parts are symlinks (the integration tests' view) must never
+        # record a path through the link as a backing file (a saved machine would outlive it)
+        self.images_dir = (self.root / "images").resolve()
+        self.keys_dir = (self.root / "keys").resolve()
 
     # --- client key -----------------------------------------------------------------
     @property

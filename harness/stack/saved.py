@@ -66,7 +66,7 @@ class Snapshot:
 
 
 def snapshots_root(store: ImageStore) -> Path:
-    return store.root / "snapshots"
+    return (store.root / "snapshots").resolve()      # never through a symlink (see ImageStore)
 
 
 def cached_or_built(store: ImageStore, key: str, build: Callable[[Path, Path], Snapshot]) -> Snapshot:

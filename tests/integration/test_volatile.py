@@ -67,16 +67,6 @@ def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
         required = [x["recipe"]["required"] for x in flush_states]
         assert required == sorted(required) and required[0] == 0 and required[-1] == it["acked"]
         assert any(0 < r < it["acked"] for r in required)      # earlier flushes require earlier acks
-        # the flush ledger against independent counts: the write log's flush entries (every flush
-        # that reached the outer disk's node) vs the outer QEMU's flush_operations, and the
-        # workload's acked fsyncs vs the flush requests the domU's block layer sent to blkfront
-        ledger = IterationDir(Path(s["run_dir"], "iterations", it["name"])).read_ledger()
-        assert ledger is not None and it["flush"]["kind"] == "none", it["flush"]
-        outer, logged = ledger.delta("outer_flushes") or 0, ledger.evidence.log_flushes or 0
-        domu, acks = ledger.delta("domu_flushes") or 0, ledger.delta("acks") or 0
-        print(f"{it['name']}: acks {acks}, domU flushes {domu}, outer flushes {outer}, logged {logged}")
-        assert 0 < logged <= outer <= 2 * logged      # QEMU skips a flush with nothing written since the last
-        assert acks <= domu + 1 <= 4 * acks + 1       # every fsync flushed (merges and the journal's own aside)
 
 
 @pytest.mark.parametrize("workload", ["sqlite", "direct"])
