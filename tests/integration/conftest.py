@@ -16,7 +16,10 @@ Which cache these tests use (``XDH_CACHE``), decided by what each part holds:
     logs, verifier VMs) are per test: every test passes its own under ``tmp_path``, and
     ``XDH_RUNS`` points at a tmp directory for anything that would not.
 The session's cache is that tmp directory with symlinks to the shared parts; ``XDH_CACHE``
-points at it for this process and every ``xdh`` subprocess.
+points at it for this process and every ``xdh`` subprocess. The harness resolves the shared
+parts' paths (``ImageStore``, ``snapshots_root``, ``devmodel.cache_root``), so nothing it saves
+(a saved machine's overlays name their backing files) records a path through the view, which
+pytest removes a few sessions later.
 """
 
 from __future__ import annotations
