@@ -1,13 +1,13 @@
 """Each layer's flush counters on a running stack (``crash.ledger`` says what they mean): one SSH
 command per guest and two QMP commands per sample, taken beside the running workload (nothing
 is stopped or flushed for it). qdisk's device model accounts no empty flush, so its fdatasync
-calls are counted by a tracefs histogram in dom0, armed when the workload starts."""
+calls are counted by a tracefs histogram in dom0 (the event enabled from boot, the histogram
+attached before the first sample)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +23,9 @@ from .ledger import Ledger, Sample, blockstats, evidence, mounted_nobarrier, no_
 LOG = logging.getLogger(__name__)
 DUT_NODE = "dut"          # the outer disk under test's node name (vm.argv.Drive)
 DM_COMM = "qemu-system"   # dom0's device model threads (Debian's xen-qemu-system-i386: comm xen-qemu-system)
+DM_PATTERN = "xen-qemu-system|qemu-system-i386"    # pgrep -f: dom0's device model processes
 TRACING = "/sys/kernel/tracing/events/syscalls/sys_exit_fdatasync"
+HIST = "hist:keys=common_pid.execname,ret"
 FATAL = (OSError, XdhError)
 
 
@@ -51,25 +53,61 @@ def _fdatasync_hist(text: str) -> tuple[int, int]:
     return calls, failed
 
 
+ARM_TIMEOUT = 15.0       # one dom0 command; a dom0 that does not answer in it has no ledger this run
+
+
+def arm_script(backendtype: str) -> str:
+    """One dom0 command that prints ``dev NAME``, ``ring PATH`` (the backend's flush counter, if
+    countable) and ``eatmydata`` (dom0's device model runs with libeatmydata: its fdatasync a
+    no-op). For qdisk it attaches the fdatasync histogram unless a restored stack has it already;
+    the event itself is enabled from boot (stack/xl.py, DOM0_ARGS)."""
+    lines = ['dev=$(readlink -f /dev/disk/by-id/virtio-dut) && echo "dev ${dev##*/}"']
+    if backendtype == "qdisk":
+        lines += [f"t={TRACING}/trigger",
+                  f"grep -q '^hist' $t || echo '{HIST}' > $t",
+                  f"grep -q '^hist' $t && echo 'ring {TRACING}/hist'",
+                  f"for p in $(pgrep -f '{DM_PATTERN}'); do "
+                  "grep -q libeatmydata /proc/$p/maps && echo eatmydata && break; done"]
+    elif backendtype == "phy":        # the one vbd of the domU's xvdb
+        lines += ["for f in /sys/bus/xen-backend/devices/vbd-*-51728/statistics/f_req; do "
+                  '[ -e "$f" ] && echo "ring $f"; done']
+    return "; ".join(lines) + "; true"
+
+
+@dataclasses.dataclass(frozen=True)
+class Armed:
+    """What ``arm_script`` found."""
+
+    dom0_dev: str = ""
+    ring_path: str = ""       # "" when the backend's flushes are not countable here
+    eatmydata: bool = False
+
+    @classmethod
+    def parse(cls, out: str) -> Armed:
+        words = {k: v for k, _, v in (line.partition(" ") for line in out.splitlines()) if k}
+        return cls(words.get("dev", ""), words.get("ring", ""), "eatmydata" in words)
+
+    @property
+    def ring(self) -> str:
+        """The backend counter's kind, as the ledger records it."""
+        return "" if not self.ring_path else "f_req" if self.ring_path.endswith("f_req") else "fdatasync"
+
+
 class Counters:
     """Samples one running stack's counters; ``arm`` once before the first sample."""
 
     def __init__(self, stack: XenStack, backend: Backend):
         self.stack, self.backend = stack, backend
-        self.dom0_dev = ""
-        self.ring = "f_req" if backend.backendtype == "phy" else ""
+        self.armed = Armed()
 
-    def arm(self) -> None:
-        """Find dom0's device; for qdisk, the fdatasync histogram (a failure: not countable)."""
+    def arm(self) -> Armed:
         dom0 = self.stack.dom0
         assert dom0 is not None
-        self.dom0_dev = dom0.run(["readlink", "-f", "/dev/disk/by-id/virtio-dut"]).stdout.strip().rsplit("/", 1)[-1]
-        if self.backend.backendtype == "qdisk":
-            res = dom0.run(["sh", "-c", f"echo 'hist:keys=common_pid.execname,ret' > {TRACING}/trigger"],
-                           check=False, timeout=30)
-            self.ring = "fdatasync" if res.status == 0 else ""
-            if res.status != 0:
-                LOG.debug("no fdatasync histogram in dom0: %s", res.stderr.strip())
+        res = dom0.run(["sh", "-c", arm_script(self.backend.backendtype)], check=False, timeout=ARM_TIMEOUT)
+        self.armed = Armed.parse(res.stdout)
+        if not self.armed.dom0_dev:
+            raise XdhError(f"dom0's disk under test not found: {res.stderr.strip()}")
+        return self.armed
 
     def sample(self, acks: int) -> Sample:
         return self.outer(self.guests(acks))
@@ -83,35 +121,24 @@ class Counters:
 
     def guests(self, acks: int) -> Sample:
         """The domU's and dom0's counters (one SSH command each)."""
-        stack = self.stack
+        stack, armed = self.stack, self.armed
         assert stack.domu is not None and stack.dom0 is not None
         domu = _files(stack.domu, ["/sys/block/xvdb/stat", "/sys/block/xvdb/queue/write_cache", "/proc/mounts"])
-        ring = (["/sys/bus/xen-backend/devices/vbd-*-51728/statistics/f_req"] if self.ring == "f_req"
-                else [f"{TRACING}/hist"] if self.ring == "fdatasync" else [])
-        dev = f"/sys/block/{self.dom0_dev}"
-        if ring and "*" in ring[0]:     # the one vbd of the domU's xvdb
-            ring = [stack.dom0.run(["sh", "-c", f"ls {ring[0]}"], check=False).stdout.strip() or ring[0]]
+        dev = f"/sys/block/{armed.dom0_dev}"
+        ring = [armed.ring_path] if armed.ring_path else []
         dom0 = _files(stack.dom0, [f"{dev}/stat", f"{dev}/queue/write_cache", *ring])
         backend_flushes: int | None = None
         backend_failed: int | None = None
-        if self.ring == "f_req" and ring[0] in dom0:
-            backend_flushes = int(dom0[ring[0]].split()[0])
-        elif self.ring == "fdatasync":
-            backend_flushes, backend_failed = _fdatasync_hist(dom0.get(ring[0], ""))
+        if armed.ring == "f_req" and armed.ring_path in dom0:
+            backend_flushes = int(dom0[armed.ring_path].split()[0])
+        elif armed.ring == "fdatasync":
+            backend_flushes, backend_failed = _fdatasync_hist(dom0.get(armed.ring_path, ""))
         return Sample(acks=acks, domu_flushes=stat_flushes(domu.get("/sys/block/xvdb/stat", "")),
                       domu_write_cache=domu.get("/sys/block/xvdb/queue/write_cache", "").strip(),
                       nobarrier=mounted_nobarrier(domu.get("/proc/mounts", ""), MOUNT),
                       backend_flushes=backend_flushes, backend_failed=backend_failed,
                       dom0_flushes=stat_flushes(dom0.get(f"{dev}/stat", "")),
                       dom0_write_cache=dom0.get(f"{dev}/queue/write_cache", "").strip())
-
-    def eatmydata(self) -> bool:
-        """Whether dom0's device model runs with libeatmydata mapped (its fdatasync a no-op)."""
-        if self.backend.backendtype != "qdisk" or self.stack.dom0 is None:
-            return False
-        script = f"for p in $(pgrep -f {shlex.quote('xen-qemu-system|qemu-system-i386')}); do " \
-                 "grep -q libeatmydata /proc/$p/maps && echo $p; done"
-        return bool(self.stack.dom0.run(["sh", "-c", script], check=False, timeout=30).stdout.strip())
 
 
 class Recorder:
@@ -141,8 +168,7 @@ class Recorder:
     def at_start(self) -> None:
         """Arm the counters and take the first sample (before the workload starts)."""
         def arm() -> Sample:
-            self.counters.arm()
-            self.eatmydata = self.counters.eatmydata()
+            self.eatmydata = self.counters.arm().eatmydata
             return self.counters.sample(0)
         self.start = self._timed("start", arm)
 
@@ -158,12 +184,12 @@ class Recorder:
             log_flushes = None
             if write_log is not None and write_log.exists():
                 log_flushes = sum(1 for i in writelog.parse(write_log).flushes() if i >= start_entry)
-            ev = evidence(_text(kmsg_domu), _text(kmsg_dom0), self.counters.dom0_dev)
+            ev = evidence(_text(kmsg_domu), _text(kmsg_dom0), self.counters.armed.dom0_dev)
             ev = dataclasses.replace(ev, log_flushes=log_flushes, eatmydata=self.eatmydata)
         except Exception as exc:  # noqa: BLE001 - the logs of a broken run: no ledger, its own error stands
             LOG.warning("flush ledger: evidence unreadable: %s", exc)
             return None
-        return Ledger(self.counters.backend.name, self.counters.ring, self.start, self.end, ev,
+        return Ledger(self.counters.backend.name, self.counters.armed.ring, self.start, self.end, ev,
                       round(self.seconds, 2))
 
 

@@ -23,8 +23,10 @@ FROZEN_DISKS = (*ROOT_OVERLAYS, "dut.img")
 
 
 def snapshot_key(stack_config: dict, images: ImagePair, machine: dict) -> str:
-    """Digest of everything the saved machine depends on (boot timeout excluded)."""
-    cfg = {k: v for k, v in stack_config.items() if k != "boot_timeout"}
+    """Digest of everything the saved machine depends on (boot timeout excluded; your kernel
+    files by their content, which ``machine`` carries, not by where they lie)."""
+    cfg = {k: v for k, v in stack_config.items() if k not in ("boot_timeout", "domu_kernel", "domu_initrd")}
+    cfg["own_kernel"] = bool(stack_config.get("domu_kernel"))
     blob = json.dumps({"format": SNAPSHOT_FORMAT, "stack": cfg, "dom0": images[0].digest,
                        "domu": images[1].digest, "machine": machine}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

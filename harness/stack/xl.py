@@ -15,7 +15,11 @@ DUT_DEVID = 51728          # xenstore device id of xvdb: 202 << 8 | 16
 XEN_ARGS = "console=com1 com1=115200,8n1 dom0_mem={mem}M,max:{mem}M dom0_max_vcpus=2 noreboot"
 # cpufreq.off: udev would load powernow_k8 for the AMD-flavoured TCG CPU; in a Xen PV guest the
 # boot then hung intermittently right after "powernow_k8: Power state transitions not supported".
-DOM0_ARGS = "console=hvc0 root=/dev/vda rw net.ifnames=0 cpufreq.off=1 quiet"
+# trace_event: the device model's fdatasync calls are the qdisk backend's flush counter (crash/
+# counters.py). Enabled at boot, so arming its histogram at run time only attaches a trigger: a
+# tracepoint registered at run time patches kernel text, and once left dom0 unresponsive for a
+# minute (a CI run, restored stack, TCG).
+DOM0_ARGS = "console=hvc0 root=/dev/vda rw net.ifnames=0 cpufreq.off=1 quiet trace_event=syscalls:sys_exit_fdatasync"
 DOMU_ARGS = "root=/dev/xvda rw console=hvc0 net.ifnames=0 cpufreq.off=1"
 DOMU_KERNEL = "/run/xdh/vmlinuz"
 DOMU_INITRD = "/run/xdh/initrd.img"

@@ -33,9 +33,12 @@ import pytest
 
 from harness import paths
 from harness.campaign.kit import Kit
-from harness.config import TortureConfig
-from harness.images import ImageStore
+from harness.config import StackConfig, TortureConfig
+from harness.images import ImagePair, ImageStore
+from harness.stack.boot import Restore
 from harness.stack.saved import Snapshot
+from harness.stack.snapshot import ensure_snapshot
+from harness.stack.xen import machine_identity
 
 SHARED_DIRS = ("images", "keys", "snapshots", "devmodel")
 SHARED_FILES = ("kvm-probe-*.json", ".*.lock")      # keyed probe results; locks of the shared parts
@@ -91,3 +94,22 @@ def warm_campaign(images: ImageStore, tmp_path_factory: pytest.TempPathFactory) 
     with Kit(cfg, tmp_path_factory.mktemp("warm-verifier"), images, images.pair(cfg.stack.components()), _say) as kit:
         assert kit.snapshot is not None and kit.fast is not None
         return kit.snapshot
+
+
+SavedBoot = tuple[Restore, ImagePair, Snapshot]
+
+
+@pytest.fixture(scope="session")
+def saved_stack(images: ImageStore):
+    """``saved_stack(cfg, **key)``: a restore of ``cfg``'s saved stack, booted cold and saved
+    first if the cache has none (about a cold boot; later sessions restore it in seconds), as a
+    campaign saves one (stack/snapshot.py). ``key`` joins the snapshot key (what a test checks
+    about the boot that a campaign's key does not cover). A test of a stack's own properties
+    (its mode, release, kernel) makes every assertion on the restored, running stack; the cold
+    path itself is driven by test_torture's baseline (a boot per crash run and per verification)
+    and test_stack's failing qdisk-direct."""
+    def restore(cfg: StackConfig, **key: object) -> SavedBoot:
+        pair = images.pair(cfg.components())
+        snap = ensure_snapshot(cfg, pair, images, _say, machine_identity(cfg, images, pair) | key)
+        return Restore(snap), pair, snap
+    return restore

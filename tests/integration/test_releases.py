@@ -1,5 +1,6 @@
 """Debian 13 (trixie): the same harness on Xen 4.20, Linux 6.12 and QEMU 10.0. A smoke test:
-the stack boots from the trixie images, runs what they hold, and a write + fsync on xvdb lands."""
+the stack boots from the trixie images (cold once, then restored from its saved stack), runs
+what they hold, and a write + fsync on xvdb lands."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from tests.helpers import pids_matching
 pytestmark = pytest.mark.stack
 
 
-def test_trixie_stack_runs_its_own_components(images, tmp_path):
+def test_trixie_stack_runs_its_own_components(images, saved_stack, tmp_path):
     images.build(spec="trixie", progress=lambda m: print(m, flush=True))
     run = tmp_path / "run"
-    with make_stack(StackConfig(release="trixie"), run, images) as stack:
+    cfg = StackConfig(release="trixie")
+    boot, pair, snap = saved_stack(cfg)
+    with make_stack(cfg, run, images, boot=boot, images=pair) as stack:
+        assert stack.info.snapshot == snap.key
         running = stack.info.running
         assert running["xen"].startswith("4.20."), running
         assert running["dom0_kernel"].startswith("6.12.") and running["domu_kernel"].startswith("6.12."), running

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.stack
 
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 2), seed=kw.pop("seed", 20261125), canary=False,
-                        cut_acks=(30, 80), stack=StackConfig(), **kw)
+                        cut_acks=(15, 40), stack=StackConfig(), **kw)
     s = run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
     return s.to_json()      # as summary.json holds it
 
@@ -48,7 +48,7 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
     assert s["counts"] == {"pass": 1, "loss": 0, "guest-died": 0, "error": 0}, _table(s)
     assert s["exit_code"] == ExitCode.CLEAN
     for it in s["iterations"]:
-        assert it["acked"] >= 30 and it["lost_acked"] == 0 and it["crash_image"] is None
+        assert it["acked"] >= 15 and it["lost_acked"] == 0 and it["crash_image"] is None
         assert it["reset"] == "snapshot" and set(it["verdicts"]) == {"fast", "reboot"}
         assert all(v["ok"] for v in it["verdicts"].values())
 
@@ -85,9 +85,12 @@ def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
 
 
 def test_baseline_path_catches_the_positive_control(images, tmp_path):
-    """The full path (a boot per crash run, a reboot per verification) stays available and correct."""
+    """The path without a saved stack (a cold boot per crash run) stays available and correct. Its
+    crash image is verified by the fast verifier: a cold boot per verification is what
+    test_reproduce_gives_the_same_verdict[reboot] runs (a kept crash image on a fresh stack), and
+    the reboot verifier's verdict is compared with the fast one's in the negative control."""
     s = _campaign(tmp_path, "base", workload="append", fault="drop-flush", iterations=1, reset="boot",
-                  verify="reboot")
+                  verify="fast")
     assert s["counts"]["loss"] == 1, _table(s)
     it = s["iterations"][0]
-    assert (it["reset"], it["verify"]) == ("boot", "reboot") and it["lost_acked"] > 0
+    assert (it["reset"], it["verify"]) == ("boot", "fast") and it["lost_acked"] > 0

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.stack
 
 def _campaign(tmp_path, name, **kw):
     cfg = TortureConfig(iterations=kw.pop("iterations", 1), seed=20261126, canary=False,
-                        cut_acks=kw.pop("cut_acks", (30, 80)), stack=StackConfig(), **kw)
+                        cut_acks=kw.pop("cut_acks", (15, 40)), stack=StackConfig(), **kw)
     s = run_campaign(cfg, tmp_path / name, lambda m: print(m, flush=True), versions={}).summary
     return s.to_json()      # as summary.json holds it
 
@@ -73,7 +73,7 @@ def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
 def test_other_workloads_batch_every_flush_state_and_pass_clean(workload, images, tmp_path):
     """sqlite's verify opens a database (closed before the unmount, in the same process); direct
     verifies the raw snapshot device: both in the batch, every state judged."""
-    s = _campaign(tmp_path, workload, workload=workload, fault="none", disk_cache="volatile", cut_acks=(20, 40))
+    s = _campaign(tmp_path, workload, workload=workload, fault="none", disk_cache="volatile", cut_acks=(10, 25))
     assert s["counts"]["pass"] == 1, _table(s)
     it = s["iterations"][0]
     st = _states(s, it)
@@ -122,7 +122,9 @@ def test_a_lying_disk_is_caught_only_with_the_volatile_model_and_its_state_repro
     assert failing["name"] == "no-flush" and not failing["ok"] and failing["lost_acked"] == it["acked"]
     assert Path(it["crash_image"]).exists()
     assert Path(s := model["run_dir"], "iterations", it["name"], "dut-writes.log").exists(), s
-    # that one state, rebuilt from its recipe and verified alone, by both verifiers
+    # that one state, rebuilt from its recipe and verified alone (by the fast verifier: a full
+    # reboot on a kept image is test_torture's test_reproduce_gives_the_same_verdict[reboot],
+    # the same verifier call reverify_state makes per path)
     itdir = IterationDir(Path(model["run_dir"], "iterations", it["name"]))
-    again = reproduce.reverify_state(itdir, "no-flush", (VerifyPath.FAST, VerifyPath.REBOOT), print)
-    assert [(r.verdict.ok, r.verdict.lost_acked, r.same) for r in again] == [(False, it["acked"], True)] * 2
+    again = reproduce.reverify_state(itdir, "no-flush", (VerifyPath.FAST,), print)
+    assert [(r.verdict.ok, r.verdict.lost_acked, r.same) for r in again] == [(False, it["acked"], True)]

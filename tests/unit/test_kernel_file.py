@@ -71,3 +71,30 @@ def test_your_kernel_is_in_the_record_and_in_the_snapshot_key(tmp_path, monkeypa
     assert rec["release"] == "6.13.0-rc1-mine" and len(rec["sha256"]) == 64 and rec["initrd"] == {}
     k.write_bytes(bzimage("6.13.0-rc1-mine-v2"))     # rebuilt in place: another key
     assert xen.own_kernel(dataclasses.replace(cfg))["domu_kernel_file"]["sha256"] != rec["sha256"]
+
+
+def test_the_saved_stack_follows_your_kernels_content_not_its_path(tmp_path):
+    """The same kernel copied elsewhere restores the same saved stack (a build tree moved, a
+    test's tmp directory); another kernel at the same path does not."""
+    from harness.stack import xen
+    from harness.stack.saved import snapshot_key
+
+    def key(path) -> str:
+        cfg = StackConfig(domu_kernel=str(path))
+        own = {k: xen._without_paths(v) for k, v in xen.own_kernel(cfg).items()}
+        return snapshot_key(dataclasses.asdict(cfg), (FakeImage("a"), FakeImage("b")), own)   # type: ignore[arg-type]
+
+    a, b = tmp_path / "a" / "bzImage", tmp_path / "b" / "bzImage"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_bytes(bzimage())
+    assert key(a) == key(b)
+    b.write_bytes(bzimage("6.13.0-rc1-mine-v2"))
+    assert key(a) != key(b)
+    stock = snapshot_key(dataclasses.asdict(StackConfig()), (FakeImage("a"), FakeImage("b")), {})  # type: ignore[arg-type]
+    assert stock not in (key(a), key(b))
+
+
+@dataclasses.dataclass
+class FakeImage:
+    digest: str

@@ -148,3 +148,20 @@ def test_the_device_models_failed_fdatasyncs_are_counted():
             "{ common_pid: systemd-journal [       201], ret:          0 } hitcount:          5\n"
             "\nTotals:\n    Hits: 93\n")
     assert _fdatasync_hist(hist) == (88, 1)        # -5 (EIO) as the histogram prints it; other processes aside
+
+
+def test_arming_is_one_dom0_command_that_registers_no_tracepoint():
+    """The arm step's output names dom0's device, the backend counter and eatmydata; for qdisk
+    it only attaches a histogram (the event is enabled from boot: DOM0_ARGS), never enables one."""
+    from harness.crash.counters import TRACING, Armed, arm_script
+    from harness.stack.xl import DOM0_ARGS
+    assert "trace_event=syscalls:sys_exit_fdatasync" in DOM0_ARGS.split()
+    q = arm_script("qdisk")
+    assert "/enable" not in q and f"{TRACING}/trigger" in q and "libeatmydata" in q
+    assert "f_req" in arm_script("phy") and "trigger" not in arm_script("phy")
+    assert "trigger" not in arm_script("qdisk-qcow2") and "ring" not in arm_script("qdisk-qcow2")
+    a = Armed.parse(f"dev vdc\nring {TRACING}/hist\neatmydata\n")
+    assert (a.dom0_dev, a.ring, a.eatmydata) == ("vdc", "fdatasync", True)
+    b = Armed.parse("dev vdc\nring /sys/bus/xen-backend/devices/vbd-1-51728/statistics/f_req\n")
+    assert (b.ring, b.eatmydata) == ("f_req", False)
+    assert Armed.parse("dev vdc\n").ring == ""
