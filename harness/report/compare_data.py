@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..crash.ledger import Attribution, Kind
 from ..errors import ConfigError
 from ..releases import DEFAULT_RELEASE
 from ..stats import percentile
@@ -46,6 +47,8 @@ class CellRow:
     p99_us: int | None = None
     wall_seconds: float | None = None
     sample_violation: str = ""
+    flush_per_op: dict[str, float | None] = field(default_factory=dict)  # median over iterations, per layer
+    flush_blamed: str = ""      # the layer the ledger named most often ("intact": none), "" without a ledger
     latencies_us: list[int] = field(default_factory=list, repr=False)   # every ack's; not in compare.json
 
     @property
@@ -157,4 +160,24 @@ def _measured(row: CellRow, cell: RunDir) -> CellRow:
         latencies_us=lat,
         wall_seconds=s.wall_seconds,
         sample_violation=next((v.line() for it in its for v in it.violations), ""),
+        flush_per_op=_median_per_op([it.flush_per_op for it in its if it.flush_per_op]),
+        flush_blamed=_blamed([it.flush for it in its if it.flush is not None]),
     )
+
+
+def _median_per_op(per_ops: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Each layer's median flushes per durable op over the iterations that measured it."""
+    layers = [k for k in (per_ops[0] if per_ops else {})]
+    out: dict[str, float | None] = {}
+    for layer in layers:
+        got = [x for p in per_ops if (x := p.get(layer)) is not None]
+        m = percentile(got, 0.5)
+        out[layer] = None if m is None else round(m, 2)
+    return out
+
+
+def _blamed(flushes: list[Attribution]) -> str:
+    """The layer the ledger named most often over the iterations ("intact" when it named none)."""
+    named = [f.layer.value if f.layer else ("intact" if f.kind == Kind.NONE else "") for f in flushes]
+    named = [n for n in named if n]
+    return max(sorted(set(named)), key=named.count) if named else ""

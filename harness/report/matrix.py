@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalog import backends as backends_mod
+from . import flushpath
 from .compare_data import CellRow, CompareReport, collect
 from .detection import COLOURS, EXPLAINED, LIGHT, TITLE, DetectionMatrix, Verdict
+from .flushpath import FlushPathTable
 from .rundir import RunDir
 from .svg import Series, latency_cdfs
 
@@ -96,6 +98,7 @@ class Report:
     matrix: DetectionMatrix
     rows: tuple[TableRow, ...]
     latencies: tuple[Series, ...]      # append without a fault, per mode
+    flush_path: FlushPathTable
 
     @property
     def headline(self) -> str:
@@ -124,7 +127,7 @@ def build(data: CompareReport, command: str = "") -> Report:
                       if r.fault == "none" and r.workload == "append" and r.iterations and r.latencies_us)
     return Report(command, data.wall_seconds, sum(1 for r in rows if not r.skip), sum(1 for r in rows if r.skip),
                   tuple(caches), tuple(Components(tuple(sorted(set(w))), text) for text, w in seen.items()),
-                  DetectionMatrix.of(rows), _table(rows), latencies)
+                  DetectionMatrix.of(rows), _table(rows), latencies, FlushPathTable.of(rows))
 
 
 def _table(rows: list[CellRow]) -> tuple[TableRow, ...]:
@@ -196,6 +199,10 @@ def markdown(rep: Report) -> str:
     out += ["|" + " --- |" * (len(m.modes) + 1)]
     for (fault, workload), verdicts in m.rows:
         out += _md_row([f"{fault} / {workload}", *(v.text for v in verdicts)])
+    fp = rep.flush_path
+    if fp.rows:
+        out += ["", f"{flushpath.TITLE} ({flushpath.EXPLAINED}):", "", *_md_row(fp.header),
+                "|" + " --- |" * len(fp.header), *(line for r in fp.rows for line in _md_row(fp.cells(r)))]
     out += ["", *_md_row(COLUMNS), "|" + " --- |" * len(COLUMNS)]
     for row in rep.rows:
         out += _md_row(_md(col) for col in row.columns())
@@ -249,6 +256,12 @@ def html_page(rep: Report, base: Path) -> str:
     if rep.components:
         body += [f"<p>{esc(COMPONENTS)}</p>", _ul(rep.components)]
     body += _matrix_html(rep.matrix, base)
+    fp = rep.flush_path
+    if fp.rows:
+        body += [f"<h2>{esc(flushpath.TITLE)}</h2>", f"<p>{esc(flushpath.EXPLAINED)}</p>",
+                 "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in fp.header) + "</tr>",
+                 *("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in fp.cells(r)) + "</tr>" for r in fp.rows),
+                 "</table>"]
     body += ["<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in COLUMNS) + "</tr>",
              *("<tr>" + "".join(f"<td>{_html(col)}</td>" for col in row.columns()) + "</tr>" for row in rep.rows),
              "</table>", f"<p>{esc(FOOTNOTE)}</p>", f"<h2>{esc(LATENCY)}</h2>",

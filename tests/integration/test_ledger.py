@@ -48,9 +48,11 @@ def _ledger_of(tmp_path, fault: str):
 
 @pytest.mark.parametrize("fault, kind, layer", [
     ("none", Kind.NONE, None),
+    ("drop-flush", Kind.DROP, Layer.DOMU_BLOCK),
     ("nobarrier", Kind.DROP, Layer.FILESYSTEM),
     ("flush-eio", Kind.MASK, Layer.BLKFRONT),
     ("backend-lies", Kind.LIE, Layer.BACKEND),
+    ("disk-lies", Kind.LIE, Layer.OUTER_DISK),
     ("UNSEEN", Kind.DROP, Layer.DOM0_DEVICE),
 ])
 def test_the_ledger_names_the_layer(tmp_path, fault, kind, layer):

@@ -36,6 +36,7 @@ from harness.catalog import backends, faults
 from harness.catalog.workloads import Ack
 from harness.config import Accel, CutMode, DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
 from harness.crash.files import ack_line
+from harness.crash.ledger import Attribution, Kind, Layer
 from harness.crash.plan import CutPlan
 from harness.images import BuiltImage, ImagePair
 from harness.jsonio import write_json
@@ -323,10 +324,24 @@ def _fake_cell(root: Path, cell: Cell, statuses: list[str], lat=(100, 200, 300),
                                    violations=[Violation("lost", "acked records 1..2", "zero", 2, ranges=[(1, 2)])]
                                    if loss else [],
                                    error="dom0 did not come up in 300 s (SSH)" if st == "guest-died" else "",
-                                   fsync_latency_us={"ops_per_s": ops}, seconds={"total": 30.0}))
+                                   fsync_latency_us={"ops_per_s": ops}, seconds={"total": 30.0},
+                                   **_fake_ledger(cell, k)))
     d.mkdir(parents=True, exist_ok=True)
     write_json(d / "summary.json", CampaignSummary.make(str(d), {}, 7, None, its, 95.0).to_json())
     write_json(d / "config.json", {"config": {}, "seed": 7, "versions": VERSIONS})
+
+
+def _fake_ledger(cell: Cell, k: int) -> dict:
+    """What the flush ledger leaves in a record, by the pattern each fault leaves (the counters'
+    attribution itself is tests/unit/test_ledger.py's)."""
+    blamed = {"none": (Kind.NONE, None), "drop-flush": (Kind.DROP, Layer.DOMU_BLOCK),
+              "backend-lies": (Kind.LIE, Layer.BACKEND)}[cell.fault]
+    ring = 1.0 if cell.backend == "phy" else 1.1 + 0.1 * k
+    per_op = {"domU block layer": 1.0 + 0.1 * k, "blkfront": ring, "dom0 block device": ring,
+              "outer disk": ring + (0.5 if cell.disk_cache == "volatile" else 0.2)}
+    if cell.fault == "drop-flush":
+        per_op = dict.fromkeys(per_op, 0.0)
+    return {"flush": Attribution(*blamed, "..."), "flush_per_op": per_op}
 
 
 # what config.json records of the components (stack.xen.versions), as on bookworm
