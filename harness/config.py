@@ -142,6 +142,7 @@ class TortureConfig:
     canary: bool = True
     shard: tuple[int, int] = (1, 1)
     keep_images: bool = False
+    ledger: bool = True         # the flush ledger (crash/counters.py): off only to measure what it costs
     sync: Sync = Sync.FSYNC
     journal: Journal = Journal.WAL
     record_size: int = 512

@@ -128,7 +128,8 @@ def _torture_config(args: Args) -> TortureConfig:
     cfg = TortureConfig(workload=args.workload, fault=args.fault, iterations=args.iterations, seed=args.seed,
                         cut=args.cut, cut_acks=args.cut_acks, cut_seconds=args.cut_seconds,
                         canary=not args.no_canary, shard=args.shard, keep_images=args.keep_images,
-                        sync=args.sync, journal=args.journal, reset=args.reset, verify=args.verify,
+                        ledger=not args.no_ledger, sync=args.sync, journal=args.journal, reset=args.reset,
+                        verify=args.verify,
                         disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
                         jobs=args.jobs, expect=args.expect, stack=stack_config(args))
     cfg.validate()

@@ -181,6 +181,12 @@ def _torture(sub: Sub) -> None:
                         "hold, seeded subsets of each epoch's writes; built and verified in one batch in the fast "
                         "verifier (default %(default)s)")
     o.state_options(d, TORTURE)
+    _speed(t)
+    o.stack_options(t)
+    t.set_defaults(func=c.cmd_torture)
+
+
+def _speed(t: argparse.ArgumentParser) -> None:
     f = t.add_argument_group("speed (see docs/performance.md)")
     f.add_argument("--reset", choices=choices(Reset), default=TORTURE.reset.value,
                    help="snapshot: boot the stack once, save it, restore it for every crash run (seconds); "
@@ -192,8 +198,9 @@ def _torture(sub: Sub) -> None:
     f.add_argument("--jobs", type=at_least(1), default=TORTURE.jobs, metavar="N",
                    help="lanes, each with its own stack and fast verifier (default %(default)s; each lane already "
                         "runs the next crash beside the last verification: about one lane per two cores)")
-    o.stack_options(t)
-    t.set_defaults(func=c.cmd_torture)
+    f.add_argument("--no-ledger", action="store_true",
+                   help="no flush ledger (flushes.json, where the flush died; its counters are read before the "
+                        "workload and streamed during it): to measure what it costs")
 
 
 def _reproduce(sub: Sub) -> None:

@@ -170,7 +170,7 @@ class CrashRun:
         drive = dut_drive(paths.dut, self.log, self.fault, paths.boot)
         self.stack = XenStack(cfg.effective_stack(), paths.boot, images, drive, boot, store, quiet, user_qmp, machines)
         self.steps = FaultSteps(self.fault, self.stack, say)
-        self.ledger = Recorder(self.stack, backends.get(cfg.stack.backend))
+        self.ledger = Recorder(self.stack, backends.get(cfg.stack.backend), enabled=cfg.ledger)
         self.taps: list[KernelLogTap] = []
         self.reader: AckReader | None = None
         self.seconds: dict[str, float] = {}
@@ -192,7 +192,7 @@ class CrashRun:
         prepare_domu(self.stack, self.workload, self.steps, self.seed, self.cfg.params())
         if self.volatile:
             self.start_entry = log_entries(self.paths.write_log)
-        self.ledger.at_start()
+        self.ledger.at_start(lambda: len(self.reader.acks) if self.reader is not None else 0)
         if run_workload:
             argv = self.workload.argv("run", self.seed, self.cfg.params() | {"ops": 1 << 30})
             self.reader = AckReader(self.stack.domu.stream(argv), self.paths.acks, self.paths.output, self.log)
@@ -217,6 +217,7 @@ class CrashRun:
         self.stack.stop()
         for tap in self.taps:
             tap.stop()
+        self.ledger.stop()
         if self.reader is not None:
             self.reader.finish()
         acks = tuple(self.reader.acks) if self.reader is not None else ()

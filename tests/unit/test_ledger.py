@@ -165,3 +165,68 @@ def test_arming_is_one_dom0_command_that_registers_no_tracepoint():
     b = Armed.parse("dev vdc\nring /sys/bus/xen-backend/devices/vbd-1-51728/statistics/f_req\n")
     assert (b.ring, b.eatmydata) == ("f_req", False)
     assert Armed.parse("dev vdc\n").ring == ""
+
+
+def test_counter_files_stream_as_one_guest_loop_and_parse_back():
+    from harness.crash.counters import MARK, loop_command, parse_files
+    argv = loop_command(["/sys/block/xvdb/stat", "/proc/mounts"], 0.5)
+    assert argv[:2] == ["sh", "-c"] and "grep -H '' /sys/block/xvdb/stat /proc/mounts" in argv[2]
+    assert f"echo {MARK}" in argv[2] and "sleep 0.5" in argv[2]
+    got = parse_files("/sys/block/xvdb/stat: 1 2 3\n/proc/mounts:a b\n/proc/mounts:c d\n/other:x\n",
+                      ["/sys/block/xvdb/stat", "/proc/mounts"])
+    assert got == {"/sys/block/xvdb/stat": " 1 2 3\n", "/proc/mounts": "a b\nc d\n"}
+
+
+class _Tap:
+    def __init__(self, latest):
+        self.latest, self.stopped = latest, False
+
+    def stop(self):
+        self.stopped = True
+
+
+class _Counters:
+    """Counters whose guests must not be asked at the cut (they answer only before it)."""
+
+    def __init__(self):
+        self.guest_reads, self.outer_reads = 0, 0
+        self.armed = None
+
+    def arm(self):
+        from harness.crash.counters import Armed
+        self.armed = Armed("vdc", "", False)
+        return self.armed
+
+    def sample(self, acks):
+        self.guest_reads += 1
+        return self.outer(Sample(acks=acks, domu_flushes=0))
+
+    def outer(self, s):
+        self.outer_reads += 1
+        return dataclasses.replace(s, outer_flushes=99)
+
+    def reading(self, domu, dom0, acks):
+        return Sample(acks=acks, domu_flushes=int(domu["f"]), dom0_flushes=int(dom0["f"]))
+
+    def taps(self, acks):
+        self.acks = acks
+        return (_Tap(({"f": "40"}, 57)), _Tap(({"f": "41"}, 58)))
+
+
+def test_the_cut_sample_is_the_streamed_readings_and_qmp_only():
+    """At the cut no guest is asked (an SSH round trip delayed the cut by seconds): the guests'
+    latest streamed readings, with the acks seen when the domU's arrived, and QMP now."""
+    from harness.crash.counters import Recorder
+    rec = Recorder.__new__(Recorder)
+    rec.counters, rec.start, rec.end, rec.eatmydata, rec.seconds, rec._taps = _Counters(), None, None, False, 0.0, None
+    rec.enabled = True
+    rec.at_start(lambda: 0)
+    assert rec.counters.guest_reads == 1 and rec.start.acks == 0
+    rec.at_cut(60)
+    assert rec.counters.guest_reads == 1 and rec.counters.outer_reads == 2
+    assert (rec.end.acks, rec.end.domu_flushes, rec.end.dom0_flushes, rec.end.outer_flushes) == (57, 40, 41, 99)
+    rec.stop()
+    assert all(t.stopped for t in rec._taps)
+    rec._taps = (_Tap(None), _Tap(({"f": "1"}, 1)))       # no reading yet: read now, over SSH
+    rec.at_cut(60)
+    assert rec.counters.guest_reads == 2 and rec.end.acks == 60
