@@ -51,6 +51,11 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
         assert it["acked"] >= 15 and it["lost_acked"] == 0 and it["crash_image"] is None
         assert it["reset"] == "snapshot" and set(it["verdicts"]) == {"fast", "reboot"}
         assert all(v["ok"] for v in it["verdicts"].values())
+        # the flush ledger names no layer, and every layer passed flushes on, none failed
+        assert it["flush"]["kind"] == "none", it["flush"]
+        ledger = IterationDir(Path(s["run_dir"], "iterations", it["name"])).read_ledger()
+        assert ledger is not None and ledger.ring == "fdatasync"
+        assert all((r.count or 0) > 0 and not r.failed for r in ledger.rows()), ledger.rows()
 
 
 def test_positive_control_is_caught(positive):
@@ -60,6 +65,8 @@ def test_positive_control_is_caught(positive):
     for it in s["iterations"]:
         assert it["lost_acked"] > 0 and it["crash_image"]
         assert (it["reset"], it["verify"]) == ("snapshot", "fast")
+        # attributed by the counters: no flush request left the domU's block layer
+        assert (it["flush"]["kind"], it["flush"]["layer"]) == ("drop", "domU block layer"), it["flush"]
         # the fast path (restored, not booted: reset above); its time is measured, not asserted (a busy host)
         assert it["seconds"]["boot"] > 0, it["seconds"]
     assert s["first_loss_seconds"]["iteration"] > 0

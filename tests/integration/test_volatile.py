@@ -69,6 +69,23 @@ def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
         assert any(0 < r < it["acked"] for r in required)      # earlier flushes require earlier acks
 
 
+def test_the_ledger_agrees_with_independent_counts(clean):
+    """The flush ledger against counts it does not use: the outer QEMU's flush_operations for the
+    disk under test against the flush entries blklogwrites wrote to the write log (the same
+    flushes, counted by QEMU's block layer and logged one node below it; the log may hold a few
+    more: its count starts a moment before the first sample), and the domU's flush requests
+    against the workload's acks (every fsync of append flushes at least once)."""
+    for it in clean["iterations"]:
+        g = IterationDir(Path(clean["run_dir"], "iterations", it["name"])).read_ledger()
+        assert g is not None and g.evidence.log_flushes is not None, it["name"]
+        outer, logged = g.delta("outer_flushes"), g.evidence.log_flushes
+        print(f"{it['name']}: outer QEMU {outer} flushes, write log {logged}; domU {g.delta('domu_flushes')} "
+              f"flush requests for {g.delta('acks')} acks; sampling {g.sampled_seconds} s")
+        assert outer is not None and 0 <= logged - outer <= 3, (outer, logged)
+        assert (g.delta("domu_flushes") or 0) >= (g.delta("acks") or 0) > 0
+        assert g.end.outer_no_flush is False and g.end.outer_failed == 0
+
+
 @pytest.mark.parametrize("workload", ["sqlite", "direct"])
 def test_other_workloads_batch_every_flush_state_and_pass_clean(workload, images, tmp_path):
     """sqlite's verify opens a database (closed before the unmount, in the same process); direct
