@@ -230,3 +230,18 @@ def test_the_cut_sample_is_the_streamed_readings_and_qmp_only():
     rec._taps = (_Tap(None), _Tap(({"f": "1"}, 1)))       # no reading yet: read now, over SSH
     rec.at_cut(60)
     assert rec.counters.guest_reads == 2 and rec.end.acks == 60
+
+
+def test_a_cut_before_any_reading_saw_an_ack_waits_for_the_next_reading():
+    """drop-flush acks hundreds a second: its cut can come before a streamed reading saw an ack;
+    the ledger then waits for the next reading (bounded), never reads the guests over SSH."""
+    import threading
+
+    from harness.crash.counters import Recorder
+    rec = Recorder.__new__(Recorder)
+    rec.counters, rec.start, rec.end, rec.eatmydata, rec.seconds = _Counters(), Sample(acks=0), None, False, 0.0
+    rec.enabled = True
+    rec._taps = (_Tap(({"f": "0"}, 0)), _Tap(({"f": "0"}, 0)))
+    threading.Timer(0.1, lambda: setattr(rec._taps[0], "latest", ({"f": "12"}, 30))).start()
+    rec.at_cut(40)
+    assert (rec.end.acks, rec.end.domu_flushes, rec.counters.guest_reads) == (30, 12, 0)
