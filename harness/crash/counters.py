@@ -62,11 +62,11 @@ def loop_command(paths: list[str], interval: float = INTERVAL) -> list[str]:
 
 class CounterTap:
     """One guest's counter files, streamed (``loop_command``) and read by a thread: ``latest`` is
-    the last complete reading and the acks the workload had when it arrived."""
+    the last complete reading, the acks the workload had when it arrived, and when (monotonic)."""
 
     def __init__(self, shell: Shell, paths: list[str], acks: Callable[[], int]):
         self.paths, self._acks = paths, acks
-        self.latest: tuple[dict[str, str], int] | None = None
+        self.latest: tuple[dict[str, str], int, float] | None = None
         self._stream = shell.stream(loop_command(paths))
         self._thread = threading.Thread(target=self._pump, name=f"counters-{shell.endpoint.name}", daemon=True)
         self._thread.start()
@@ -78,7 +78,7 @@ class CounterTap:
                 if line != MARK:
                     block.append(line)
                     continue
-                self.latest = (parse_files("\n".join(block), self.paths), self._acks())   # one assignment
+                self.latest = (parse_files("\n".join(block), self.paths), self._acks(), time.monotonic())
                 block = []
         except Exception as exc:  # noqa: BLE001 - the connection dies at the cut: expected
             LOG.debug("counter stream ended: %s", exc)
@@ -246,20 +246,21 @@ class Recorder:
         if self.enabled:
             self.start = self._timed("start", arm)
 
-    def at_cut(self, acks: int) -> None:
+    def at_cut(self, acks: int, changed: float = 0.0) -> None:
         """Every layer's counters at the cut: the guests' latest streamed readings, the outer
-        QEMU's now. A workload that reached its cut before any reading saw an ack (drop-flush
-        acks hundreds a second) waits for the next reading (one INTERVAL; without it the ledger
-        would see no durable op); with no reading at all, the guests are read now, over SSH."""
+        QEMU's now. The cut waits for the next readings (about one INTERVAL) only when the latest
+        cannot tell: none saw an ack yet (drop-flush acks hundreds a second), or a fault step ran
+        after it (``changed``, monotonic: a dom0 write cache switched just before the cut). With
+        no reading at all, the guests are read now, over SSH."""
         if self.start is None:
             return
         if self._taps and acks > 0:
             deadline = time.monotonic() + 4 * INTERVAL
-            while ((r := self._taps[0].latest) is None or r[1] == 0) and time.monotonic() < deadline:
+            while not _fresh(self._taps, changed) and time.monotonic() < deadline:
                 time.sleep(0.01)
         got = [t.latest for t in self._taps] if self._taps else []
         if len(got) == 2 and got[0] is not None and got[1] is not None:
-            (domu, domu_acks), (dom0, _) = got[0], got[1]
+            (domu, domu_acks, _), (dom0, _, _) = got[0], got[1]
             self.end = self._timed("cut", lambda: self.counters.outer(self.counters.reading(domu, dom0, domu_acks)))
         else:
             self.end = self._timed("cut", lambda: self.counters.sample(acks))
@@ -283,6 +284,12 @@ class Recorder:
             return None
         return Ledger(self.counters.backend.name, self.counters.armed.ring, self.start, self.end, ev,
                       round(self.seconds, 2))
+
+
+def _fresh(taps: tuple[CounterTap, CounterTap], changed: float) -> bool:
+    """Whether both guests' latest readings came after ``changed`` and the domU's saw an ack."""
+    domu, dom0 = taps[0].latest, taps[1].latest
+    return domu is not None and dom0 is not None and domu[1] > 0 and min(domu[2], dom0[2]) > changed
 
 
 def _text(path: Path) -> str:

@@ -117,6 +117,7 @@ class FaultSteps:
     def __init__(self, fault: faults.Fault, stack: XenStack, say: Progress):
         self.fault, self.stack, self.say = fault, stack, say
         self.applied: list[str] = []
+        self.last_step = 0.0        # when the last step finished (monotonic): the ledger's readings must be newer
         self._dom0_dut = ""
         self._done: set[faults.When] = set()
 
@@ -132,6 +133,7 @@ class FaultSteps:
                 self._dom0_dut = dom0_device(self.stack.dom0, "dut")
             out = shell.run(step.filled(self._dom0_dut), timeout=120).stdout.strip()
             self.applied.append(out)
+            self.last_step = time.monotonic()
             self.say(f"fault {self.fault.name} ({step.where.value}, {when.value}): {out[-200:] or 'done'}")
 
 
@@ -208,7 +210,7 @@ class CrashRun:
         """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
         A fault's ``during`` steps that no cut plan reached (a cut by hand) run first."""
         self.steps.run(faults.When.DURING)
-        self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0)
+        self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0, self.steps.last_step)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
         self.seconds["workload"] = round(time.monotonic() - self._t_start, 2)

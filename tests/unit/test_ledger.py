@@ -210,7 +210,7 @@ class _Counters:
 
     def taps(self, acks):
         self.acks = acks
-        return (_Tap(({"f": "40"}, 57)), _Tap(({"f": "41"}, 58)))
+        return (_Tap(({"f": "40"}, 57, 1.0)), _Tap(({"f": "41"}, 58, 1.0)))
 
 
 def test_the_cut_sample_is_the_streamed_readings_and_qmp_only():
@@ -227,7 +227,7 @@ def test_the_cut_sample_is_the_streamed_readings_and_qmp_only():
     assert (rec.end.acks, rec.end.domu_flushes, rec.end.dom0_flushes, rec.end.outer_flushes) == (57, 40, 41, 99)
     rec.stop()
     assert all(t.stopped for t in rec._taps)
-    rec._taps = (_Tap(None), _Tap(({"f": "1"}, 1)))       # no reading yet: read now, over SSH
+    rec._taps = (_Tap(None), _Tap(({"f": "1"}, 1, 1.0)))       # no reading yet: read now, over SSH
     rec.at_cut(60)
     assert rec.counters.guest_reads == 2 and rec.end.acks == 60
 
@@ -241,7 +241,12 @@ def test_a_cut_before_any_reading_saw_an_ack_waits_for_the_next_reading():
     rec = Recorder.__new__(Recorder)
     rec.counters, rec.start, rec.end, rec.eatmydata, rec.seconds = _Counters(), Sample(acks=0), None, False, 0.0
     rec.enabled = True
-    rec._taps = (_Tap(({"f": "0"}, 0)), _Tap(({"f": "0"}, 0)))
-    threading.Timer(0.1, lambda: setattr(rec._taps[0], "latest", ({"f": "12"}, 30))).start()
+    rec._taps = (_Tap(({"f": "0"}, 0, 1.0)), _Tap(({"f": "0"}, 0, 1.0)))
+    threading.Timer(0.1, lambda: setattr(rec._taps[0], "latest", ({"f": "12"}, 30, 2.0))).start()
     rec.at_cut(40)
     assert (rec.end.acks, rec.end.domu_flushes, rec.counters.guest_reads) == (30, 12, 0)
+    # a fault step ran after the latest readings (at 3.0): the cut waits for newer ones of both guests
+    threading.Timer(0.1, lambda: (setattr(rec._taps[0], "latest", ({"f": "20"}, 35, 4.0)),
+                                  setattr(rec._taps[1], "latest", ({"f": "9"}, 35, 4.0)))).start()
+    rec.at_cut(40, changed=3.0)
+    assert (rec.end.acks, rec.end.domu_flushes, rec.end.dom0_flushes) == (35, 20, 9)
