@@ -22,6 +22,7 @@ from ..catalog.backends import Backend
 from ..catalog.workloads import MOUNT
 from ..errors import XdhError
 from ..stack.xen import XenStack
+from ..stack.xl import DUT_DEVID
 from ..vm.ssh import Shell
 from . import writelog
 from .ledger import Ledger, Sample, blockstats, evidence, mounted_nobarrier, no_flush_nodes, stat_flushes
@@ -32,6 +33,7 @@ DM_COMM = "qemu-system"   # dom0's device model threads (Debian's xen-qemu-syste
 DM_PATTERN = "xen-qemu-system|qemu-system-i386"    # pgrep -f: dom0's device model processes
 TRACING = "/sys/kernel/tracing/events/syscalls/sys_exit_fdatasync"
 HIST = "hist:keys=common_pid.execname,ret"
+DOMU_PATHS = ["/sys/block/xvdb/stat", "/sys/block/xvdb/queue/write_cache", "/proc/mounts"]   # the domU's counters
 FATAL = (OSError, XdhError)
 
 
@@ -117,7 +119,7 @@ def arm_script(backendtype: str) -> str:
                   f"for p in $(pgrep -f '{DM_PATTERN}'); do "
                   "grep -q libeatmydata /proc/$p/maps && echo eatmydata && break; done"]
     elif backendtype == "phy":        # the one vbd of the domU's xvdb
-        lines += ["for f in /sys/bus/xen-backend/devices/vbd-*-51728/statistics/f_req; do "
+        lines += [f"for f in /sys/bus/xen-backend/devices/vbd-*-{DUT_DEVID}/statistics/f_req; do "
                   '[ -e "$f" ] && echo "ring $f"; done']
     return "; ".join(lines) + "; true"
 
@@ -168,10 +170,6 @@ class Counters:
                                    outer_no_flush=no_flush_nodes(nodes, DUT_NODE))
 
     @property
-    def domu_paths(self) -> list[str]:
-        return ["/sys/block/xvdb/stat", "/sys/block/xvdb/queue/write_cache", "/proc/mounts"]
-
-    @property
     def dom0_paths(self) -> list[str]:
         dev = f"/sys/block/{self.armed.dom0_dev}"
         return [f"{dev}/stat", f"{dev}/queue/write_cache", *([self.armed.ring_path] if self.armed.ring_path else [])]
@@ -179,12 +177,12 @@ class Counters:
     def guests(self, acks: int) -> Sample:
         """The domU's and dom0's counters now (one SSH command each)."""
         assert self.stack.domu is not None and self.stack.dom0 is not None
-        return self.reading(_files(self.stack.domu, self.domu_paths), _files(self.stack.dom0, self.dom0_paths), acks)
+        return self.reading(_files(self.stack.domu, DOMU_PATHS), _files(self.stack.dom0, self.dom0_paths), acks)
 
     def taps(self, acks: Callable[[], int]) -> tuple[CounterTap, CounterTap]:
         """Both guests' counters, streamed from now on."""
         assert self.stack.domu is not None and self.stack.dom0 is not None
-        domu = CounterTap(self.stack.domu, self.domu_paths, acks)
+        domu = CounterTap(self.stack.domu, DOMU_PATHS, acks)
         try:
             return domu, CounterTap(self.stack.dom0, self.dom0_paths, acks)
         except BaseException:

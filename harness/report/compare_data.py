@@ -167,9 +167,8 @@ def _measured(row: CellRow, cell: RunDir) -> CellRow:
 
 def _median_per_op(per_ops: list[dict[str, float | None]]) -> dict[str, float | None]:
     """Each layer's median flushes per durable op over the iterations that measured it."""
-    layers = [k for k in (per_ops[0] if per_ops else {})]
     out: dict[str, float | None] = {}
-    for layer in layers:
+    for layer in per_ops[0] if per_ops else {}:
         got = [x for p in per_ops if (x := p.get(layer)) is not None]
         m = percentile(got, 0.5)
         out[layer] = None if m is None else round(m, 2)
