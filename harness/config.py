@@ -43,7 +43,7 @@ class Reset(StrEnum):
 class VerifyPath(StrEnum):
     AUTO = "auto"      # fast: it reads every backend's layout
     FAST = "fast"      # hot-plug into one verifier VM
-    REBOOT = "reboot"  # a full Xen boot on the crash image
+    REBOOT = "reboot"  # the Xen stack on the crash image (restored, or booted)
     BOTH = "both"      # both, and they must agree
 
 

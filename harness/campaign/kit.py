@@ -78,9 +78,11 @@ class Kit(Lifecycle):
         return Restore(self.snapshot, seed) if self.snapshot is not None else ColdBoot()
 
     def verifier(self, path: VerifyPath, stack: StackConfig) -> Verifier:
-        """The verifier of one path; ``stack`` is what a reboot boots (the iteration's effective stack)."""
+        """The verifier of one path; ``stack`` is what a reboot brings up (the iteration's effective
+        stack): restored from this kit's saved stack when it is that stack's, else booted."""
         if path == VerifyPath.FAST:
             if self.fast is None:
                 raise ValueError("no fast verifier in this kit (verify mode reboot)")
             return self.fast
-        return RebootVerifier(stack, self.images, self.store, self.machines)
+        saved = self.snapshot if stack == self.cfg.effective_stack() else None
+        return RebootVerifier(stack, self.images, self.store, self.machines, saved)

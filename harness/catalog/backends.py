@@ -50,6 +50,12 @@ class Backend:
         return f"{self.name} writes through dom0's page cache, a volatile cache the power cut loses"
 
     @property
+    def holds_dut_state(self) -> bool:
+        """dom0 keeps the disk under test's metadata in memory (its ext4 mounted, the qcow2 file's
+        tables open): a saved stack is then valid only over the very bytes it was saved with."""
+        return self.on_filesystem
+
+    @property
     def layout(self) -> str:
         """What the crash image holds: the domU's disk itself ("raw"), or dom0's ext4 with the
         domU's disk as a qcow2 file in it ("qcow2-in-ext4")."""

@@ -93,7 +93,9 @@ def _interactive(sub: Sub) -> None:
     ver.add_argument("--workload", metavar="NAME|MANIFEST", type=named_or_file(workloads.WORKLOADS.names(), "workload"),
                      help="verify as this workload (default: the session's)")
     ver.add_argument("--verify", choices=[VerifyPath.FAST.value, VerifyPath.REBOOT.value, VerifyPath.BOTH.value],
-                     default=VerifyPath.FAST.value, help="fast verifier, full reboot or both (default %(default)s)")
+                     default=VerifyPath.FAST.value,
+                     help="fast verifier, the Xen stack brought up on the crash image (reboot) or both "
+                          "(default %(default)s)")
     ver.set_defaults(func=i.cmd_verify)
     down = sub.add_parser("down", help="stop the stack started by `xdh up`",
                           description="Stop the stack started by `xdh up` (its QEMU, then the session).")
@@ -139,7 +141,7 @@ def _torture(sub: Sub) -> None:
                        description="Run crash iterations: restore (or boot) the stack, run an fsync workload in the "
                                    "domU, cut the power at a seeded random point (QMP stop + kill), verify the crash "
                                    "image (by default hot-plugged into a verifier VM running the domU's kernel; "
-                                   "--verify reboot boots a fresh stack on it) and check that every acknowledged "
+                                   "--verify reboot brings the Xen stack up on it) and check that every acknowledged "
                                    "write survived. A canary iteration (drop-flush on append) runs first and must "
                                    "be caught.",
                        epilog=TORTURE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,8 +194,9 @@ def _speed(t: argparse.ArgumentParser) -> None:
                    help="snapshot: boot the stack once, save it, restore it for every crash run (seconds); "
                         "boot: a full boot per crash run (default %(default)s)")
     f.add_argument("--verify", choices=choices(VerifyPath), default=TORTURE.verify.value,
-                   help="fast: hot-plug each crash image into one verifier VM (domU kernel, no Xen); reboot: boot "
-                        "the whole stack on it; both: both, and they must agree; auto: fast (default %(default)s). "
+                   help="fast: hot-plug each crash image into one verifier VM (domU kernel, no Xen); reboot: the whole "
+                        "stack on it (the saved stack restored onto it; a cold boot with --reset boot or for "
+                        "qdisk-qcow2); both: both, and they must agree; auto: fast (default %(default)s). "
                         "The canary always includes a reboot")
     f.add_argument("--jobs", type=at_least(1), default=TORTURE.jobs, metavar="N",
                    help="lanes, each with its own stack and fast verifier (default %(default)s; each lane already "

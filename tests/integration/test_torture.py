@@ -41,9 +41,11 @@ def positive(images, tmp_path_factory):
 
 
 def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_path):
-    """A fast path crash run; its crash image verified by the fast verifier and by a full reboot.
-    One iteration: a second only repeated the reboot (the verifier's reuse across crash images
-    is proven by the positive control's two iterations and test_volatile's)."""
+    """A fast path crash run; its crash image verified by the fast verifier and by the Xen stack
+    brought up on it (the saved stack restored onto the crash image; the cold-booted reboot
+    verifier is test_reproduce_gives_the_same_verdict[reboot]'s). One iteration: a second only
+    repeated the reboot (the verifier's reuse across crash images is proven by the positive
+    control's two iterations and test_volatile's)."""
     s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both", iterations=1)
     assert s["counts"] == {"pass": 1, "loss": 0, "guest-died": 0, "error": 0}, _table(s)
     assert s["exit_code"] == ExitCode.CLEAN
@@ -51,6 +53,8 @@ def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_p
         assert it["acked"] >= 15 and it["lost_acked"] == 0 and it["crash_image"] is None
         assert it["reset"] == "snapshot" and set(it["verdicts"]) == {"fast", "reboot"}
         assert all(v["ok"] for v in it["verdicts"].values())
+        it_dir = IterationDir(Path(s["run_dir"], "iterations", it["name"]))
+        assert json.loads((it_dir.verify_dir("reboot") / "stack.json").read_text())["snapshot"]    # restored
         # the flush ledger names no layer, and every layer passed flushes on, none failed
         assert it["flush"]["kind"] == "none", it["flush"]
         ledger = IterationDir(Path(s["run_dir"], "iterations", it["name"])).read_ledger()
@@ -77,13 +81,15 @@ def test_positive_control_is_caught(positive):
 @pytest.mark.parametrize("path", ["reboot", "fast"])
 def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
     """The kept crash image is standalone (no snapshot needed) and gives the recorded verdict on
-    a fresh stack and in a fresh fast verifier."""
+    a cold-booted stack and in a fresh fast verifier."""
     it_dir = Path(positive["iterations"][0]["crash_image"]).parent
     crash = Path(positive["iterations"][0]["crash_image"])
     info = subprocess.run(["qemu-img", "info", "--output=json", str(crash)], capture_output=True, text=True, check=True)
     assert "backing-filename" not in json.loads(info.stdout)
     recorded = json.loads((it_dir / "verdict.json").read_text())
     r = reverify(IterationDir(it_dir), VerifyPath(path), lambda m: print(m, flush=True))
+    if path == "reboot":
+        assert not json.loads((r.out_dir / "stack.json").read_text()).get("snapshot")     # booted cold
     again = r.verdict
     assert r.same and not list(r.out_dir.rglob("*.qcow2"))
     assert [(v.kind, v.what, v.found) for v in again.violations] == \

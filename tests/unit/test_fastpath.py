@@ -74,6 +74,30 @@ def test_canary_is_always_verified_by_a_reboot():
     assert canary_config(TortureConfig(stack=StackConfig(backend="qdisk-qcow2"))).verify == "both"
 
 
+def test_the_reboot_verifier_restores_the_saved_stack_only_where_that_is_sound(tmp_path):
+    """Restored onto the crash image: only the kit's own stack, never qdisk-qcow2 (dom0 holds the
+    saved bytes' ext4 and qcow2 tables in memory), a cold boot without a saved stack."""
+    from harness.campaign.kit import Kit
+    from harness.images import ImageStore
+    from harness.stack.boot import ColdBoot, Restore
+    from harness.stack.saved import Snapshot
+    snap = Snapshot(dir=tmp_path, key="k", created="now", seconds_to_build=1, seconds_to_save=1, state_bytes=1,
+                    stack_info={})
+    store = ImageStore(tmp_path)
+    for backend, restored in (("qdisk", True), ("phy", True), ("qdisk-direct", True), ("qdisk-qcow2", False)):
+        cfg = TortureConfig(stack=StackConfig(backend=backend))
+        kit = Kit(cfg, tmp_path, store, None, lambda m: None)
+        assert isinstance(kit.verifier("reboot", cfg.effective_stack()).boot_source(1), ColdBoot)
+        kit.snapshot = snap
+        source = kit.verifier("reboot", cfg.effective_stack()).boot_source(3)
+        assert isinstance(source, Restore if restored else ColdBoot), backend
+        if restored:
+            assert source.snapshot is snap and source.guest_seed == 3
+        # another stack than the one saved (e.g. a fault's own device model): booted
+        other = StackConfig(backend=backend, device_model="/opt/qemu")
+        assert isinstance(kit.verifier("reboot", other).boot_source(3), ColdBoot)
+
+
 def test_config_round_trip_keeps_the_fast_path_choice():
     cfg = TortureConfig(reset="boot", verify="both")
     again = TortureConfig.from_json(cfg.to_json())
