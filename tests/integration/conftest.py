@@ -106,8 +106,8 @@ def saved_stack(images: ImageStore):
     campaign saves one (stack/snapshot.py). ``key`` joins the snapshot key (what a test checks
     about the boot that a campaign's key does not cover). A test of a stack's own properties
     (its mode, release, kernel) makes every assertion on the restored, running stack; the cold
-    path itself is driven by test_torture's baseline (a boot per crash run and per verification)
-    and test_stack's failing qdisk-direct."""
+    path itself is driven by test_torture's baseline (a boot per crash run) and reproduce[reboot]
+    (a boot on a kept crash image)."""
     def restore(cfg: StackConfig, **key: object) -> SavedBoot:
         pair = images.pair(cfg.components())
         snap = ensure_snapshot(cfg, pair, images, _say, machine_identity(cfg, images, pair) | key)

@@ -3,7 +3,8 @@ the counters to its own layer, and a fault manifest the attribution code has nev
 switches its device's write cache during the run) is attributed to dom0's block device. Each is
 one crash run from the saved stack, no canary. The clean run (it names no layer, its ledger
 passes flushes on at every layer) and drop-flush (the domU block layer) are test_torture's
-negative and positive controls; the ledger against independent counts is test_volatile's."""
+negative and positive controls; disk-lies (the outer disk, with and without the volatile model)
+and the ledger against independent counts are test_volatile's."""
 
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ def _ledger_of(tmp_path, fault: str):
     ("nobarrier", Kind.DROP, Layer.FILESYSTEM),
     ("flush-eio", Kind.MASK, Layer.BLKFRONT),
     ("backend-lies", Kind.LIE, Layer.BACKEND),
-    ("disk-lies", Kind.LIE, Layer.OUTER_DISK),
     ("UNSEEN", Kind.DROP, Layer.DOM0_DEVICE),
 ])
 def test_the_ledger_names_the_layer(tmp_path, fault, kind, layer):

@@ -6,12 +6,14 @@ once (``boot_guests`` reads the backend and fails on a mismatch), then saved in 
 campaign saves one; its key here also covers how the mode is attached (``attachment``), so a
 change to that boots the mode cold again. After the restore every assertion is made on the
 running stack, as after a boot. The cold path runs in test_torture's baseline (a boot per crash
-run, a reboot per verification) and up to the failing device in test_qdisk_direct_fails_fast.
+run) and reproduce[reboot] (a boot on a crash image); creating the domU on the saved qdisk stack's
+dom0, up to the failing device, in test_qdisk_direct_fails_fast.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from harness.images import ImageStore, devmodel
 from harness.releases import get
 from harness.stack import inputs
 from harness.stack.backend_check import read_backend
+from harness.stack.domu import create_domu
 from harness.stack.xen import make_stack
-from harness.stack.xl import domu_config
+from harness.stack.xl import DOMU_NAME, domu_config
 from tests.helpers import pids_matching
 
 pytestmark = pytest.mark.stack
@@ -108,13 +111,22 @@ def test_backend_mode_boots_writes_and_reports(mode, release, images, saved_stac
     assert (run / "stack.json").exists() and (run / "serial.log").exists()
 
 
-def test_qdisk_direct_fails_fast_with_the_reason(images, tmp_path):
+def test_qdisk_direct_fails_fast_with_the_reason(images, saved_stack, tmp_path):
     """Debian 12's stock qemu-system-xen has no linux-aio, and qdisk opens a direct-io-safe disk
     with aio=native: the device is never created and the domU would wait for xvdb forever. The
-    stack must say so at once. (If a future stock build supports it, this test fails.)"""
+    stack must say so at once. (If a future stock build supports it, this test fails.) On the
+    saved qdisk stack, whose dom0 is the same stock image: its domU destroyed, then created again
+    as qdisk-direct by the cold boot's own step (``create_domu``; the boot up to it is
+    test_torture's baseline)."""
     run = tmp_path / "run"
-    with pytest.raises(LaunchError) as ei, make_stack(StackConfig(backend="qdisk-direct"), run, images):
-        pass
+    boot, pair, _ = saved_stack(StackConfig())
+    with make_stack(StackConfig(), run, images, boot=boot, images=pair) as stack:
+        stack.dom0.run(["xl", "destroy", DOMU_NAME], timeout=120)
+        t0 = time.monotonic()
+        with pytest.raises(LaunchError) as ei:
+            create_domu(stack.dom0, StackConfig(backend="qdisk-direct"), backends.get("qdisk-direct"), run,
+                        lambda m: print(m, flush=True), (pair.domu.artifacts["kernel"], pair.domu.artifacts["initrd"]))
+        print(f"create_domu failed {time.monotonic() - t0:.1f} s after it started")
     assert "aio=native was specified, but is not supported in this build" in str(ei.value)
     assert "linux-aio" in ei.value.hint
     assert (run / "qemu-dm.log").exists()

@@ -127,7 +127,10 @@ def test_the_unit_layer_keeps_its_coverage_floor(tmp_path):
     if not (BIN / "coverage").exists():
         pytest.skip("pytest-cov is not installed (pip install -e '.[test]')")
     env = os.environ | {"XDH_COVERAGE_GATE": "1", "COVERAGE_FILE": str(tmp_path / "coverage")}
+    # without the gates and the packaging test: they run tools and pip in child processes and
+    # cover nothing of harness (measured: the same total, 10 s less)
     res = subprocess.run([sys.executable, "-m", "pytest", "tests/unit", "-p", "no:xdh", "-p", "no:cacheprovider",
+                          "--ignore=tests/unit/test_gates.py", "--ignore=tests/unit/test_packaging.py",
                           "--cov", "--cov-report=term:skip-covered", "-q", "-x"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, check=False)
     tail = "\n".join(res.stdout.splitlines()[-25:])
