@@ -154,6 +154,7 @@ class TortureConfig:
     flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
     verify: VerifyPath = VerifyPath.AUTO
     jobs: int = 1               # lanes, each with its own stack and fast verifier (campaign.run_lanes)
+    time_budget: float = 0.0    # seconds; no iteration starts that would not end in time (campaign.budget); 0: none
     expect: Expect | None = None  # a control: what every iteration must find (the exit code and JUnit follow)
     stack: StackConfig = field(default_factory=StackConfig)
 
@@ -208,6 +209,9 @@ class TortureConfig:
         i, n = self.shard
         if not 1 <= i <= n:
             raise ConfigError(f"bad shard {i}/{n}", hint="use --shard I/N with 1 <= I <= N")
+        if i > self.iterations:
+            raise ConfigError(f"--shard {i}/{n} selects no iteration of {self.iterations}",
+                              hint=f"use at least {n} iterations for {n} shards, or fewer shards")
         if self.crash_subsets < 0:
             raise ConfigError(f"--crash-subsets {self.crash_subsets}: must be 0 or more", hint="use K >= 0")
         if self.flush_points < -1:
@@ -215,6 +219,8 @@ class TortureConfig:
                               hint="use N >= 0, or -1 for every flush point")
         if not 1 <= self.jobs <= 64:
             raise ConfigError(f"--jobs {self.jobs}: must be 1..64", hint="use about one lane per two cores")
+        if self.time_budget < 0:
+            raise ConfigError(f"--time-budget {self.time_budget}: must not be negative", hint="e.g. --time-budget 2h")
         if self.record_size < 16 or self.ack_timeout <= 0:
             raise ConfigError("record size must be at least 16 and the ack timeout positive")
 

@@ -27,6 +27,7 @@ from ..status import ExitCode, Status, error_exit
 from ..verify.fast import FastVerifier
 from ..vm.watch import enospc
 from . import space
+from .budget import Budget
 from .iteration import Failure, Finished, check_phase, crash_phase, iterate, run_iteration
 from .kit import Kit
 
@@ -64,14 +65,17 @@ def run_canary(cfg: TortureConfig, kit: Kit, run: RunDir, progress: Progress) ->
 
 
 def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
-             finished: Callable[[IterationRecord], None]) -> None:
+             finished: Callable[[IterationRecord], None], budget: Budget | None = None) -> None:
     """One lane: the crash run of iteration i+1 beside the verification of iteration i (the
     stack and the fast verifier are two VMs, about a core each). On an interrupt the verifiers
     stop at once (the check under way ends with them) and the interrupt goes on up. A reboot
     verification is a second whole stack: it runs in turn, not beside (measured: two stacks
     at once under TCG on 2 cores take longer than one after the other)."""
+    budget = budget or Budget(0)
     if cfg.verify_mode() != VerifyPath.FAST:
         for idx in indices:
+            if not budget.allows(idx):
+                continue
             done = iterate(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
             finished(done.record)
             if done.full is not None:
@@ -90,6 +94,8 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
                 raise done.full
     try:
         for idx in indices:
+            if not budget.allows(idx):
+                continue
             crashed = crash_phase(IterationPlan.make(cfg, idx), kit, run.iteration(idx), progress)
             try:
                 collect()
@@ -117,17 +123,17 @@ def pipeline(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], prog
 
 
 def run_lanes(cfg: TortureConfig, kit: Kit, run: RunDir, indices: list[int], progress: Progress,
-              finished: Callable[[IterationRecord], None]) -> None:
+              finished: Callable[[IterationRecord], None], budget: Budget | None = None) -> None:
     """``--jobs N``: N pipelines, each on its own stack and fast verifier, iterations dealt
     round-robin. An interrupt kills every machine of every lane (``Machines.kill_all``)."""
     if cfg.jobs <= 1 or len(indices) <= 1:
-        pipeline(cfg, kit, run, indices, progress, finished)
+        pipeline(cfg, kit, run, indices, progress, finished, budget)
         return
     lanes = [kit.lane(n) for n in range(min(cfg.jobs, len(indices)))]
 
     def lane(n: int) -> None:
         with lanes[n]:
-            pipeline(cfg, lanes[n], run, indices[n::len(lanes)], progress, finished)
+            pipeline(cfg, lanes[n], run, indices[n::len(lanes)], progress, finished, budget)
 
     pool = ThreadPoolExecutor(len(lanes), thread_name_prefix="lane")
     try:
@@ -163,6 +169,16 @@ def _announce(cfg: TortureConfig, n: int, run_dir: Path, progress: Progress) -> 
         progress(f"warning: {blind}")
 
 
+def _step(r: IterationRecord, done: int, total: int, elapsed: float) -> Step:
+    """The progress line of a finished iteration, with the campaign's ETA."""
+    eta = elapsed / done * (total - done)
+    detail = r.detail()
+    states = f", {r.crash_states} states" if r.crash_states > 1 else ""
+    return Step(done, total, f"{r.name} seed={r.seed} {r.status.upper()} acked={r.acked} lost={r.lost_acked}"
+                             f"{states} ({r.total_seconds:.0f} s, ETA {eta / 60:.0f} min)"
+                + (f": {detail[:120]}" if detail else ""))
+
+
 def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions: dict[str, Any],
                  verifier: FastVerifier | None = None, images: ImagePair | None = None,
                  store: ImageStore | None = None) -> CampaignResult:
@@ -184,39 +200,37 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     records: list[IterationRecord] = []
     first_loss: dict[str, float] = {}
     kit = Kit(cfg, run.verifier, store, images, progress, verifier)
+    budget = Budget(cfg.time_budget)
     lock = threading.Lock()
     try:
         with kit:
             if cfg.canary:
                 canary = run_canary(cfg, kit, run, progress)
+                budget.took(canary.total_seconds)
                 if canary.status == Status.LOSS:
                     first_loss["canary"] = round(time.monotonic() - t0, 1)
             done = 0
 
             def finished(r: IterationRecord) -> None:
                 nonlocal done
+                budget.took(r.total_seconds)
                 with lock:
                     records.append(r)
                     done += 1
                     if r.status == Status.LOSS and "iteration" not in first_loss:
                         first_loss["iteration"] = round(time.monotonic() - t0, 1)
-                    elapsed = time.monotonic() - t0
-                    eta = elapsed / done * (len(indices) - done)
-                    detail = r.detail()
-                    states = f", {r.crash_states} states" if r.crash_states > 1 else ""
-                    progress(Step(done, len(indices),
-                                  f"{r.name} seed={r.seed} {r.status.upper()} acked={r.acked} lost={r.lost_acked}"
-                                  f"{states} ({r.total_seconds:.0f} s, ETA {eta / 60:.0f} min)"
-                                  + (f": {detail[:120]}" if detail else "")))
+                    progress(_step(r, done, len(indices), time.monotonic() - t0))
 
             if canary is None or canary.status == Status.LOSS:
-                run_lanes(cfg, kit, run, indices, progress, finished)
+                run_lanes(cfg, kit, run, indices, progress, finished, budget)
+                if budget.skipped:
+                    progress(f"stopped in time: {budget.shortfall(len(indices))}")
             records.sort(key=lambda r: r.index)
     finally:  # also on Ctrl-C or SIGTERM: what ran so far is summarized
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0,
                                         first_loss_seconds=first_loss, setup_seconds=kit.setup_seconds,
                                         versions=versions, snapshot=kit.snapshot.key if kit.snapshot else "",
-                                        disk_cache=cfg.disk_cache_reason())
+                                        disk_cache=cfg.disk_cache_reason(), shortfall=budget.shortfall(len(indices)))
         summary = ended_by(summary, sys.exc_info()[1])
         _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)

@@ -131,7 +131,7 @@ def _torture_config(args: Args) -> TortureConfig:
                         ledger=not args.no_ledger, sync=args.sync, journal=args.journal, reset=args.reset,
                         verify=args.verify,
                         disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
-                        jobs=args.jobs, expect=args.expect, stack=stack_config(args))
+                        jobs=args.jobs, expect=args.expect, time_budget=args.time_budget, stack=stack_config(args))
     cfg.validate()
     return cfg.resolved()
 
@@ -255,8 +255,19 @@ def cmd_compare(args: Args) -> int:
 
 def cmd_report_merge(args: Args) -> int:
     out = Path(args.output).resolve() if args.output else paths.runs_dir() / "merged"
-    summary = summary_mod.merge([Path(d).resolve() for d in args.runs], out)
+    runs = [Path(d).resolve() for d in args.runs]
+    missing = [d for d in runs if not d.exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]} does not exist", hint="pass torture run directories")
+    for f in (d for d in runs if not d.is_dir()):
+        print(f"skipped {f}: not a run directory", file=sys.stderr)
+    dirs = [d for d in runs if d.is_dir()]
+    if not dirs:
+        raise ConfigError("no run directory to merge", hint="pass torture run directories (holding summary.json)")
+    summary = summary_mod.merge(dirs, out, args.shards, allow_shortfall=args.allow_shortfall)
     _print_summary(summary, args.json)
+    for problem in summary.merge_problems:
+        print(f"xdh: bad shard: {problem.line()}", file=sys.stderr)
     return summary.exit_code
 
 

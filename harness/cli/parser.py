@@ -16,7 +16,7 @@ from . import interactive as i
 from . import options as o
 from . import preview
 from .options import BENCH, COMPARE, TORTURE, Parser
-from .types import at_least, comma_list, int_range, named_or_file, shard
+from .types import at_least, comma_list, duration, int_range, named_or_file, shard
 
 Sub: TypeAlias = "argparse._SubParsersAction[Parser]"
 
@@ -160,8 +160,14 @@ def _torture(sub: Sub) -> None:
     g.add_argument("--cut-seconds", type=int_range(float, 0.001), default=TORTURE.cut_seconds, metavar="LO-HI",
                    help=f"delay range for --cut time (default {TORTURE.cut_seconds[0]:g}-{TORTURE.cut_seconds[1]:g})")
     g.add_argument("--no-canary", action="store_true", help="skip the drop-flush positive control at the start")
-    g.add_argument("--shard", type=shard, default=TORTURE.shard, metavar="I/N",
-                   help="run only iterations with index %% N == I-1")
+    g.add_argument("--shard", type=shard, default=TORTURE.shard, metavar="I/N|auto",
+                   help="run only iterations with index %% N == I-1; auto: from the CI engine (GitLab's "
+                        "CI_NODE_INDEX/CI_NODE_TOTAL, a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with "
+                        "XDH_SHARDS)")
+    g.add_argument("--time-budget", type=duration, default=0.0, metavar="DURATION",
+                   help="end the campaign cleanly in this time (e.g. 2h, 90m; under the CI job's own timeout): "
+                        "no iteration starts that would not end in time, judged by the longest so far; the "
+                        "summary records the iterations not started, and `xdh report merge` counts them")
     g.add_argument("--keep-images", action="store_true", help="keep the crash image of passing iterations too")
     g.add_argument("--sync", choices=choices(Sync), default=TORTURE.sync.value,
                    help="append: sync call (default %(default)s)")
@@ -294,9 +300,20 @@ def _report(sub: Sub) -> None:
     rep = sub.add_parser("report", help="combine run directories")
     rsub = rep.add_subparsers(dest="report_cmd", metavar="ACTION", required=True)
     m = rsub.add_parser("merge", help="merge run directories (e.g. shards) into one summary and JUnit file",
-                        description="Merge torture run directories (e.g. the shards of one campaign) into one "
-                                    "summary.json, junit.xml and page.")
+                        description="Merge torture run directories (e.g. the shards of one campaign, or the "
+                                    "controls of a night) into one summary.json, junit.xml and page. A night "
+                                    "cannot merge green by mistake: a shard that is missing, given twice, was "
+                                    "interrupted or killed (no summary.json), ran no iteration or failed outside "
+                                    "its iterations, or whose seed, config or component versions differ from its "
+                                    "siblings', is named on one line, becomes an error test case in junit.xml "
+                                    "and makes the exit code non-zero (5, or 1 with a loss).",
+                        epilog="Files among RUN (a runs index.html a glob picked up) are skipped.")
     m.add_argument("runs", nargs="+", metavar="RUN", help="a torture run directory (holding summary.json)")
+    m.add_argument("--allow-shortfall", action="store_true",
+                   help="a shard that --time-budget stopped early is not a bad shard")
+    m.add_argument("--shards", type=at_least(1), metavar="N",
+                   help="the night's shard count: every sharded campaign must have shards 1/N..N/N (default: "
+                        "the count the shards recorded, from --shard I/N)")
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)

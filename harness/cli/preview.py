@@ -149,8 +149,7 @@ def render(plan: CampaignPlan, run_dir: Path) -> str:
     out = ["xdh torture --dry-run: the plan; nothing is booted", f"  {seed}",
            f"  workload {w.name}, fault {f.name}, backend {cfg.stack.backend} on {cfg.stack.release}; reset "
            f"{cfg.reset}, verify {_verified(cfg)}, {cfg.jobs} lane{'s' if cfg.jobs > 1 else ''}",
-           f"  shard {cfg.shard[0]}/{cfg.shard[1]}: {n} of {cfg.iterations} iterations"
-           + ("" if n else " (this shard runs none: raise --iterations to at least the shard count)")]
+           f"  shard {cfg.shard[0]}/{cfg.shard[1]}: {n} of {cfg.iterations} iterations"]
     if plan.canary is not None:
         c = plan.canary
         out.append(f"  {c.name:9} seed {c.seed:<17} cut after {c.cut.describe():9} drop-flush on append, "

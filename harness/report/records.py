@@ -135,6 +135,26 @@ class CutRecord:
 
 
 @dataclass(frozen=True)
+class MergeProblem:
+    """A shard that makes a merged night untrustworthy (``report.shards``): missing, duplicated,
+    interrupted, crashed, empty, or not the same campaign and software as its siblings."""
+
+    run_dir: str        # "" for a shard no run directory was given of
+    label: str          # the campaign and shard, e.g. "append/none/qdisk/bookworm/auto shard 2/4"
+    text: str
+
+    def line(self) -> str:
+        return f"{self.label}: {self.text}" + (f" ({self.run_dir})" if self.run_dir else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MergeProblem:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
 class CampaignSummary:
     """summary.json: a campaign (or a merge of several) as records, its totals derived from
     them, and the exit code CI reads."""
@@ -154,6 +174,8 @@ class CampaignSummary:
     disk_cache: str = ""            # which disk-cache model ran, and why (``TortureConfig.disk_cache_reason``)
     ended_by: str = ""              # what ended the campaign early (its exit code is then the CLI's)
     merged_at: str = ""
+    merge_problems: list[MergeProblem] = field(default_factory=list)    # a merge: its bad shards
+    shortfall: str = ""             # iterations --time-budget did not start ("" when all ran)
 
     @classmethod
     def make(cls, run_dir: str, config: dict[str, Any], seed: int | list[int] | None, canary: IterationRecord | None,
@@ -208,6 +230,7 @@ class CampaignSummary:
         d["canary"] = self.canary.to_json() if self.canary else None
         d["iterations"] = [i.to_json() for i in self.iterations]
         d["exit_code"] = int(self.exit_code)
+        d["merge_problems"] = [p.to_json() for p in self.merge_problems]
         d |= {"counts": {k.value: n for k, n in self.counts().items()}, "acked_total": self.acked_total,
               "lost_acked_total": self.lost_acked_total, "crash_states_total": self.crash_states_total,
               "states_generated_total": self.states_generated_total,
@@ -221,8 +244,9 @@ class CampaignSummary:
         data["iterations"] = [IterationRecord.from_json(i) for i in d.get("iterations", [])]
         data["exit_code"] = ExitCode(d["exit_code"])
         data["expect"] = Expect(d["expect"]) if d.get("expect") else None
-        for key in ("snapshot", "disk_cache", "ended_by", "merged_at"):
+        for key in ("snapshot", "disk_cache", "ended_by", "merged_at", "shortfall"):
             data[key] = data.get(key) or ""
         for key in ("versions", "first_loss_seconds", "setup_seconds"):
             data[key] = data.get(key) or {}
+        data["merge_problems"] = [MergeProblem.from_json(p) for p in d.get("merge_problems") or []]
         return cls(**data)

@@ -15,11 +15,12 @@ from typing import Any
 from .. import paths
 from ..catalog import backends
 from ..config import DiskCache
-from ..jsonio import utc_stamp
-from ..status import Expect, Status, expected
+from ..jsonio import read_json, utc_stamp
+from ..status import ExitCode, Expect, Status, expected
 from . import page
 from .records import CampaignSummary, IterationRecord
 from .rundir import IterationDir, RunDir, ensure_dir
+from .shards import Shard, check
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")     # not allowed in XML 1.0
 
@@ -45,6 +46,8 @@ def table(summary: CampaignSummary) -> str:
                 f"{summary.acked_total} acked, {summary.lost_acked_total} acked writes lost; "
                 f"{summary.wall_seconds:.0f} s wall, "
                 + (f"{rate} iterations/hour" if rate else "no iterations ran"))
+    rows += [f"stopped early: {summary.shortfall}"] if summary.shortfall else []
+    rows += [f"bad shard: {p.line()}" for p in summary.merge_problems]
     states = summary.crash_states_total
     if states > len(summary.iterations):
         per_hour = round(states * 3600 / summary.wall_seconds) if summary.wall_seconds else 0
@@ -137,14 +140,19 @@ def junit(summary: CampaignSummary) -> str:
     system-out. With ``--expect loss`` a loss is the expected outcome, not a failure."""
     its = summary.all
     no_verdict = (Status.ERROR, Status.GUEST_DIED)
-    errors = sum(1 for i in its if i.status in no_verdict)
+    bad = summary.merge_problems
+    errors = sum(1 for i in its if i.status in no_verdict) + len(bad)
     failures = sum(1 for i in its if i.status not in no_verdict and i.status != _expected(i, summary.expect))
-    root = ET.Element("testsuites", name="xdh", tests=str(len(its)), failures=str(failures), errors=str(errors),
+    tests = str(len(its) + len(bad))
+    root = ET.Element("testsuites", name="xdh", tests=tests, failures=str(failures), errors=str(errors),
                       time=str(summary.wall_seconds))
-    suite = ET.SubElement(root, "testsuite", name="xdh-torture", tests=str(len(its)), failures=str(failures),
+    suite = ET.SubElement(root, "testsuite", name="xdh-torture", tests=tests, failures=str(failures),
                           errors=str(errors), time=str(summary.wall_seconds))
     _add_properties(suite, {"campaign_seed": summary.seed, "expect": summary.expect,
                             **{f"version.{k}": v for k, v in sorted(summary.versions.items())}})
+    for problem in bad:       # a CI's test view shows the bad shard, not only the exit code
+        case = ET.SubElement(suite, "testcase", classname="xdh.merge", name=problem.label, time="0")
+        ET.SubElement(case, "error", type="bad-shard", message=problem.line())
     for it in its:
         _case(suite, summary, it)
     ET.indent(root)
@@ -164,32 +172,54 @@ def write(summary: CampaignSummary, run_dir: Path) -> None:
             index.write_text(page.runs_index(parent))
 
 
-def merge(run_dirs: list[Path], out_dir: Path) -> CampaignSummary:
-    """Join shards (or any runs) into one summary; iterations keep their run directory."""
+def _shard(d: Path) -> Shard:
+    """A run directory given to a merge; one that started (config.json) but has no summary.json
+    is a shard whose campaign never finished."""
+    rd = RunDir(d)
+    if not rd.summary.exists() and rd.config.exists():
+        recorded = read_json(rd.config)
+        return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
+    s = rd.read_summary()
+    return Shard(str(d), s, s.config, s.seed, s.versions or rd.read_versions())
+
+
+def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
+          allow_shortfall: bool = False) -> CampaignSummary:
+    """Join shards (or any runs, e.g. controls) into one summary; iterations keep their run
+    directory. Bad shards (``report.shards``) are recorded, shown and make the exit code non-zero:
+    a loss stays a loss, anything else becomes an infrastructure failure."""
+    given = [_shard(d) for d in run_dirs]
+    problems = check(given, shards, allow_shortfall)
     its: list[IterationRecord] = []
     canaries: list[IterationRecord] = []
     configs, seeds, versions = [], [], []
     seconds = 0.0
-    for d in run_dirs:
-        s = RunDir(d).read_summary()
+    for sh in given:
+        s, d = sh.summary, sh.run_dir
+        if s is None:
+            continue
         configs.append(s.config)
-        versions.append(s.versions)
+        versions.append(sh.versions)
         seeds.append(s.seed)
         seconds += s.wall_seconds
         for it in s.iterations:
-            its.append(dataclasses.replace(it, run_dir=it.run_dir or str(d), expect=it.expect or s.expect,
+            its.append(dataclasses.replace(it, run_dir=it.run_dir or d, expect=it.expect or s.expect,
                                            release=it.release or s.config.get("stack", {}).get("release", "")))
         if s.canary:
-            canaries.append(dataclasses.replace(s.canary, run_dir=s.canary.run_dir or str(d)))
+            canaries.append(dataclasses.replace(s.canary, run_dir=s.canary.run_dir or d))
     its.sort(key=lambda i: (i.backend, i.fault, i.workload, i.index))
     worst_canary = next((c for c in canaries if c.status != Status.LOSS), canaries[0] if canaries else None)
     expects = {c.get("expect") for c in configs}
     found = [json.dumps(v, sort_keys=True) for v in versions]
     seed = seeds[0] if len({json.dumps(x) for x in seeds}) == 1 else [x for x in seeds if isinstance(x, int)]
     merged = summarize(out_dir, {"merged_from": [str(d) for d in run_dirs], "configs": configs,
-                                 "expect": expects.pop() if len(expects) == 1 else None},
+                                 "expect": expects.pop() if len(expects) == 1 else None,
+                                 **({"shards": shards} if shards else {})},
                        seed, worst_canary, its, seconds, merged_at=utc_stamp(),
-                       versions=versions[0] if versions and len(set(found)) == 1 else {})
+                       versions=versions[0] if versions and len(set(found)) == 1 else {},
+                       merge_problems=problems)
+    if problems and merged.exit_code == ExitCode.CLEAN:
+        merged = dataclasses.replace(merged, exit_code=ExitCode.INFRA)
     ensure_dir(out_dir, "output directory", option="-o")
     write(merged, out_dir)
     return merged

@@ -93,9 +93,10 @@ def test_the_dry_run_text_names_shard_canary_states_and_estimates(images, capsys
     assert plan["iterations"][0]["seed"] == 36515040580731174
 
 
-def test_a_shard_without_iterations_says_so(images, capsys):
-    main(["torture", "--dry-run", "--seed", "1", "--iterations", "3", "--shard", "4/4"])
-    assert "0 of 3 iterations (this shard runs none" in capsys.readouterr().out
+def test_a_shard_without_iterations_is_a_usage_error(images, capsys):
+    """It would run nothing and pass (issue 22): a night with too many shards says so at once."""
+    assert main(["torture", "--dry-run", "--seed", "1", "--iterations", "3", "--shard", "4/4"]) == ExitCode.USAGE
+    assert "--shard 4/4 selects no iteration of 3" in capsys.readouterr().err
 
 
 def test_the_dry_run_checks_the_config_as_a_run_does(images, capsys):

@@ -739,3 +739,49 @@ def test_a_missing_qemu_binary_is_a_usage_error_naming_the_package(monkeypatch):
         host.require_tools()
     assert exc.value.oneline() == ("qemu-system-x86_64 not found on PATH (apt-get install qemu-system-x86 "
                                    "(or run scripts/setup.sh as root))")
+
+
+@pytest.mark.parametrize("verify", [VerifyPath.REBOOT, VerifyPath.FAST])
+def test_a_time_budget_starts_no_iteration_that_would_not_end_in_time(fake_stages, tmp_path, monkeypatch, verify):
+    """A clock that moves 100 s per crash run: with 250 s, iterations 0-2 start (at 0, 100 and
+    200 s), 3-5 do not; the campaign ends cleanly, its summary says so, and the merge counts it."""
+    clock = [1000.0]
+    monkeypatch.setattr("harness.campaign.budget.monotonic", lambda: clock[0])
+
+    def script(cfg, name):
+        clock[0] += 100.0
+        return "pass"
+    fake_stages(script)
+    cfg = _cfg(iterations=6, time_budget=250.0, verify=verify,
+               reset=Reset.SNAPSHOT if verify == VerifyPath.FAST else Reset.BOOT)
+    said: list[str] = []
+    res = run_campaign(cfg, tmp_path / "run", lambda m: said.append(str(m)), {})
+    assert [r.index for r in res.iterations] == [0, 1, 2]
+    assert res.exit_code == ExitCode.CLEAN and res.summary.ended_by == ""
+    expected = "time budget 4m10s: 3 of 6 iterations not started"
+    assert res.summary.shortfall.startswith(expected)
+    assert any(m.startswith(f"stopped in time: {expected}") for m in said), said
+    assert f"stopped early: {expected}" in (tmp_path / "run" / "summary.txt").read_text()
+    merged = summary_mod.merge([tmp_path / "run"], tmp_path / "m")
+    assert merged.exit_code == ExitCode.INFRA and "stopped early: time budget" in merged.merge_problems[0].text
+    assert summary_mod.merge([tmp_path / "run"], tmp_path / "m2", allow_shortfall=True).exit_code == ExitCode.CLEAN
+
+
+def test_without_a_time_budget_every_iteration_runs(fake_stages, tmp_path):
+    fake_stages(lambda cfg, name: "pass")
+    res = run_campaign(_cfg(iterations=3), tmp_path / "run", lambda m: None, {})
+    assert len(res.iterations) == 3 and res.summary.shortfall == ""
+
+
+@pytest.mark.parametrize("text, seconds", [("3600", 3600), ("3600s", 3600), ("90m", 5400), ("2h", 7200),
+                                           ("1h30m", 5400), ("1h0m5s", 3605)])
+def test_durations(text, seconds):
+    from harness.cli.types import duration
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1d", "-5m", "0", "5 m"])
+def test_bad_durations_are_usage_errors(text, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["torture", f"--time-budget={text}", "--dry-run"])
+    assert exited.value.code == ExitCode.USAGE and "bad duration" in capsys.readouterr().err

@@ -170,11 +170,44 @@ def test_arming_is_one_dom0_command_that_registers_no_tracepoint():
 def test_counter_files_stream_as_one_guest_loop_and_parse_back():
     from harness.crash.counters import MARK, loop_command, parse_files
     argv = loop_command(["/sys/block/xvdb/stat", "/proc/mounts"], 0.5)
-    assert argv[:2] == ["sh", "-c"] and "grep -H '' /sys/block/xvdb/stat /proc/mounts" in argv[2]
-    assert f"echo {MARK}" in argv[2] and "sleep 0.5" in argv[2]
+    assert argv[:2] == ["bash", "-c"] and f"echo {MARK}" in argv[2] and "read -t 0.5" in argv[2]
     got = parse_files("/sys/block/xvdb/stat: 1 2 3\n/proc/mounts:a b\n/proc/mounts:c d\n/other:x\n",
                       ["/sys/block/xvdb/stat", "/proc/mounts"])
     assert got == {"/sys/block/xvdb/stat": " 1 2 3\n", "/proc/mounts": "a b\nc d\n"}
+
+
+def test_the_counter_loop_forks_nothing_and_prints_what_grep_would(tmp_path):
+    """The loop run here by bash: two readings of the files (one without a final newline, one
+    missing) with ``grep -H ''``'s output, paced by ``read -t``, and no child process per reading."""
+    import subprocess
+    import time
+
+    from harness.crash.counters import MARK, loop_command, parse_files
+    a, b, gone = tmp_path / "stat", tmp_path / "mounts", tmp_path / "gone"
+    a.write_text("   7 0 12\n")
+    b.write_text("x / ext4 rw 0 0\ny /m ext4 ro 0 0")
+    paths = [str(a), str(gone), str(b)]
+    proc = subprocess.Popen(loop_command(paths, 0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0, lines, marks = time.monotonic(), [], 0
+        while marks < 3:
+            line = proc.stdout.readline().rstrip("\n")
+            marks += line == MARK
+            lines.append(line)
+        elapsed = time.monotonic() - t0
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+    finally:
+        proc.kill()
+        proc.wait()
+    first = lines[:lines.index(MARK)]
+    grep = subprocess.run(["grep", "-H", "", *paths], capture_output=True, text=True, check=False).stdout.splitlines()
+    assert first == grep
+    assert parse_files("\n".join(first), paths) == {str(a): "   7 0 12\n",
+                                                     str(b): "x / ext4 rw 0 0\ny /m ext4 ro 0 0\n"}
+    assert elapsed >= 0.5      # two pauses of 0.3 s between three readings (read -t waits)
+    assert len(children) <= 1, children      # at most the exited <(:) not yet reaped: no grep, no sleep
+    assert proc.stderr.read() == ""
 
 
 class _Tap:

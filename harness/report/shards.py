@@ -1,0 +1,127 @@
+"""The shards of a night, checked before they are merged: a night whose jobs were killed, timed
+out, ran nothing or ran different software must never merge green.
+
+Runs are grouped into campaigns by what a nightly matrix varies (workload, fault, expectation,
+backend, release, disk cache): a merge of controls holds several campaigns, each of one or more
+shards. Within a campaign the shards must be complete (``I/N`` for every I, each once), share
+the seed, the config (apart from the shard) and the component versions. Pure: summaries in,
+problems out (``summary.merge`` writes them into the merged summary and JUnit file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from ..status import ExitCode, Status
+from .records import CampaignSummary, MergeProblem
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One run directory given to the merge: its summary, or None when it has none (its campaign
+    never finished: killed, or its job timed out), and the config it recorded at its start."""
+
+    run_dir: str
+    summary: CampaignSummary | None
+    config: dict[str, Any]
+    seed: Any = None
+    versions: dict[str, Any] | None = None
+
+    @property
+    def index(self) -> tuple[int, int]:
+        i, n = self.config.get("shard") or (1, 1)
+        return int(i), int(n)
+
+    @property
+    def campaign(self) -> str:
+        c, stack = self.config, self.config.get("stack") or {}
+        return (f"{c.get('workload', '?')}/{c.get('fault', '?')} on {stack.get('backend', '?')}/"
+                f"{stack.get('release', '?')} cache={c.get('disk_cache', '?')}"
+                + (f" expect={c['expect']}" if c.get("expect") else ""))
+
+    @property
+    def label(self) -> str:
+        i, n = self.index
+        return f"{self.campaign} shard {i}/{n}"
+
+
+def _problem(shard: Shard, text: str) -> MergeProblem:
+    return MergeProblem(shard.run_dir, shard.label, text)
+
+
+def _own(shard: Shard, allow_shortfall: bool) -> list[MergeProblem]:
+    """What is wrong with one shard on its own."""
+    s = shard.summary
+    if s is None:
+        return [_problem(shard, "no summary.json: its campaign never finished (killed, or its job timed out)")]
+    if s.ended_by:
+        return [_problem(shard, f"interrupted: ended by {s.ended_by} (exit {int(s.exit_code)})")]
+    if not s.iterations:
+        return [_problem(shard, f"ran no iteration (exit {int(s.exit_code)})")]
+    if s.shortfall and not allow_shortfall:
+        return [_problem(shard, f"stopped early: {s.shortfall}")]
+    no_verdict = {Status.GUEST_DIED, Status.ERROR}
+    if s.exit_code in (ExitCode.INFRA, ExitCode.ERROR) and not any(i.status in no_verdict for i in s.all):
+        return [_problem(shard, f"failed outside its iterations (exit {int(s.exit_code)})")]
+    return []
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two JSON values differ: (dotted path, a's value, b's value), leaves only."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b))
+                for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else k)]
+    return [] if a == b else [(path, a, b)]
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def _within(campaign: list[Shard], expected: int | None) -> list[MergeProblem]:
+    """What is wrong with one campaign's shards together."""
+    out: list[MergeProblem] = []
+    first = campaign[0]
+    counts = {s.index[1] for s in campaign} | ({expected} if expected else set())
+    if len(counts) > 1:
+        n = expected or max(counts)
+        out += [_problem(s, f"is shard {s.index[0]}/{s.index[1]}, but the night has {n} shards") for s in campaign
+                if s.index[1] != n]
+    n = expected or first.index[1]
+    seen: dict[int, Shard] = {}
+    for s in campaign:
+        i = s.index[0]
+        if i in seen:
+            out.append(_problem(s, f"duplicates shard {i}/{n} (also {seen[i].run_dir})"))
+        seen[i] = s
+    for i in sorted(set(range(1, n + 1)) - set(seen)):
+        out.append(MergeProblem("", f"{first.campaign} shard {i}/{n}", "missing: no run directory of it was given"))
+    for s in campaign[1:]:
+        if s.seed != first.seed:
+            out.append(_problem(s, f"campaign seed {s.seed}, but {first.label} has {first.seed}"))
+        config = differences({k: v for k, v in first.config.items() if k not in ("shard", "seed")},
+                             {k: v for k, v in s.config.items() if k not in ("shard", "seed")})
+        if config:
+            key, a, b = config[0]
+            out.append(_problem(s, f"config {key} = {_show(b)}, but {first.label} has {_show(a)}"))
+        if first.versions is not None and s.versions is not None:
+            for key, a, b in differences(first.versions, s.versions)[:3]:
+                out.append(_problem(s, f"runs {key} {_show(b)}, but {first.label} runs {_show(a)}"))
+    return out
+
+
+def check(shards: list[Shard], expected: int | None = None, allow_shortfall: bool = False) -> list[MergeProblem]:
+    """Every problem of these shards, one line each: each run's own, then each sharded
+    campaign's (``expected``: the night's shard count, ``--shards``)."""
+    problems = [p for s in shards for p in _own(s, allow_shortfall)]
+    campaigns: dict[str, list[Shard]] = defaultdict(list)
+    for s in shards:
+        campaigns[s.campaign].append(s)
+    for group in campaigns.values():
+        # unsharded runs of one campaign (several seeds, several nights) are not shards of anything
+        if expected or any(s.index[1] > 1 for s in group):
+            problems += _within(group, expected)
+    return problems
