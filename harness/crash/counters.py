@@ -57,20 +57,24 @@ def _files(shell: Shell, paths: list[str]) -> dict[str, str]:
 
 
 def loop_command(paths: list[str], interval: float = INTERVAL) -> list[str]:
-    """A guest loop printing the files as ``grep -H ''`` would, then MARK, every ``interval``
-    (until the SSH channel closes). Bash builtins only (``read``, ``printf``, and ``read -t`` on
-    a pipe nobody writes as the sleep): no process per reading. A ``grep`` and a ``sleep`` forked
-    four times a second cost the domU's one vCPU under TCG enough to slow its workload by a
-    third (docs/performance.md)."""
+    """A guest loop printing each file that changed since its last reading (all of them the first
+    time) as ``grep -H ''`` would, then MARK, every ``interval`` (until the SSH channel closes).
+    Bash builtins only (``read``, ``printf``, and ``read -t`` on a pipe nobody writes as the
+    sleep): no process per reading, and the SSH channel carries only what moved. A ``grep`` and
+    a ``sleep`` forked four times a second slowed the domU's workload by a third under TCG
+    (docs/performance.md)."""
     files = " ".join(shlex.quote(p) for p in paths)
-    return ["bash", "-c", "exec 9<> <(:); while :; do for f in " + files + "; do "
-            "while IFS= read -r l || [ -n \"$l\" ]; do printf '%s:%s\\n' \"$f\" \"$l\"; done 2>/dev/null <\"$f\"; "
+    return ["bash", "-c", "exec 9<> <(:); declare -A last; while :; do for f in " + files + "; do "
+            "[[ -r $f ]] || continue; c=; IFS= read -r -d '' c <\"$f\"; "
+            "[[ ${last[$f]+set} && $c == \"${last[$f]}\" ]] && continue; last[$f]=$c; c=${c%$'\\n'}; "
+            "printf '%s:%s\\n' \"$f\" \"${c//$'\\n'/$'\\n'$f:}\"; "
             f"done; echo {MARK}; read -t {interval} -u 9 _; done"]
 
 
 class CounterTap:
-    """One guest's counter files, streamed (``loop_command``) and read by a thread: ``latest`` is
-    the last complete reading, the acks the workload had when it arrived, and when (monotonic)."""
+    """One guest's counter files, streamed (``loop_command``: the files that changed) and read by a
+    thread: ``latest`` is the last complete reading (every file as last seen), the acks the
+    workload had when it arrived, and when (monotonic)."""
 
     def __init__(self, shell: Shell, paths: list[str], acks: Callable[[], int]):
         self.paths, self._acks = paths, acks
@@ -81,12 +85,14 @@ class CounterTap:
 
     def _pump(self) -> None:
         block: list[str] = []
+        known: dict[str, str] = {}
         try:
             for _, line in self._stream.lines():
                 if line != MARK:
                     block.append(line)
                     continue
-                self.latest = (parse_files("\n".join(block), self.paths), self._acks(), time.monotonic())
+                known |= parse_files("\n".join(block), self.paths)
+                self.latest = (dict(known), self._acks(), time.monotonic())
                 block = []
         except Exception as exc:  # noqa: BLE001 - the connection dies at the cut: expected
             LOG.debug("counter stream ended: %s", exc)

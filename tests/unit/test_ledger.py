@@ -176,9 +176,10 @@ def test_counter_files_stream_as_one_guest_loop_and_parse_back():
     assert got == {"/sys/block/xvdb/stat": " 1 2 3\n", "/proc/mounts": "a b\nc d\n"}
 
 
-def test_the_counter_loop_forks_nothing_and_prints_what_grep_would(tmp_path):
-    """The loop run here by bash: two readings of the files (one without a final newline, one
-    missing) with ``grep -H ''``'s output, paced by ``read -t``, and no child process per reading."""
+def test_the_counter_loop_forks_nothing_and_prints_what_changed_as_grep_would(tmp_path):
+    """The loop run here by bash: the first reading is ``grep -H ''``'s output over the files (one
+    without a final newline, one missing); later ones hold only the files that changed; readings
+    are paced by ``read -t``; no child process per reading."""
     import subprocess
     import time
 
@@ -188,24 +189,29 @@ def test_the_counter_loop_forks_nothing_and_prints_what_grep_would(tmp_path):
     b.write_text("x / ext4 rw 0 0\ny /m ext4 ro 0 0")
     paths = [str(a), str(gone), str(b)]
     proc = subprocess.Popen(loop_command(paths, 0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        t0, lines, marks = time.monotonic(), [], 0
-        while marks < 3:
-            line = proc.stdout.readline().rstrip("\n")
-            marks += line == MARK
+
+    def reading() -> list[str]:
+        lines = []
+        while (line := proc.stdout.readline().rstrip("\n")) != MARK:
             lines.append(line)
+        return lines
+    try:
+        t0 = time.monotonic()
+        first, second = reading(), reading()
         elapsed = time.monotonic() - t0
+        grep = subprocess.run(["grep", "-H", "", *paths], capture_output=True, text=True,
+                              check=False).stdout.splitlines()
+        a.write_text("   8 0 13\n")
+        changed = next(r for r in iter(reading, None) if r)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
                                   check=False).stdout.split()
     finally:
         proc.kill()
         proc.wait()
-    first = lines[:lines.index(MARK)]
-    grep = subprocess.run(["grep", "-H", "", *paths], capture_output=True, text=True, check=False).stdout.splitlines()
-    assert first == grep
+    assert first == grep and second == [] and changed == [f"{a}:   8 0 13"]
     assert parse_files("\n".join(first), paths) == {str(a): "   7 0 12\n",
                                                      str(b): "x / ext4 rw 0 0\ny /m ext4 ro 0 0\n"}
-    assert elapsed >= 0.5      # two pauses of 0.3 s between three readings (read -t waits)
+    assert elapsed >= 0.25      # a pause of 0.3 s between two readings (read -t waits)
     assert len(children) <= 1, children      # at most the exited <(:) not yet reaped: no grep, no sleep
     assert proc.stderr.read() == ""
 
