@@ -124,7 +124,16 @@ def _verdict_line(summary: CampaignSummary) -> str:
     code = summary.exit_code
     verdict = (f"as expected (--expect {summary.expect})" if summary.expect else "clean") if code == ExitCode.CLEAN \
         else f"{EXITS.get(code, 'exit')} (exit code {int(code)})"
-    return verdict + (f"; ended by: {summary.ended_by}" if summary.ended_by else "")
+    return verdict + (f"; ended by: {summary.ended_by}" if summary.ended_by else "") \
+        + (f"; stopped early: {summary.shortfall}" if summary.shortfall else "")
+
+
+def _bad_shards(summary: CampaignSummary) -> str:
+    """A merge's bad shards, one line each, above everything else on its page."""
+    if not summary.merge_problems:
+        return ""
+    items = "".join(f"<li>{esc(p.line())}</li>" for p in summary.merge_problems)
+    return f"<h2>bad shards: this night is not green</h2><ul>{items}</ul>"
 
 
 def _config_rows(summary: CampaignSummary) -> str:
@@ -150,7 +159,7 @@ def run_page(summary: CampaignSummary, run_dir: Path) -> str:
             f"<style>{STYLE}</style></head><body><h1>xdh run {esc(run_dir.name)}</h1>"
             f"<p><b>{esc(_verdict_line(summary))}</b>: {c[Status.PASS]} pass, {c[Status.LOSS]} loss, "
             f"{c[Status.GUEST_DIED]} guest died, {c[Status.ERROR]} error; {summary.acked_total} acked, "
-            f"{summary.lost_acked_total} acked writes lost; {summary.wall_seconds:.0f} s</p>"
+            f"{summary.lost_acked_total} acked writes lost; {summary.wall_seconds:.0f} s</p>{_bad_shards(summary)}"
             f"<table>{_config_rows(summary)}</table><h2>fsync latency</h2>{latency_cdf(latencies)}"
             f"<h2>iterations</h2>{''.join(parts)}"
             f'<p class="muted">files: <a href="summary.json">summary.json</a> <a href="junit.xml">junit.xml</a> '

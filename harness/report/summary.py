@@ -174,13 +174,14 @@ def write(summary: CampaignSummary, run_dir: Path) -> None:
 
 def _shard(d: Path) -> Shard:
     """A run directory given to a merge; one that started (config.json) but has no summary.json
-    is a shard whose campaign never finished."""
+    is a shard whose campaign never finished. Versions compare as config.json recorded them at
+    the start (for every shard alike, killed or not)."""
     rd = RunDir(d)
     if not rd.summary.exists() and rd.config.exists():
         recorded = read_json(rd.config)
         return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
     s = rd.read_summary()
-    return Shard(str(d), s, s.config, s.seed, s.versions or rd.read_versions())
+    return Shard(str(d), s, s.config, s.seed, rd.read_versions() or s.versions)
 
 
 def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
@@ -199,7 +200,7 @@ def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
         if s is None:
             continue
         configs.append(s.config)
-        versions.append(sh.versions)
+        versions.append(s.versions)
         seeds.append(s.seed)
         seconds += s.wall_seconds
         for it in s.iterations:
