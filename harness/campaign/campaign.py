@@ -18,6 +18,7 @@ from ..config import CutMode, Sync, TortureConfig, VerifyPath
 from ..crash.plan import IterationPlan, shard_indices
 from ..errors import DiskFull, Interrupted, XdhError
 from ..images import ImagePair, ImageStore
+from ..jsonio import utc_stamp
 from ..progress import Progress, Step
 from ..report import summary as summary_mod
 from ..report.records import CampaignSummary, IterationRecord
@@ -195,7 +196,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
     # every boot of the campaign uses these images, even if a rebuild happens meanwhile
     images = images or store.pair(cfg.stack.components())
     _announce(cfg, len(indices), run_dir, progress)
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), utc_stamp()
     canary: IterationRecord | None = None
     records: list[IterationRecord] = []
     first_loss: dict[str, float] = {}
@@ -230,7 +231,8 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
         summary = summary_mod.summarize(run_dir, cfg.to_json(), cfg.seed, canary, records, time.monotonic() - t0,
                                         first_loss_seconds=first_loss, setup_seconds=kit.setup_seconds,
                                         versions=versions, snapshot=kit.snapshot.key if kit.snapshot else "",
-                                        disk_cache=cfg.disk_cache_reason(), shortfall=budget.shortfall(len(indices)))
+                                        disk_cache=cfg.disk_cache_reason(), shortfall=budget.shortfall(len(indices)),
+                                        started_at=started)
         summary = ended_by(summary, sys.exc_info()[1])
         _write_summary(summary, run_dir, progress)
     return CampaignResult(canary, records, summary)

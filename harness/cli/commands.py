@@ -19,8 +19,9 @@ from ..config import StackConfig, TortureConfig, VerifyPath
 from ..crash.ledger import attribute
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
+from ..jsonio import write_json
 from ..releases import DEFAULT_RELEASE
-from ..report import page
+from ..report import page, trend
 from ..report import summary as summary_mod
 from ..report.matrix import write_report
 from ..report.records import CampaignSummary
@@ -269,6 +270,21 @@ def cmd_report_merge(args: Args) -> int:
     for problem in summary.merge_problems:
         print(f"xdh: bad shard: {problem.line()}", file=sys.stderr)
     return summary.exit_code
+
+
+def cmd_report_trend(args: Args) -> int:
+    out = Path(args.output).resolve() if args.output else paths.runs_dir() / "trend"
+    runs = [Path(d).resolve() for d in args.runs]
+    rows = trend.nights([(d.name, RunDir(d).read_summary()) for d in runs if d.is_dir()])
+    if not rows:
+        raise ConfigError("no run directory to compare", hint="pass run directories (holding summary.json)")
+    ensure_dir(out, "output directory", option="-o")
+    md = trend.markdown(rows)
+    (out / "trend.md").write_text(md)
+    write_json(out / "trend.json", {"nights": [n.to_json() for n in rows]})
+    (out / "index.html").write_text(trend.page(rows))
+    print(md + f"\n{out / 'index.html'}")
+    return ExitCode.CLEAN
 
 
 def cmd_report_index(args: Args) -> int:

@@ -317,6 +317,14 @@ def _report(sub: Sub) -> None:
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)
+    tr = rsub.add_parser("trend", help="night over night: losses, crash states, fsync p99, what changed",
+                         description="One row per night (a run or a merged run directory), oldest first: "
+                                     "iterations, losses, crash states, fsync p99 per configuration, and the "
+                                     "component versions that changed since the night before; written as "
+                                     "trend.md, trend.json and index.html (with a plot) in the output directory.")
+    tr.add_argument("runs", nargs="+", metavar="RUN", help="a run directory (holding summary.json), one per night")
+    tr.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/trend, i.e. ./runs/trend)")
+    tr.set_defaults(func=c.cmd_report_trend)
     what = ("write DIR/index.html: every run directory in DIR, newest first, linked to its own index.html "
             "(torture writes both as it ends)")
     ix = rsub.add_parser("index", help=what, description=what[0].upper() + what[1:] + ".")

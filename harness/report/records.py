@@ -176,6 +176,7 @@ class CampaignSummary:
     merged_at: str = ""
     merge_problems: list[MergeProblem] = field(default_factory=list)    # a merge: its bad shards
     shortfall: str = ""             # iterations --time-budget did not start ("" when all ran)
+    started_at: str = ""            # UTC; a merge: its earliest shard's ("" from an older xdh)
 
     @classmethod
     def make(cls, run_dir: str, config: dict[str, Any], seed: int | list[int] | None, canary: IterationRecord | None,
@@ -244,7 +245,7 @@ class CampaignSummary:
         data["iterations"] = [IterationRecord.from_json(i) for i in d.get("iterations", [])]
         data["exit_code"] = ExitCode(d["exit_code"])
         data["expect"] = Expect(d["expect"]) if d.get("expect") else None
-        for key in ("snapshot", "disk_cache", "ended_by", "merged_at", "shortfall"):
+        for key in ("snapshot", "disk_cache", "ended_by", "merged_at", "shortfall", "started_at"):
             data[key] = data.get(key) or ""
         for key in ("versions", "first_loss_seconds", "setup_seconds"):
             data[key] = data.get(key) or {}

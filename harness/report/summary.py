@@ -193,7 +193,7 @@ def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
     problems = check(given, shards, allow_shortfall)
     its: list[IterationRecord] = []
     canaries: list[IterationRecord] = []
-    configs, seeds, versions = [], [], []
+    configs, seeds, versions, starts = [], [], [], []
     seconds = 0.0
     for sh in given:
         s, d = sh.summary, sh.run_dir
@@ -201,6 +201,7 @@ def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
             continue
         configs.append(s.config)
         versions.append(s.versions)
+        starts += [s.started_at] if s.started_at else []
         seeds.append(s.seed)
         seconds += s.wall_seconds
         for it in s.iterations:
@@ -218,7 +219,7 @@ def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
                                  **({"shards": shards} if shards else {})},
                        seed, worst_canary, its, seconds, merged_at=utc_stamp(),
                        versions=versions[0] if versions and len(set(found)) == 1 else {},
-                       merge_problems=problems)
+                       merge_problems=problems, started_at=min(starts, default=""))
     if problems and merged.exit_code == ExitCode.CLEAN:
         merged = dataclasses.replace(merged, exit_code=ExitCode.INFRA)
     ensure_dir(out_dir, "output directory", option="-o")

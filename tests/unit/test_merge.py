@@ -168,3 +168,42 @@ def test_shard_auto_on_the_command_line(monkeypatch, capsys):
     assert main(["torture", "--shard", "auto", "--iterations", "8", "--seed", "5", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["shard"] == [3, 4] and [it["index"] for it in plan["iterations"]] == [2, 6]
+
+
+def _night(root: Path, name: str, started: str, versions: dict, p99_ms: list[float], lost: int = 0) -> Path:
+    d = root / name
+    RunDir(d).create()
+    its = [IterationRecord(k, k, f"iter-{k:04d}", Status.LOSS if k < lost else Status.PASS, "append", "none", "phy",
+                           CutPlan(CutMode.ACKS, 5), acked=10, lost_acked=3 * (k < lost), release="bookworm",
+                           fsync_latency_us={"p50": 1000.0, "p99": v * 1000}, seconds={"total": 10.0})
+           for k, v in enumerate(p99_ms)]
+    report.write(report.summarize(d, {"workload": "append"}, 1, None, its, 40.0, versions=versions, started_at=started),
+                 d)
+    return d
+
+
+def test_night_over_night(tmp_path, capsys):
+    from harness.cli import main
+    from harness.report import trend
+    newer = {**VERSIONS, "dom0": {"xen-hypervisor-4.17-amd64": "4.17.6-1"}}
+    dirs = [_night(tmp_path, "n2", "2026-12-02T02:17:00Z", newer, [30, 50, 40], lost=1),
+            _night(tmp_path, "n1", "2026-12-01T02:17:00Z", VERSIONS, [20, 30, 25]),
+            _night(tmp_path, "n3", "2026-12-03T02:17:00Z", newer, [22, 24, 26])]
+    rows = trend.nights([(d.name, RunDir(d).read_summary()) for d in dirs])
+    assert [n.run for n in rows] == ["n1", "n2", "n3"]         # by start time, not the order given
+    assert [n.losses for n in rows] == [0, 1, 0] and [n.iterations for n in rows] == [3, 3, 3]
+    assert [n.p99_ms for n in rows] == [{"bookworm/phy/none/none/append": v} for v in (25.0, 40.0, 24.0)]
+    assert rows[0].changed == [] and rows[2].changed == []
+    assert rows[1].changed == ["dom0.xen-hypervisor-4.17-amd64 4.17.5+72-g01c8f1b8-1 -> 4.17.6-1"]
+    assert main(["report", "trend", *map(str, dirs), "-o", str(tmp_path / "t")]) == ExitCode.CLEAN
+    md = capsys.readouterr().out
+    assert "| 2026-12-02T02:17:00Z | n2 | 1 | 3 | 1 | 0 |" in md and "4.17.6-1" in md
+    page = (tmp_path / "t" / "index.html").read_text()
+    assert page.count("<polyline") == 1 and "n3" in page
+    assert json.loads((tmp_path / "t" / "trend.json").read_text())["nights"][1]["losses"] == 1
+
+
+def test_a_merge_starts_when_its_first_shard_did(tmp_path):
+    a = _night(tmp_path, "a", "2026-12-01T02:20:00Z", VERSIONS, [20])
+    b = _night(tmp_path, "b", "2026-12-01T02:17:00Z", VERSIONS, [20])
+    assert report.merge([a, b], tmp_path / "m").started_at == "2026-12-01T02:17:00Z"
