@@ -23,23 +23,30 @@ class Budget:
     t0: float = -1.0                    # when the campaign started (default: now)
     longest: float = 0.0                # the longest iteration so far, seconds
     skipped: list[int] = field(default_factory=list)
+    _running: dict[int | None, float] = field(default_factory=dict, repr=False)    # index -> when it started
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.t0 < 0:
             self.t0 = monotonic()
 
-    def took(self, seconds: float) -> None:
+    def took(self, seconds: float, index: int | None = None) -> None:
         with self._lock:
             self.longest = max(self.longest, seconds)
+            self._running.pop(index, None)
 
     def allows(self, index: int) -> bool:
-        """Whether iteration ``index`` may start now; if not, it is recorded as not started."""
+        """Whether iteration ``index`` may start now; if not, it is recorded as not started. An
+        iteration still under way counts with the time it has taken so far (on the fast path the
+        next crash run starts while the last one is verified: before any has finished)."""
         if self.seconds <= 0:
             return True
         with self._lock:
-            left = self.seconds - (monotonic() - self.t0)
-            if left > 0 and left >= self.longest:
+            now = monotonic()
+            left = self.seconds - (now - self.t0)
+            estimate = max([self.longest, *(now - t for t in self._running.values())])
+            if left > 0 and left >= estimate:
+                self._running[index] = now
                 return True
             self.skipped.append(index)
             return False

@@ -214,7 +214,7 @@ def run_campaign(cfg: TortureConfig, run_dir: Path, progress: Progress, versions
 
             def finished(r: IterationRecord) -> None:
                 nonlocal done
-                budget.took(r.total_seconds)
+                budget.took(r.total_seconds, r.index)
                 with lock:
                     records.append(r)
                     done += 1

@@ -265,7 +265,8 @@ def cmd_report_merge(args: Args) -> int:
     dirs = [d for d in runs if d.is_dir()]
     if not dirs:
         raise ConfigError("no run directory to merge", hint="pass torture run directories (holding summary.json)")
-    summary = summary_mod.merge(dirs, out, args.shards, allow_shortfall=args.allow_shortfall)
+    summary = summary_mod.merge(dirs, out, args.shards, allow_shortfall=args.allow_shortfall,
+                                campaigns=args.campaigns)
     _print_summary(summary, args.json)
     for problem in summary.merge_problems:
         print(f"xdh: bad shard: {problem.line()}", file=sys.stderr)

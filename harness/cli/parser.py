@@ -312,8 +312,11 @@ def _report(sub: Sub) -> None:
     m.add_argument("--allow-shortfall", action="store_true",
                    help="a shard that --time-budget stopped early is not a bad shard")
     m.add_argument("--shards", type=at_least(1), metavar="N",
-                   help="the night's shard count: every sharded campaign must have shards 1/N..N/N (default: "
-                        "the count the shards recorded, from --shard I/N)")
+                   help="the night's shard count: every campaign must have shards 1/N..N/N (default: the count "
+                        "each sharded campaign's shards recorded, from --shard I/N)")
+    m.add_argument("--campaigns", type=at_least(1), metavar="N",
+                   help="how many campaigns the night has (e.g. 2: the negative and the positive control): one "
+                        "whose every shard is lost is then noticed too")
     m.add_argument("-o", "--output", help="output directory (default $XDH_RUNS/merged, i.e. ./runs/merged)")
     m.add_argument("--json", action="store_true", help="print the merged summary as JSON")
     m.set_defaults(func=c.cmd_report_merge)

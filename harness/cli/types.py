@@ -78,10 +78,14 @@ def shard(text: str) -> tuple[int, int]:
 
 def duration(text: str) -> float:
     """``--time-budget``: seconds from 3600, 3600s, 90m, 2h or 1h30m."""
-    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
-    if not text.strip() or m is None or not any(m.groups()):
+    plain = text.strip()
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", plain)     # a unit after every number
+    if plain.isdigit():
+        h, mins, secs = 0, 0, int(plain)
+    elif m is None or not any(m.groups()):
         raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 90m, 2h, 1h30m or 3600s)")
-    h, mins, secs = (int(g or 0) for g in m.groups())
+    else:
+        h, mins, secs = (int(g or 0) for g in m.groups())
     if h * 3600 + mins * 60 + secs <= 0:
         raise argparse.ArgumentTypeError(f"bad duration {text!r}: must be more than 0")
     return float(h * 3600 + mins * 60 + secs)

@@ -226,6 +226,10 @@ class RunDir:
         return self
 
     def write_config(self, config: dict[str, Any], seed: int | None, versions: dict[str, Any]) -> None:
+        """A campaign's start: its config; the results of an earlier run in the same directory
+        go (a killed rerun must not leave last night's summary for the merge to find)."""
+        for old in (self.summary, self.path / "junit.xml"):
+            old.unlink(missing_ok=True)
         write_json(self.config, {"config": config, "seed": seed, "versions": versions})
 
     def keep_own_files(self, files: dict[str, list[str]]) -> None:

@@ -31,6 +31,11 @@ class Shard:
     versions: dict[str, Any] | None = None
 
     @property
+    def started(self) -> bool:
+        """It left a record: a summary, or at least the config its campaign started with."""
+        return self.summary is not None or bool(self.config)
+
+    @property
     def index(self) -> tuple[int, int]:
         i, n = self.config.get("shard") or (1, 1)
         return int(i), int(n)
@@ -55,6 +60,8 @@ def _problem(shard: Shard, text: str) -> MergeProblem:
 def _own(shard: Shard, allow_shortfall: bool) -> list[MergeProblem]:
     """What is wrong with one shard on its own."""
     s = shard.summary
+    if not shard.started:
+        return [_problem(shard, "no config.json and no summary.json: its campaign never started")]
     if s is None:
         return [_problem(shard, "no summary.json: its campaign never finished (killed, or its job timed out)")]
     if s.ended_by:
@@ -81,47 +88,92 @@ def _show(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
 
-def _within(campaign: list[Shard], expected: int | None) -> list[MergeProblem]:
-    """What is wrong with one campaign's shards together."""
+def comparable(versions: dict[str, Any]) -> dict[str, Any]:
+    """The versions that must match across runners: without the image digests (each cache's own:
+    they include its SSH client key) and without file paths (your .debs and kernel, by hash)."""
+    def strip(v: Any) -> Any:
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return {k: strip(x) for k, x in v.items() if k != "path"} if isinstance(v, dict) else v
+    return strip({k: v for k, v in versions.items() if k != "images"})
+
+
+def _config_key(shard: Shard) -> str:
+    return json.dumps({k: v for k, v in shard.config.items() if k not in ("shard", "seed")}, sort_keys=True,
+                      default=str)
+
+
+def _missing(campaign: list[Shard], expected: int | None) -> list[int]:
+    n = expected or max(s.index[1] for s in campaign)
+    return sorted(set(range(1, n + 1)) - {s.index[0] for s in campaign})
+
+
+def _within(campaign: list[Shard], expected: int | None, covered: set[int]) -> list[MergeProblem]:
+    """What is wrong with one campaign's shards together (``covered``: shard indices given with
+    another config, reported as such instead of missing)."""
     out: list[MergeProblem] = []
     first = campaign[0]
     counts = {s.index[1] for s in campaign} | ({expected} if expected else set())
-    if len(counts) > 1:
-        n = expected or max(counts)
-        out += [_problem(s, f"is shard {s.index[0]}/{s.index[1]}, but the night has {n} shards") for s in campaign
-                if s.index[1] != n]
-    n = expected or first.index[1]
+    n = expected or max(counts)
+    out += [_problem(s, f"is shard {s.index[0]}/{s.index[1]}, but the night has {n} shards") for s in campaign
+            if s.index[1] != n]
     seen: dict[int, Shard] = {}
     for s in campaign:
         i = s.index[0]
         if i in seen:
             out.append(_problem(s, f"duplicates shard {i}/{n} (also {seen[i].run_dir})"))
         seen[i] = s
-    for i in sorted(set(range(1, n + 1)) - set(seen)):
-        out.append(MergeProblem("", f"{first.campaign} shard {i}/{n}", "missing: no run directory of it was given"))
+    for i in _missing(campaign, expected):
+        if i not in covered:
+            out.append(MergeProblem("", f"{first.campaign} shard {i}/{n}", "missing: no run directory of it was given"))
+    mine = comparable(first.versions or {})
     for s in campaign[1:]:
         if s.seed != first.seed:
             out.append(_problem(s, f"campaign seed {s.seed}, but {first.label} has {first.seed}"))
-        config = differences({k: v for k, v in first.config.items() if k not in ("shard", "seed")},
-                             {k: v for k, v in s.config.items() if k not in ("shard", "seed")})
-        if config:
-            key, a, b = config[0]
-            out.append(_problem(s, f"config {key} = {_show(b)}, but {first.label} has {_show(a)}"))
         if first.versions is not None and s.versions is not None:
-            for key, a, b in differences(first.versions, s.versions)[:3]:
+            for key, a, b in differences(mine, comparable(s.versions))[:3]:
                 out.append(_problem(s, f"runs {key} {_show(b)}, but {first.label} runs {_show(a)}"))
     return out
 
 
-def check(shards: list[Shard], expected: int | None = None, allow_shortfall: bool = False) -> list[MergeProblem]:
+def _differs(strays: list[Shard], reference: Shard) -> list[MergeProblem]:
+    """Shards whose config differs from their campaign's (one line each: the first key)."""
+    out = []
+    for s in strays:
+        key, a, b = differences({k: v for k, v in reference.config.items() if k not in ("shard", "seed")},
+                                {k: v for k, v in s.config.items() if k not in ("shard", "seed")})[0]
+        out.append(_problem(s, f"config {key} = {_show(b)}, but {reference.label} has {_show(a)}"))
+    return out
+
+
+def check(shards: list[Shard], expected: int | None = None, allow_shortfall: bool = False,
+          campaigns: int | None = None) -> list[MergeProblem]:
     """Every problem of these shards, one line each: each run's own, then each sharded
-    campaign's (``expected``: the night's shard count, ``--shards``)."""
+    campaign's (``expected``: the night's shard count, ``--shards``; ``campaigns``: how many
+    campaigns the night has, ``--campaigns``).
+
+    A campaign is the shards of one config (apart from shard and seed). Where shards of one
+    label (workload, fault, backend, release, disk cache, expectation) split into configs, the
+    largest is the campaign and an incomplete rest are its shards with a differing config; two
+    complete ones are two campaigns (a night whose matrix varies, e.g., --sync)."""
+    started = [s for s in shards if s.started]
     problems = [p for s in shards for p in _own(s, allow_shortfall)]
-    campaigns: dict[str, list[Shard]] = defaultdict(list)
-    for s in shards:
-        campaigns[s.campaign].append(s)
-    for group in campaigns.values():
-        # unsharded runs of one campaign (several seeds, several nights) are not shards of anything
-        if expected or any(s.index[1] > 1 for s in group):
-            problems += _within(group, expected)
+    by_label: dict[str, dict[str, list[Shard]]] = defaultdict(lambda: defaultdict(list))
+    for s in started:
+        by_label[s.campaign][_config_key(s)].append(s)
+    found = 0
+    for groups in by_label.values():
+        ordered = sorted(groups.values(), key=len, reverse=True)
+        reference, complete = ordered[0], [g for g in ordered[1:] if not _missing(g, expected)]
+        strays = [s for g in ordered[1:] if _missing(g, expected) for s in g]
+        for g in [reference, *complete]:
+            found += 1
+            # unsharded runs of one config (several seeds, several nights) are not shards of anything
+            if expected or any(s.index[1] > 1 for s in g):
+                covered = {s.index[0] for s in strays} if g is reference else set()
+                problems += _within(g, expected, covered)
+        problems += _differs(strays, reference[0])
+    if campaigns and found < campaigns:
+        problems.append(MergeProblem("", "the night", f"{found} campaign(s) of {campaigns}: a whole campaign has no "
+                                                      "run directory (all its shards lost)"))
     return problems

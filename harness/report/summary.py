@@ -15,6 +15,7 @@ from typing import Any
 from .. import paths
 from ..catalog import backends
 from ..config import DiskCache
+from ..errors import ConfigError
 from ..jsonio import read_json, utc_stamp
 from ..status import ExitCode, Expect, Status, expected
 from . import page
@@ -177,20 +178,26 @@ def _shard(d: Path) -> Shard:
     is a shard whose campaign never finished. Versions compare as config.json recorded them at
     the start (for every shard alike, killed or not)."""
     rd = RunDir(d)
-    if not rd.summary.exists() and rd.config.exists():
-        recorded = read_json(rd.config)
+    if not rd.summary.exists():
+        recorded = read_json(rd.config) if rd.config.exists() else {}
         return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
     s = rd.read_summary()
+    if rd.config.exists():       # both from one run? (an older xdh left a summary in a reused directory)
+        recorded = read_json(rd.config)
+        if (recorded.get("seed"), recorded.get("config")) != (s.seed, s.config):
+            return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
     return Shard(str(d), s, s.config, s.seed, rd.read_versions() or s.versions)
 
 
 def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,
-          allow_shortfall: bool = False) -> CampaignSummary:
+          allow_shortfall: bool = False, campaigns: int | None = None) -> CampaignSummary:
     """Join shards (or any runs, e.g. controls) into one summary; iterations keep their run
     directory. Bad shards (``report.shards``) are recorded, shown and make the exit code non-zero:
     a loss stays a loss, anything else becomes an infrastructure failure."""
     given = [_shard(d) for d in run_dirs]
-    problems = check(given, shards, allow_shortfall)
+    if not any(sh.started for sh in given):      # not one run directory among them: a wrong path
+        raise ConfigError(f"{run_dirs[0]} has no summary.json", hint="pass run directories written by `xdh torture`")
+    problems = check(given, shards, allow_shortfall, campaigns)
     its: list[IterationRecord] = []
     canaries: list[IterationRecord] = []
     configs, seeds, versions, starts = [], [], [], []

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..stats import percentile
-from ..status import Status
+from ..status import Status, expected
 from .page import STYLE
 from .records import CampaignSummary, IterationRecord
 from .svg import PALETTE
@@ -21,6 +21,7 @@ class Night:
     started: str                        # UTC, as the summary recorded it ("" for an older summary)
     iterations: int
     losses: int
+    unexpected: int                     # verdicts other than expected (a positive control's losses are expected)
     no_verdict: int
     crash_states: int
     exit_code: int
@@ -60,7 +61,9 @@ def nights(summaries: list[tuple[str, CampaignSummary]]) -> list[Night]:
             if it.fsync_latency_us.get("p99"):
                 p99.setdefault(configuration(it), []).append(it.fsync_latency_us["p99"] / 1000)
         c = s.counts()
-        out.append(Night(run, s.started_at, len(s.iterations), c[Status.LOSS],
+        unexpected = sum(1 for it in s.iterations if it.status in (Status.PASS, Status.LOSS)
+                         and it.status != expected(it.expect or s.expect))
+        out.append(Night(run, s.started_at, len(s.iterations), c[Status.LOSS], unexpected,
                          c[Status.GUEST_DIED] + c[Status.ERROR], s.crash_states_total, int(s.exit_code),
                          {k: round(percentile(v, 0.5) or 0, 1) for k, v in sorted(p99.items())},
                          changes(previous, s.versions) if previous is not None else []))
@@ -70,12 +73,13 @@ def nights(summaries: list[tuple[str, CampaignSummary]]) -> list[Night]:
 
 def markdown(rows: list[Night]) -> str:
     configs = sorted({k for n in rows for k in n.p99_ms})
-    head = "| night | run | exit | iterations | losses | no verdict | crash states | " + \
+    head = "| night | run | exit | iterations | losses | not as expected | no verdict | crash states | " + \
         " | ".join(f"p99 {c} (ms)" for c in configs) + " | changed since the night before |"
-    lines = [head, "|" + " --- |" * (8 + len(configs))]
+    lines = [head, "|" + " --- |" * (9 + len(configs))]
     for n in rows:
-        lines.append(f"| {n.started or '-'} | {n.run} | {n.exit_code} | {n.iterations} | {n.losses} | {n.no_verdict} | "
-                     f"{n.crash_states} | " + " | ".join(str(n.p99_ms.get(c, "-")) for c in configs)
+        lines.append(f"| {n.started or '-'} | {n.run} | {n.exit_code} | {n.iterations} | {n.losses} | "
+                     f"{n.unexpected} | {n.no_verdict} | {n.crash_states} | "
+                     + " | ".join(str(n.p99_ms.get(c, "-")) for c in configs)
                      + f" | {'; '.join(n.changed) or '-'} |")
     return "# xdh: night over night\n\n" + "\n".join(lines) + "\n"
 
@@ -108,10 +112,11 @@ def page(rows: list[Night]) -> str:
     """The trend's index.html: the plot, then the table."""
     configs = sorted({k for n in rows for k in n.p99_ms})
     head = "".join(f"<th>{html.escape(x)}</th>" for x in ["night", "run", "exit", "iterations", "losses",
-                                                           "no verdict", "crash states",
+                                                           "not as expected", "no verdict", "crash states",
                                                            *(f"p99 {c} (ms)" for c in configs), "changed"])
     def row(n: Night) -> str:
-        cells = [n.started or "-", n.run, n.exit_code, n.iterations, n.losses, n.no_verdict, n.crash_states,
+        cells = [n.started or "-", n.run, n.exit_code, n.iterations, n.losses, n.unexpected, n.no_verdict,
+                 n.crash_states,
                  *(n.p99_ms.get(c, "-") for c in configs)]
         changed = "<br>".join(html.escape(x) for x in n.changed) or "-"
         return "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in cells) + f"<td>{changed}</td></tr>"

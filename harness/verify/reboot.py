@@ -38,7 +38,9 @@ class RebootVerifier:
         self.snapshot = None if backends.get(config.backend).holds_dut_state else snapshot
 
     def boot_source(self, seed: int) -> BootSource:
-        return Restore(self.snapshot, seed) if self.snapshot is not None else ColdBoot()
+        """The guests' entropy is reseeded from ``seed`` mixed with the verifier's own mark: not the
+        crash run's future again."""
+        return Restore(self.snapshot, seed ^ 0x7665726966) if self.snapshot is not None else ColdBoot()
 
     def verify(self, image: Path, job: VerifyJob, out_dir: Path) -> VerifyReport:
         out_dir.mkdir(parents=True, exist_ok=True)

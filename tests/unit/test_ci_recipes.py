@@ -61,7 +61,7 @@ def test_the_kubernetes_jobs_are_valid_jobs():
         kv.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-SAMPLE = {"${{ matrix.control.fault }}": "none", "${{ matrix.control.expect }}": "clean",
+SAMPLE = {"$JOB_COMPLETION_INDEX": "1", "${{ matrix.control.fault }}": "none", "${{ matrix.control.expect }}": "clean",
           "${{ github.run_number }}": "12", "${{ matrix.shard }}": "2", "$XDH_ITERATIONS": "40",
           "$XDH_SEED": "12", "$CI_NODE_INDEX": "2", "$(XDH_SEED)": "12", "$(JOB_COMPLETION_INDEX)": "1"}
 
@@ -72,13 +72,14 @@ def _xdh_commands() -> list[list[str]]:
     github = yaml.safe_load(GITHUB.read_text())
     lines += [s["run"] for job in github["jobs"].values() for s in job["steps"] if "xdh " in s.get("run", "")]
     gitlab = yaml.safe_load(GITLAB.read_text())
-    lines += [c for job in gitlab.values() if isinstance(job, dict) for c in job.get("script", []) if "xdh " in c]
+    lines += [c for job in gitlab.values() if isinstance(job, dict)
+              for c in [*job.get("before_script", []), *job.get("script", [])] if "xdh " in c]
     for f in KUBERNETES:
         for d in yaml.safe_load_all(f.read_text()):
             c = d["spec"]["template"]["spec"]["containers"][0]
             lines.append(c["args"][0] if c["command"][0] == "sh" else shlex.join([*c["command"], *c["args"]]))
     commands = []
-    for raw in lines:
+    for raw in (part for line in lines for part in line.split("&&")):
         line = raw
         for var, value in SAMPLE.items():
             line = line.replace(var, value)
@@ -92,13 +93,27 @@ def test_every_xdh_command_in_the_recipes_is_accepted_by_this_xdh(monkeypatch):
     monkeypatch.setenv("CI_NODE_INDEX", "2")
     monkeypatch.setenv("CI_NODE_TOTAL", "4")
     commands = _xdh_commands()
-    assert sorted({c[0] for c in commands}) == ["report", "torture"] and len(commands) == 8
+    assert sorted({c[0] for c in commands}) == ["images", "report", "torture"] and len(commands) == 12
     for argv in commands:
         args = make_parser().parse_args(argv)
-        if argv[0] == "torture":
+        if argv[0] == "images":
+            assert argv[1] == "build"
+        elif argv[0] == "torture":
             assert args.expect and args.time_budget == 5 * 3600 and args.shard in ((2, 4),)
-        else:
-            assert args.shards == 4
+        else:       # a whole lost campaign is noticed too
+            assert (args.shards, args.campaigns) == (4, 2)
+
+
+def test_every_torture_job_builds_its_images_first():
+    """torture finds images, it does not build them: a fresh runner or pod must build them first."""
+    github = yaml.safe_load(GITHUB.read_text())["jobs"]["torture"]["steps"]
+    runs = [s.get("run", "") for s in github]
+    assert next(i for i, r in enumerate(runs) if "images build" in r) < next(i for i, r in enumerate(runs)
+                                                                             if "torture" in r)
+    gitlab = yaml.safe_load(GITLAB.read_text())[".xdh-torture"]["before_script"]
+    assert any("xdh images build" in c for c in gitlab)
+    for d in yaml.safe_load_all(KUBERNETES[0].read_text()):
+        assert d["spec"]["template"]["spec"]["containers"][0]["args"][0].startswith(".venv/bin/xdh images build &&")
 
 
 def test_the_readme_points_at_the_recipes():

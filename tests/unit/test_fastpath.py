@@ -92,7 +92,7 @@ def test_the_reboot_verifier_restores_the_saved_stack_only_where_that_is_sound(t
         source = kit.verifier("reboot", cfg.effective_stack()).boot_source(3)
         assert isinstance(source, Restore if restored else ColdBoot), backend
         if restored:
-            assert source.snapshot is snap and source.guest_seed == 3
+            assert source.snapshot is snap and source.guest_seed not in (0, 3)    # not the crash run's entropy
         # another stack than the one saved (e.g. a fault's own device model): booted
         other = StackConfig(backend=backend, device_model="/opt/qemu")
         assert isinstance(kit.verifier("reboot", other).boot_source(3), ColdBoot)

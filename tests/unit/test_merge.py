@@ -42,8 +42,8 @@ def _shard(root: Path, i: int, n: int, *, seed: int = 77, status: str = "pass", 
     return d
 
 
-def _merge(tmp_path: Path, dirs: list[Path], shards: int | None = None):
-    merged = report.merge(dirs, tmp_path / "merged", shards)
+def _merge(tmp_path: Path, dirs: list[Path], shards: int | None = None, campaigns: int | None = None):
+    merged = report.merge(dirs, tmp_path / "merged", shards, campaigns=campaigns)
     junit = ET.fromstring((tmp_path / "merged" / "junit.xml").read_text())
     errors = [c.find("error").get("message") for c in junit.iter("testcase") if c.get("classname") == "xdh.merge"]
     return merged, [p.line() for p in merged.merge_problems], errors
@@ -192,12 +192,15 @@ def test_night_over_night(tmp_path, capsys):
     rows = trend.nights([(d.name, RunDir(d).read_summary()) for d in dirs])
     assert [n.run for n in rows] == ["n1", "n2", "n3"]         # by start time, not the order given
     assert [n.losses for n in rows] == [0, 1, 0] and [n.iterations for n in rows] == [3, 3, 3]
+    assert [n.unexpected for n in rows] == [0, 1, 0]        # a negative control's loss
+    positive = dataclasses.replace(RunDir(dirs[0]).read_summary(), expect="loss")
+    assert trend.nights([("p", positive)])[0].unexpected == 2     # its two passes; its loss was expected
     assert [n.p99_ms for n in rows] == [{"bookworm/phy/none/none/append": v} for v in (25.0, 40.0, 24.0)]
     assert rows[0].changed == [] and rows[2].changed == []
     assert rows[1].changed == ["dom0.xen-hypervisor-4.17-amd64 4.17.5+72-g01c8f1b8-1 -> 4.17.6-1"]
     assert main(["report", "trend", *map(str, dirs), "-o", str(tmp_path / "t")]) == ExitCode.CLEAN
     md = capsys.readouterr().out
-    assert "| 2026-12-02T02:17:00Z | n2 | 1 | 3 | 1 | 0 |" in md and "4.17.6-1" in md
+    assert "| 2026-12-02T02:17:00Z | n2 | 1 | 3 | 1 | 1 | 0 |" in md and "4.17.6-1" in md
     page = (tmp_path / "t" / "index.html").read_text()
     assert page.count("<polyline") == 1 and "n3" in page
     assert json.loads((tmp_path / "t" / "trend.json").read_text())["nights"][1]["losses"] == 1
@@ -207,3 +210,53 @@ def test_a_merge_starts_when_its_first_shard_did(tmp_path):
     a = _night(tmp_path, "a", "2026-12-01T02:20:00Z", VERSIONS, [20])
     b = _night(tmp_path, "b", "2026-12-01T02:17:00Z", VERSIONS, [20])
     assert report.merge([a, b], tmp_path / "m").started_at == "2026-12-01T02:17:00Z"
+
+
+def test_what_differs_between_runners_by_nature_is_not_a_difference(tmp_path):
+    """Image digests (each cache's own SSH key is in them) and the paths of your .debs differ per
+    runner; the packages and the .debs' hashes must not."""
+    deb = {"package": "xen", "version": "1", "sha256": "ab"}
+    a = {**VERSIONS, "images": {"dom0": "1111", "domu": "2222"}, "own_debs": {"dom0": [deb | {"path": "/a/x.deb"}]}}
+    b = {**VERSIONS, "images": {"dom0": "3333", "domu": "4444"}, "own_debs": {"dom0": [deb | {"path": "/b/x.deb"}]}}
+    merged, lines, _ = _merge(tmp_path, [_shard(tmp_path, 1, 2, versions=a), _shard(tmp_path, 2, 2, versions=b)])
+    assert lines == [] and merged.exit_code == ExitCode.CLEAN
+    c = {**b, "own_debs": {"dom0": [deb | {"sha256": "cd"}]}}
+    _, lines, _ = _merge(tmp_path, [_shard(tmp_path, 1, 2, versions=a), _shard(tmp_path, 2, 2, versions=c)])
+    assert len(lines) == 1 and "own_debs.dom0" in lines[0]
+
+
+def test_a_matrix_over_another_option_is_two_campaigns(tmp_path):
+    dirs = [_shard(tmp_path, i, 2, sync=s) for s in ("fsync", "fdatasync") for i in (1, 2)]
+    merged, lines, _ = _merge(tmp_path, dirs, shards=2, campaigns=2)
+    assert lines == [] and merged.exit_code == ExitCode.CLEAN
+
+
+def test_a_night_that_lost_a_whole_campaign_is_red_with_campaigns(tmp_path):
+    dirs = [_shard(tmp_path, i, 2) for i in (1, 2)]        # the positive control's artifacts: all gone
+    assert _merge(tmp_path, dirs, shards=2)[0].exit_code == ExitCode.CLEAN      # invisible without --campaigns
+    merged, lines, errors = _merge(tmp_path, dirs, shards=2, campaigns=2)
+    assert merged.exit_code == ExitCode.INFRA and errors == lines
+    assert lines == ["the night: 1 campaign(s) of 2: a whole campaign has no run directory (all its shards lost)"]
+
+
+def test_a_shard_that_never_started_or_left_an_old_summary_is_bad(tmp_path):
+    one, two = _shard(tmp_path, 1, 2), _shard(tmp_path, 2, 2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _, lines, _ = _merge(tmp_path, [one, two, empty])
+    assert lines == [f"?/? on ?/? cache=? shard 1/1: no config.json and no summary.json: its campaign never "
+                     f"started ({empty})"]
+    # tonight's run started in last night's directory (a new seed) and was killed: last night's summary
+    # stays only if an older xdh wrote it; then it does not match tonight's config.json
+    RunDir(two).write_config(TortureConfig(iterations=4, seed=99, shard=(2, 2)).to_json(), 99, VERSIONS)
+    assert not RunDir(two).summary.exists()          # a campaign's start removes the old results
+    _, lines, _ = _merge(tmp_path, [one, two])
+    assert any("shard 2/2: no summary.json" in x for x in lines), lines
+
+
+def test_duration_needs_a_unit_after_a_unit():
+    import argparse
+
+    from harness.cli.types import duration
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration("1h30")
