@@ -39,6 +39,7 @@ FATAL = (OSError, XdhError)
 
 INTERVAL = 0.25          # seconds between two streamed readings of a guest's counters
 MARK = "@@xdh-counters@@"   # ends each streamed reading
+GONE = "@@xdh-gone@@"       # then a path: that file went away or is empty since the last reading
 
 
 def parse_files(text: str, paths: list[str]) -> dict[str, str]:
@@ -58,16 +59,19 @@ def _files(shell: Shell, paths: list[str]) -> dict[str, str]:
 
 def loop_command(paths: list[str], interval: float = INTERVAL) -> list[str]:
     """A guest loop printing each file that changed since its last reading (all of them the first
-    time) as ``grep -H ''`` would, then MARK, every ``interval`` (until the SSH channel closes).
-    Bash builtins only (``read``, ``printf``, and ``read -t`` on a pipe nobody writes as the
-    sleep): no process per reading, and the SSH channel carries only what moved. A ``grep`` and
-    a ``sleep`` forked four times a second slowed the domU's workload by a third under TCG
+    time) as ``grep -H ''`` would, then MARK, every ``interval`` (until the SSH channel closes); a
+    file that went away or is empty (``grep`` prints nothing of it) as GONE and its path. Bash
+    builtins only (``read``, ``printf``, and ``read -t`` on a pipe nobody writes as the sleep): no
+    process per reading, and the SSH channel carries only what moved. A ``grep`` and a ``sleep``
+    forked four times a second slowed the domU's workload by a third under TCG
     (docs/performance.md)."""
     files = " ".join(shlex.quote(p) for p in paths)
     return ["bash", "-c", "exec 9<> <(:); declare -A last; while :; do for f in " + files + "; do "
-            "[[ -r $f ]] || continue; c=; IFS= read -r -d '' c <\"$f\"; "
+            "c=; [[ -r $f ]] && IFS= read -r -d '' c <\"$f\"; "
+            f"if [[ -z $c ]]; then [[ ${{last[$f]+set}} ]] && {{ unset 'last[$f]'; echo \"{GONE}$f\"; }}; "
+            "continue; fi; "
             "[[ ${last[$f]+set} && $c == \"${last[$f]}\" ]] && continue; last[$f]=$c; c=${c%$'\\n'}; "
-            "printf '%s:%s\\n' \"$f\" \"${c//$'\\n'/$'\\n'$f:}\"; "
+            "printf '%s:%s\\n' \"$f\" \"${c//$'\\n'/$'\\n'\"$f:\"}\"; "
             f"done; echo {MARK}; read -t {interval} -u 9 _; done"]
 
 
@@ -88,6 +92,9 @@ class CounterTap:
         known: dict[str, str] = {}
         try:
             for _, line in self._stream.lines():
+                if line.startswith(GONE):
+                    known.pop(line[len(GONE):], None)
+                    continue
                 if line != MARK:
                     block.append(line)
                     continue

@@ -216,6 +216,59 @@ def test_the_counter_loop_forks_nothing_and_prints_what_changed_as_grep_would(tm
     assert proc.stderr.read() == ""
 
 
+def test_a_tap_keeps_the_files_as_last_seen_and_forgets_one_that_went(tmp_path):
+    """CounterTap over the real loop, run here by bash (a shell whose stream is a local process):
+    unchanged files stay in ``latest``; a file that goes away, or turns empty, leaves it; a path
+    with ``&`` in it survives bash's pattern replacement on a continuation line."""
+    import subprocess
+    import time
+
+    from harness.crash.counters import CounterTap
+
+    class LocalStream:
+        def __init__(self, argv):
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+
+        def lines(self):
+            for line in self.proc.stdout:
+                yield time.monotonic(), line.rstrip("\n")
+
+        def close(self):
+            self.proc.kill()
+            self.proc.wait()
+
+    class LocalShell:
+        class endpoint:
+            name = "local"
+
+        def stream(self, argv):
+            return LocalStream(argv)
+
+    a, b = tmp_path / "stat", tmp_path / "a&b"
+    a.write_text("1 2\n")
+    b.write_text("x\ny\n")
+
+    def wait_for(pred):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if tap.latest is not None and pred(tap.latest[0]):
+                return tap.latest[0]
+            time.sleep(0.05)
+        raise AssertionError(tap.latest)
+    tap = CounterTap(LocalShell(), [str(a), str(b)], lambda: 7)
+    try:
+        assert wait_for(lambda r: len(r) == 2) == {str(a): "1 2\n", str(b): "x\ny\n"}
+        a.write_text("3 4\n")
+        assert wait_for(lambda r: r.get(str(a)) == "3 4\n") == {str(a): "3 4\n", str(b): "x\ny\n"}
+        b.unlink()
+        assert wait_for(lambda r: str(b) not in r) == {str(a): "3 4\n"}
+        a.write_text("")
+        assert wait_for(lambda r: str(a) not in r) == {}
+        assert tap.latest[1] == 7
+    finally:
+        tap.stop()
+
+
 class _Tap:
     def __init__(self, latest):
         self.latest, self.stopped = latest, False
