@@ -42,3 +42,20 @@ def read_json(path: Path) -> dict[str, Any]:
 def utc_stamp() -> str:
     """When a record was made, as every record says it: ``2026-12-06T07:27:49Z``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def without_paths(v: Any) -> Any:
+    """``v`` without any "path" key at any depth: files known by content (a hash), not by where
+    they sit (a snapshot key, the versions two runners must share)."""
+    if isinstance(v, list):
+        return [without_paths(x) for x in v]
+    return {k: without_paths(x) for k, x in v.items() if k != "path"} if isinstance(v, dict) else v
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two JSON values differ: (dotted path, a's value, b's value), leaves only; a key one
+    side lacks is None there."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b))
+                for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else k)]
+    return [] if a == b else [(path, a, b)]

@@ -20,15 +20,14 @@ def describe(seconds: float) -> str:
 @dataclass
 class Budget:
     seconds: float                      # 0: no budget
-    t0: float = -1.0                    # when the campaign started (default: now)
+    t0: float = field(init=False)       # when the campaign started: when this was made
     longest: float = 0.0                # the longest iteration so far, seconds
     skipped: list[int] = field(default_factory=list)
     _running: dict[int | None, float] = field(default_factory=dict, repr=False)    # index -> when it started
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.t0 < 0:
-            self.t0 = monotonic()
+        self.t0 = monotonic()
 
     def took(self, seconds: float, index: int | None = None) -> None:
         with self._lock:

@@ -19,7 +19,6 @@ from ..config import StackConfig, TortureConfig, VerifyPath
 from ..crash.ledger import attribute
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
-from ..jsonio import write_json
 from ..releases import DEFAULT_RELEASE
 from ..report import page, trend
 from ..report import summary as summary_mod
@@ -281,9 +280,7 @@ def cmd_report_trend(args: Args) -> int:
         raise ConfigError("no run directory to compare", hint="pass run directories (holding summary.json)")
     ensure_dir(out, "output directory", option="-o")
     md = trend.markdown(rows)
-    (out / "trend.md").write_text(md)
-    write_json(out / "trend.json", {"nights": [n.to_json() for n in rows]})
-    (out / "index.html").write_text(trend.page(rows))
+    RunDir(out).write_trend(md, trend.page(rows), {"nights": [n.to_json() for n in rows]})
     print(md + f"\n{out / 'index.html'}")
     return ExitCode.CLEAN
 

@@ -308,6 +308,12 @@ class RunDir:
         canaries = {p.parent.name: read_json(p) for p in sorted((self.path / "canaries").glob("*/canary.json"))}
         return cfg, cells, wall, canaries
 
+    def write_trend(self, md: str, html: str, data: dict[str, Any]) -> None:
+        """``xdh report trend``'s output: trend.md, trend.json and its page, index.html."""
+        (self.path / "trend.md").write_text(md)
+        write_json(self.path / "trend.json", data)
+        (self.path / "index.html").write_text(html)
+
     def write_report(self, md: str, html: str, data: dict[str, Any]) -> None:
         ensure_dir(self.path)
         (self.path / "report.md").write_text(md + "\n")

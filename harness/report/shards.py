@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..jsonio import differences, without_paths
 from ..status import ExitCode, Status
 from .records import CampaignSummary, MergeProblem
 
@@ -28,12 +29,17 @@ class Shard:
     summary: CampaignSummary | None
     config: dict[str, Any]
     seed: Any = None
-    versions: dict[str, Any] | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def started(self) -> bool:
         """It left a record: a summary, or at least the config its campaign started with."""
         return self.summary is not None or bool(self.config)
+
+    @property
+    def campaign_config(self) -> dict[str, Any]:
+        """The config every shard of its campaign shares: all but the shard and the seed."""
+        return {k: v for k, v in self.config.items() if k not in ("shard", "seed")}
 
     @property
     def index(self) -> tuple[int, int]:
@@ -76,14 +82,6 @@ def _own(shard: Shard, allow_shortfall: bool) -> list[MergeProblem]:
     return []
 
 
-def differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
-    """Where two JSON values differ: (dotted path, a's value, b's value), leaves only."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b))
-                for d in differences(a.get(k), b.get(k), f"{path}.{k}" if path else k)]
-    return [] if a == b else [(path, a, b)]
-
-
 def _show(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
@@ -91,16 +89,11 @@ def _show(v: Any) -> str:
 def comparable(versions: dict[str, Any]) -> dict[str, Any]:
     """The versions that must match across runners: without the image digests (each cache's own:
     they include its SSH client key) and without file paths (your .debs and kernel, by hash)."""
-    def strip(v: Any) -> Any:
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return {k: strip(x) for k, x in v.items() if k != "path"} if isinstance(v, dict) else v
-    return strip({k: v for k, v in versions.items() if k != "images"})
+    return without_paths({k: v for k, v in versions.items() if k != "images"})
 
 
 def _config_key(shard: Shard) -> str:
-    return json.dumps({k: v for k, v in shard.config.items() if k not in ("shard", "seed")}, sort_keys=True,
-                      default=str)
+    return json.dumps(shard.campaign_config, sort_keys=True, default=str)
 
 
 def _missing(campaign: list[Shard], expected: int | None) -> list[int]:
@@ -126,13 +119,12 @@ def _within(campaign: list[Shard], expected: int | None, covered: set[int]) -> l
     for i in _missing(campaign, expected):
         if i not in covered:
             out.append(MergeProblem("", f"{first.campaign} shard {i}/{n}", "missing: no run directory of it was given"))
-    mine = comparable(first.versions or {})
+    mine = comparable(first.versions)
     for s in campaign[1:]:
         if s.seed != first.seed:
             out.append(_problem(s, f"campaign seed {s.seed}, but {first.label} has {first.seed}"))
-        if first.versions is not None and s.versions is not None:
-            for key, a, b in differences(mine, comparable(s.versions))[:3]:
-                out.append(_problem(s, f"runs {key} {_show(b)}, but {first.label} runs {_show(a)}"))
+        for key, a, b in differences(mine, comparable(s.versions))[:3]:
+            out.append(_problem(s, f"runs {key} {_show(b)}, but {first.label} runs {_show(a)}"))
     return out
 
 
@@ -140,8 +132,7 @@ def _differs(strays: list[Shard], reference: Shard) -> list[MergeProblem]:
     """Shards whose config differs from their campaign's (one line each: the first key)."""
     out = []
     for s in strays:
-        key, a, b = differences({k: v for k, v in reference.config.items() if k not in ("shard", "seed")},
-                                {k: v for k, v in s.config.items() if k not in ("shard", "seed")})[0]
+        key, a, b = differences(reference.campaign_config, s.campaign_config)[0]
         out.append(_problem(s, f"config {key} = {_show(b)}, but {reference.label} has {_show(a)}"))
     return out
 

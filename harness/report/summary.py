@@ -174,19 +174,19 @@ def write(summary: CampaignSummary, run_dir: Path) -> None:
 
 
 def _shard(d: Path) -> Shard:
-    """A run directory given to a merge; one that started (config.json) but has no summary.json
-    is a shard whose campaign never finished. Versions compare as config.json recorded them at
-    the start (for every shard alike, killed or not)."""
+    """A run directory given to a merge. One that started (config.json) but has no summary.json,
+    or a summary of another run than its config.json (an older xdh left it in a reused
+    directory), is a shard whose campaign never finished. Versions compare as config.json
+    recorded them at the start, for every shard alike."""
     rd = RunDir(d)
+    recorded = read_json(rd.config) if rd.config.exists() else {}
+    unfinished = Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), recorded.get("versions") or {})
     if not rd.summary.exists():
-        recorded = read_json(rd.config) if rd.config.exists() else {}
-        return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
+        return unfinished
     s = rd.read_summary()
-    if rd.config.exists():       # both from one run? (an older xdh left a summary in a reused directory)
-        recorded = read_json(rd.config)
-        if (recorded.get("seed"), recorded.get("config")) != (s.seed, s.config):
-            return Shard(str(d), None, recorded.get("config") or {}, recorded.get("seed"), rd.read_versions())
-    return Shard(str(d), s, s.config, s.seed, rd.read_versions() or s.versions)
+    if recorded and (recorded.get("seed"), recorded.get("config")) != (s.seed, s.config):
+        return unfinished
+    return Shard(str(d), s, s.config, s.seed, recorded.get("versions") or s.versions)
 
 
 def merge(run_dirs: list[Path], out_dir: Path, shards: int | None = None,

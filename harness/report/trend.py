@@ -8,6 +8,7 @@ import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..jsonio import differences
 from ..stats import percentile
 from ..status import Status, expected
 from .page import STYLE
@@ -37,17 +38,11 @@ def configuration(it: IterationRecord) -> str:
     return "/".join(x for x in (it.release, it.backend, it.disk_cache.value, it.fault, it.workload) if x)
 
 
-def _flat(v: Any, path: str = "") -> dict[str, str]:
-    if isinstance(v, dict):
-        return {k: x for key, sub in v.items() for k, x in _flat(sub, f"{path}.{key}" if path else str(key)).items()}
-    return {path: str(v)}
-
-
 def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """The component versions that differ, one line each."""
-    a, b = _flat(before), _flat(after)
-    return [f"{k} {a.get(k, '(none)')} -> {b.get(k, '(none)')}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    def show(v: Any) -> str:
+        return "(none)" if v is None else str(v)
+    return [f"{k} {show(a)} -> {show(b)}" for k, a, b in differences(before, after)]
 
 
 def nights(summaries: list[tuple[str, CampaignSummary]]) -> list[Night]:

@@ -28,7 +28,7 @@ from ..catalog.faults import Fault
 from ..config import StackConfig
 from ..errors import InfraError
 from ..images import ImagePair, ImageStore, kernel
-from ..jsonio import write_json
+from ..jsonio import without_paths, write_json
 from ..progress import Progress
 from ..vm import accel as accel_mod
 from ..vm.argv import Drive, MachineSpec, quote_optarg
@@ -92,10 +92,6 @@ def own_kernel(config: StackConfig) -> dict[str, Any]:
     return {"domu_kernel_file": file}
 
 
-def _without_paths(v: Any) -> Any:
-    return {k: _without_paths(x) for k, x in v.items() if k != "path"} if isinstance(v, dict) else v
-
-
 def user_monitor(path: Path) -> list[str]:
     """A QMP monitor on a listening socket (not part of the machine's saved state)."""
     return ["-chardev", f"socket,id=userqmp,path={quote_optarg(str(path))},server=on,wait=off",
@@ -105,7 +101,7 @@ def user_monitor(path: Path) -> list[str]:
 def machine_identity(config: StackConfig, store: ImageStore, images: ImagePair) -> dict[str, Any]:
     """What a saved machine state depends on besides images and config (the snapshot key)."""
     choice = accel_mod.choose(config.accel, QEMU_BINARY, images.dom0.artifact("kernel"), store.root)
-    own = {k: _without_paths(v) for k, v in own_kernel(config).items()}     # by content: the path is in no key
+    own = {k: without_paths(v) for k, v in own_kernel(config).items()}     # by content: the path is in no key
     return {**own, "accel": choice.accel, "accel_args": choice.qemu_args(), "qemu": qemu_version(),
             "xen_args": XEN_ARGS, "dom0_args": DOM0_ARGS, "domu_args": DOMU_ARGS, "bridge": DOM0_BRIDGE_IP}
 

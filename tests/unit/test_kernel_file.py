@@ -76,12 +76,13 @@ def test_your_kernel_is_in_the_record_and_in_the_snapshot_key(tmp_path, monkeypa
 def test_the_saved_stack_follows_your_kernels_content_not_its_path(tmp_path):
     """The same kernel copied elsewhere restores the same saved stack (a build tree moved, a
     test's tmp directory); another kernel at the same path does not."""
+    from harness.jsonio import without_paths
     from harness.stack import xen
     from harness.stack.saved import snapshot_key
 
     def key(path) -> str:
         cfg = StackConfig(domu_kernel=str(path))
-        own = {k: xen._without_paths(v) for k, v in xen.own_kernel(cfg).items()}
+        own = {k: without_paths(v) for k, v in xen.own_kernel(cfg).items()}
         return snapshot_key(dataclasses.asdict(cfg), (FakeImage("a"), FakeImage("b")), own)   # type: ignore[arg-type]
 
     a, b = tmp_path / "a" / "bzImage", tmp_path / "b" / "bzImage"
