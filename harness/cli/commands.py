@@ -18,7 +18,8 @@ from ..components import Components
 from ..config import StackConfig, TortureConfig, VerifyPath
 from ..crash.ledger import attribute
 from ..errors import ConfigError, ImageError
-from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel
+from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel, transfer
+from ..images.lock import PackageLock
 from ..releases import DEFAULT_RELEASE
 from ..report import page, trend
 from ..report import summary as summary_mod
@@ -26,7 +27,7 @@ from ..report.matrix import write_report
 from ..report.records import CampaignSummary
 from ..report.rundir import IterationDir, RunDir, dumps, ensure_dir
 from ..stack import inputs
-from ..stack.saved import clean_snapshots
+from ..stack.saved import clean_snapshots, drop_snapshots_of
 from ..stack.xen import versions
 from ..status import ExitCode, status_exit
 from . import console, preview
@@ -58,19 +59,62 @@ def prepared_run(kind: str, given: str | None, spec: Components, store: ImageSto
 
 
 # --- images ------------------------------------------------------------------------------
+def _spec(args: Args) -> Components:
+    return Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb),
+                      workloads.load(args.workload).packages if args.workload else ())
+
+
 def cmd_images_build(args: Args) -> int:
     store = ImageStore()
     names = tuple(args.only) if args.only else IMAGE_NAMES
     t0 = time.monotonic()
-    spec = Components(args.release, debs.absolute(args.dom0_deb), debs.absolute(args.domu_deb),
-                      workloads.load(args.workload).packages if args.workload else ())
-    results = store.build(names, force=args.force, progress=progress, spec=spec)
+    spec = _spec(args)
+    lock = PackageLock.read(Path(args.lock)) if args.lock else None
+    before = {n: img.digest for n in names if (img := store.current(n, spec))}
+    results = store.build(names, force=args.force, progress=progress, spec=spec, lock=lock, lock_path=args.lock or "")
+    # rebuilt in place (the same digest, other bytes): a saved machine on the old bytes must go
+    for d in drop_snapshots_of(store, {img.digest for img, built in results if built and img.name in before}):
+        progress(f"removed the saved machine {d.name}: its image was rebuilt")
     print(f"{'image':6} {'digest':16} {'built':5} {'seconds':>7} {'size MiB':>8}  dir")
     for img, built in results:
         print(f"{img.name:6} {img.digest:16} {'yes' if built else 'no':5} {img.build_seconds:7.0f} "
               f"{img.size_bytes() / 2**20:8.0f}  {img.dir}")
     print(f"total {time.monotonic() - t0:.0f} s; hypervisor: {results[0][0].artifacts.get('xen', '-')}"
           if results and results[0][0].name == "dom0" else f"total {time.monotonic() - t0:.0f} s")
+    return ExitCode.CLEAN
+
+
+def cmd_images_lock(args: Args) -> int:
+    lock = ImageStore().lock(_spec(args))
+    out = Path(args.output)
+    lock.write(out)
+    print(f"{out}: {lock.release}, " + ", ".join(f"{n} {len(p)} packages" for n, p in sorted(lock.images.items())))
+    return ExitCode.CLEAN
+
+
+def cmd_images_export(args: Args) -> int:
+    store = ImageStore()
+    pair = store.pair(_spec(args))
+    out = Path(args.output).resolve()
+    bundle = transfer.export(store, list(pair), out, progress)
+    for img in bundle.images:
+        print(f"{img.name:6} {img.release:8} {img.digest}")
+    print(f"{out} ({out.stat().st_blocks * 512 / 2**20:.0f} MiB on disk): it holds the SSH client key the images "
+          "trust; keep it with them")
+    return ExitCode.CLEAN
+
+
+def cmd_images_import(args: Args) -> int:
+    store = ImageStore()
+    rows = transfer.import_(store, Path(args.bundle).resolve(), progress)
+    for r in rows:
+        print(f"{r.image.name:6} {r.image.release:8} {r.image.digest} {r.status}"
+              f"{'' if r.current else ' (not what this checkout builds)'}")
+    stale = [r.image for r in rows if not r.current]
+    if stale:   # in the cache now, but no run here would use them: say so, not green
+        raise ImageError(f"{stale[0].name} {stale[0].digest} is not the image this checkout builds for "
+                         f"{stale[0].release} (another recipe, guest programs or your own .debs)",
+                         hint="export from the same commit as this one, with the same --release and .debs")
     return ExitCode.CLEAN
 
 

@@ -29,8 +29,36 @@ def _images(sub: Sub) -> None:
     b.add_argument("--only", action="append", choices=("dom0", "domu"), help="build only this image (repeatable)")
     b.add_argument("--workload", metavar="MANIFEST", help="with the Debian packages this workload manifest needs in "
                                                           "the domU (xdh torture --workload builds them itself)")
+    b.add_argument("--lock", metavar="FILE", help="build with exactly the package versions of this lock (from "
+                   "`xdh images lock`): an image holding other versions is rebuilt; fails naming each package the "
+                   "release no longer serves")
     o.release_option(b)
     b.set_defaults(func=c.cmd_images_build)
+    lk = isub.add_parser("lock", help="write the package versions of the current images (a lock for --lock)",
+                         description="Write the exact Debian package versions of both current images of a release "
+                                     "as one JSON file, to commit beside your pipeline: `xdh images build --lock "
+                                     "FILE` on every runner then builds the same versions (each image also keeps "
+                                     "its own packages.lock beside its manifest).")
+    lk.add_argument("-o", "--output", required=True, metavar="FILE", help="the lock file to write")
+    lk.add_argument("--workload", metavar="MANIFEST", help="the images with this workload manifest's packages")
+    o.release_option(lk)
+    lk.set_defaults(func=c.cmd_images_lock)
+    ex = isub.add_parser("export", help="write both current images and the SSH client key to one tar file",
+                         description="Write both current images of a release (and your .debs') to one tar file "
+                                     "with every file's SHA-256, for `xdh images import` on another machine: a "
+                                     "pipeline builds once and every shard runs the same bytes. The file holds the "
+                                     "SSH client key the images trust: keep it where you keep the images.")
+    ex.add_argument("-o", "--output", required=True, metavar="FILE", help="the tar file to write")
+    ex.add_argument("--workload", metavar="MANIFEST", help="the images with this workload manifest's packages")
+    o.release_option(ex)
+    ex.set_defaults(func=c.cmd_images_export)
+    im = isub.add_parser("import", help="check and add the images of an export to this cache",
+                         description="Check every file of an `xdh images export` against its SHA-256 and move its "
+                                     "images into this cache. A cache without an SSH client key takes the export's; "
+                                     "a cache with another key is refused (its images trust that one). Exits 2 if "
+                                     "an image is not the one this checkout builds (another commit's recipe).")
+    im.add_argument("bundle", metavar="FILE", help="a file written by `xdh images export`")
+    im.set_defaults(func=c.cmd_images_import)
     dm = isub.add_parser("devmodel", help="build (once, cached) dom0's device model with linux-aio, for qdisk-direct",
                          description="Debian builds qemu-system-xen without linux-aio, so libxl's direct-io-safe "
                          "disk (aio=native) cannot open. This rebuilds the Xen flavour of the release's own qemu "

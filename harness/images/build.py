@@ -23,7 +23,9 @@ from ..errors import ImageError
 from ..jsonio import utc_stamp
 from ..progress import Progress
 from ..releases import Release
+from . import lock
 from .built import BuiltImage
+from .lock import LOCK_FILE, PackageLock
 from .recipe import Recipe
 
 LOG = logging.getLogger(__name__)
@@ -143,8 +145,10 @@ def _host_sources() -> list[str]:
     return found
 
 
-def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progress: Progress) -> BuiltImage:
-    """Build one image into ``images_dir/<name>-<digest>/`` (atomically: a work directory renamed at the end)."""
+def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progress: Progress,
+                pins: dict[str, str] | None = None, lock_path: str = "") -> BuiltImage:
+    """Build one image into ``images_dir/<name>-<digest>/`` (atomically: a work directory renamed at the
+    end); with ``pins`` (a package lock's), apt installs exactly those versions or the build fails."""
     name = recipe.name
     t0 = time.monotonic()
     work = images_dir / f".build-{name}-{digest}"
@@ -157,10 +161,13 @@ def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progres
     progress(f"{name}: building {digest} for {recipe.release.name}{own} ({len(recipe.packages)} packages; "
              f"log {log_path})")
     with open(log_path, "w") as log:
-        _mmdebstrap(recipe, tree, log, progress, t0, work)
+        _mmdebstrap(recipe, tree, log, progress, t0, work, pins or {})
         progress(f"{name}: customizing tree ({time.monotonic() - t0:.0f} s)")
         host_key = _customize(recipe, tree, pub, log)
         packages = _package_versions(tree)
+        if pins:
+            lock.check(name, pins, packages, lock_path)
+            (tree / "etc/apt/preferences.d/xdh-lock.pref").unlink()     # the guest's own apt stays free
         artifacts = _extract(recipe, tree, work)
         _check_debs_installed(recipe, packages)
         progress(f"{name}: making ext4 image, {recipe.size_mib} MiB ({time.monotonic() - t0:.0f} s)")
@@ -177,6 +184,7 @@ def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progres
                        root_device=recipe.root_device, release=recipe.release.name,
                        debs=[d.to_json() for d in recipe.debs])
     (work / "manifest.json").write_text(json.dumps(built.to_json() | {"dir": None}, indent=2) + "\n")
+    PackageLock(recipe.release.name, {name: packages}).write(work / LOCK_FILE)
     if built.dir.exists():
         shutil.rmtree(built.dir)
     work.rename(built.dir)
@@ -184,7 +192,12 @@ def build_image(recipe: Recipe, digest: str, pub: str, images_dir: Path, progres
     return built
 
 def _mmdebstrap(recipe: Recipe, tree: Path, log: TextIO, progress: Progress, t0: float,
-                work: Path) -> None:
+                work: Path, pins: dict[str, str]) -> None:
+    pinned = work / "lock"
+    if pins:    # apt reads the chroot's preferences for every step, the essential set's too
+        pref = pinned / "etc/apt/preferences.d/xdh-lock.pref"
+        pref.parent.mkdir(parents=True)
+        pref.write_text(lock.preferences(pins))
     argv = ["mmdebstrap", "--mode=root", "--variant=minbase", "--components=main",
             "--include=" + ",".join(recipe.packages),
             "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
@@ -192,6 +205,7 @@ def _mmdebstrap(recipe: Recipe, tree: Path, log: TextIO, progress: Progress, t0:
             # the overlay goes in before any package, so the kernel's initramfs is built
             # with our initramfs-tools settings; it is copied again after install
             f"--setup-hook=sync-in {recipe.recipe_dir / 'overlay'} /",
+            *([f"--setup-hook=sync-in {pinned} /"] if pins else []),
             # local .debs: one --include each (a path is never split), made visible inside the chroot
             *(["--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount"] if recipe.debs else []),
             *(f"--include={d.path}" for d in recipe.debs),

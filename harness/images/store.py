@@ -15,6 +15,7 @@ from . import devmodel
 from .build import build_image, build_lock, try_lock
 from .built import BuiltImage, ImagePair
 from .debs import inspect_all
+from .lock import PackageLock, differences
 from .recipe import IMAGE_NAMES, Recipe
 
 CLIENT_KEY = "id_ed25519"
@@ -142,25 +143,49 @@ class ImageStore:
 
     # --- build ----------------------------------------------------------------------
     def build(self, names: tuple[str, ...] = IMAGE_NAMES, force: bool = False,
-              progress: Progress = print, spec: Components | str = DEFAULT_RELEASE) -> list[tuple[BuiltImage, bool]]:
+              progress: Progress = print, spec: Components | str = DEFAULT_RELEASE,
+              lock: PackageLock | None = None, lock_path: str = "") -> list[tuple[BuiltImage, bool]]:
         """Build what is missing or stale (for a release, or a release plus your .debs); returns
         (image, was_built) per name. Each build holds its image's lock: another xdh building the
-        same image into the same cache is waited for, and its image used."""
+        same image into the same cache is waited for, and its image used. With a package ``lock``,
+        an image whose packages differ from it is rebuilt with exactly the locked versions."""
         pub = self.client_pubkey(create=True, progress=progress)
+        spec = self._spec(spec)
+        if lock is not None and lock.release != spec.release:
+            raise ImageError(f"{lock_path or 'the lock'} is for {lock.release}, not {spec.release}",
+                             hint=f"pass --release {lock.release}, or a lock of {spec.release}")
         out = []
         for name in names:
             recipe = self.recipe(name, spec)
             digest = recipe.digest(pub)
             final = self._dir_for(name, digest)
-            if (final / "manifest.json").exists() and not force:
-                progress(f"{name}: up to date ({digest})")
+            pins = lock.images.get(name) if lock else None
+            if lock and pins is None:
+                progress(f"{name}: {lock_path} has no {name} packages; built unpinned")
+            if _usable(final, pins, force, waited=False):
+                progress(f"{name}: up to date ({digest}{', the locked packages' if pins else ''})")
                 out.append((BuiltImage.from_dir(final), False))
                 continue
             with build_lock(self.lock_for(name, digest), f"image {name} {digest}", progress) as waited:
                 # built meanwhile by the process we waited for (with --force too: it is brand new)
-                if (final / "manifest.json").exists() and (waited or not force):
+                if _usable(final, pins, force, waited):
                     progress(f"{name}: built by another xdh ({digest})" if waited else f"{name}: up to date ({digest})")
                     out.append((BuiltImage.from_dir(final), False))
                     continue
-                out.append((build_image(recipe, digest, pub, self.images_dir, progress), True))
+                if pins and (final / "manifest.json").exists() and not force:
+                    progress(f"{name}: {digest} holds other package versions than {lock_path}: rebuilding")
+                out.append((build_image(recipe, digest, pub, self.images_dir, progress, pins, lock_path), True))
         return out
+
+    def lock(self, spec: Components | str = DEFAULT_RELEASE) -> PackageLock:
+        """The packages of both current images, as one lock (``xdh images lock``)."""
+        pair = self.pair(spec)
+        return PackageLock(self._spec(spec).release, {img.name: img.packages for img in pair})
+
+
+def _usable(final: Path, pins: dict[str, str] | None, force: bool, waited: bool) -> bool:
+    """An image already at ``final`` is what was asked for: built (by us earlier, or by the xdh we
+    waited for, even with --force), and holding the locked versions if there is a lock."""
+    if not (final / "manifest.json").exists() or (force and not waited):
+        return False
+    return not pins or not differences(pins, BuiltImage.from_dir(final).packages)

@@ -114,9 +114,33 @@ def clean_snapshots(store: ImageStore, everything: bool = False) -> list[Path]:
             used = {}     # incomplete or unreadable: remove
         if not everything and used and all(dg in current for dg in used.values()):
             continue
-        for f in d.rglob("*"):
-            if f.is_file():
-                f.chmod(0o644)
-        shutil.rmtree(d, ignore_errors=True)
+        _remove(d)
         removed.append(d)
     return removed
+
+
+
+def drop_snapshots_of(store: ImageStore, digests: set[str]) -> list[Path]:
+    """Remove the saved machines (stacks and verifiers) that booted an image of these digests: an
+    image rebuilt in place (``--force``, a package lock) keeps its digest, so the snapshot key
+    would still find a saved machine whose overlays now sit on other bytes."""
+    root = snapshots_root(store)
+    removed: list[Path] = []
+    if not root.exists() or not digests:
+        return removed
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            used = Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
+        except (OSError, ValueError, TypeError):
+            continue        # incomplete: `images clean` removes it
+        if set(used.values()) & digests:
+            _remove(d)
+            removed.append(d)
+    return removed
+
+
+def _remove(d: Path) -> None:
+    for f in d.rglob("*"):
+        if f.is_file():
+            f.chmod(0o644)
+    shutil.rmtree(d, ignore_errors=True)

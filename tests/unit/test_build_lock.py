@@ -30,7 +30,7 @@ def _cache(root: Path) -> ImageStore:
 
 
 FAKE_BUILDER = '''
-def fake_build_image(recipe, digest, pub, images_dir, progress):
+def fake_build_image(recipe, digest, pub, images_dir, progress, pins=None, lock_path=""):
     """What build_image does to the cache: a work directory renamed into place, once the test
     says go (a file ``go`` in the cache: by then the other xdh is waiting for this one)."""
     import json, os, shutil, time
