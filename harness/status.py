@@ -46,6 +46,28 @@ EXIT_CODES_HELP = ("exit codes: 0 clean (with --expect: every verdict as expecte
                    "5 infrastructure failure (QEMU or a guest died or timed out), 6 harness error, "
                    "130 interrupted")
 
+class BisectExit(IntEnum):
+    """What ``git bisect run`` makes of an exit code (``--bisect``)."""
+
+    GOOD = 0               # clean: every acknowledged write survived
+    BAD = 1                # acknowledged writes lost
+    SKIP = 125             # no verdict at this commit (it did not build or boot, a harness failure): test another
+    ABORT = 128            # the command line itself is wrong, or interrupted: stop bisecting (above 127)
+
+
+BISECT_HELP = ("with --bisect, for `git bisect run`: 0 clean, 1 loss, 125 no verdict (usage or configuration, a "
+               "canary not caught, infrastructure or harness failure: this commit cannot be tested), 128 a command "
+               "line that does not parse, 130 interrupted (both stop the bisection)")
+
+
+def bisect_exit(code: int) -> int:
+    """``code`` as ``git bisect run`` reads it: only a verdict is good or bad; anything that could not
+    reach one skips the commit (an unbuildable kernel is a usage error here); an interrupt stops."""
+    if code in (ExitCode.CLEAN, ExitCode.LOSS):
+        return code
+    return ExitCode.INTERRUPTED if code == ExitCode.INTERRUPTED else BisectExit.SKIP
+
+
 _STATUS_EXIT = {Status.PASS: ExitCode.CLEAN, Status.LOSS: ExitCode.LOSS,
                 Status.GUEST_DIED: ExitCode.INFRA, Status.ERROR: ExitCode.ERROR}
 

@@ -3,6 +3,7 @@ failure is one line (a bug's traceback goes to a file), and an interrupt always 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ..cleanup import install_signal_handlers
 from ..errors import ConfigError, ImageError, InfraError, Interrupted, XdhError
-from ..status import ExitCode, error_exit
+from ..status import BisectExit, ExitCode, bisect_exit, error_exit
 from ..vm.watch import enospc
 from .parser import make_parser
 
@@ -29,7 +30,18 @@ def _say(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    bisecting = "--bisect" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as exc:      # argparse's usage error (2) would read as "bad" to git bisect
+        if bisecting and exc.code not in (0, None):
+            return BisectExit.ABORT
+        raise
+    code = _run(args)
+    return bisect_exit(code) if getattr(args, "bisect", False) else code
+
+
+def _run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     install_signal_handlers()
     try:

@@ -203,9 +203,11 @@ def cmd_torture(args: Args) -> int:
 
 def cmd_reproduce(args: Args) -> int:
     it = IterationDir(Path(args.iteration).resolve())
-    other = args.release or args.dom0_deb or args.domu_deb or args.domu_kernel or args.domu_initrd or args.stock
+    other = args.release or args.dom0_deb or args.domu_deb or args.domu_kernel or args.domu_initrd or args.stock \
+        or args.bisect
     if other and not args.rerun:
-        raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel and --stock apply to --rerun only",
+        raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel, --stock and --bisect apply to --rerun "
+                          "only",
                           hint="add --rerun, or drop them")
     if args.state and args.rerun:
         raise ConfigError("--state re-verifies one recorded crash state; --rerun runs the iteration again",

@@ -10,7 +10,7 @@ from typing import TypeAlias
 from ..catalog import backends, faults, workloads
 from ..config import CutMode, DiskCache, Expect, Journal, Reset, Sync, VerifyPath, choices
 from ..releases import DEFAULT_RELEASE, RELEASES
-from ..status import EXIT_CODES_HELP
+from ..status import BISECT_HELP, EXIT_CODES_HELP
 from . import commands as c
 from . import interactive as i
 from . import options as o
@@ -34,24 +34,20 @@ def _images(sub: Sub) -> None:
                    "release no longer serves")
     o.release_option(b)
     b.set_defaults(func=c.cmd_images_build)
-    lk = isub.add_parser("lock", help="write the package versions of the current images (a lock for --lock)",
-                         description="Write the exact Debian package versions of both current images of a release "
-                                     "as one JSON file, to commit beside your pipeline: `xdh images build --lock "
-                                     "FILE` on every runner then builds the same versions (each image also keeps "
-                                     "its own packages.lock beside its manifest).")
-    lk.add_argument("-o", "--output", required=True, metavar="FILE", help="the lock file to write")
-    lk.add_argument("--workload", metavar="MANIFEST", help="the images with this workload manifest's packages")
-    o.release_option(lk)
-    lk.set_defaults(func=c.cmd_images_lock)
-    ex = isub.add_parser("export", help="write both current images and the SSH client key to one tar file",
-                         description="Write both current images of a release (and your .debs') to one tar file "
-                                     "with every file's SHA-256, for `xdh images import` on another machine: a "
-                                     "pipeline builds once and every shard runs the same bytes. The file holds the "
-                                     "SSH client key the images trust: keep it where you keep the images.")
-    ex.add_argument("-o", "--output", required=True, metavar="FILE", help="the tar file to write")
-    ex.add_argument("--workload", metavar="MANIFEST", help="the images with this workload manifest's packages")
-    o.release_option(ex)
-    ex.set_defaults(func=c.cmd_images_export)
+    for name, func, what, desc in (
+            ("lock", c.cmd_images_lock, "write the package versions of the current images (a lock for --lock)",
+             "Write the exact Debian package versions of both current images of a release as one JSON file, to "
+             "commit beside your pipeline: `xdh images build --lock FILE` on every runner then builds the same "
+             "versions (each image also keeps its own packages.lock beside its manifest)."),
+            ("export", c.cmd_images_export, "write both current images and the SSH client key to one tar file",
+             "Write both current images of a release (and your .debs') to one tar file with every file's SHA-256, "
+             "for `xdh images import` on another machine: a pipeline builds once and every shard runs the same "
+             "bytes. The file holds the SSH client key the images trust: keep it where you keep the images.")):
+        sp = isub.add_parser(name, help=what, description=desc)
+        sp.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+        sp.add_argument("--workload", metavar="MANIFEST", help="the images with this workload manifest's packages")
+        o.release_option(sp)
+        sp.set_defaults(func=func)
     im = isub.add_parser("import", help="check and add the images of an export to this cache",
                          description="Check every file of an `xdh images export` against its SHA-256 and move its "
                                      "images into this cache. A cache without an SSH client key takes the export's; "
@@ -154,7 +150,7 @@ def _catalog(sub: Sub) -> None:
     ck.set_defaults(func=preview.cmd_check)
 
 
-TORTURE_EPILOG = f"""{EXIT_CODES_HELP}.
+TORTURE_EPILOG = f"""{EXIT_CODES_HELP}; {BISECT_HELP}.
 
 examples:
   xdh torture                                   3 iterations of append on qdisk, no fault
@@ -162,6 +158,12 @@ examples:
   xdh torture --shard 2/4 --seed 42 --iterations 40     one machine of a nightly matrix
   xdh torture --shard 2/4 --seed 42 --iterations 40 --dry-run     its seeds and cut points, nothing booted
 """
+
+
+def bisect_option(g: Group) -> None:
+    g.add_argument("--bisect", action="store_true",
+                   help="exit codes for `git bisect run`: 0 clean, 1 loss, 125 when no verdict could be reached "
+                        "(this commit cannot be tested), 128 a bad command line")
 
 
 def _torture(sub: Sub) -> None:
@@ -201,10 +203,12 @@ def _torture(sub: Sub) -> None:
                    help="append: sync call (default %(default)s)")
     g.add_argument("--journal", choices=choices(Journal), default=TORTURE.journal.value,
                    help="sqlite: journal mode (default %(default)s)")
-    g.add_argument("--expect", choices=choices(Expect),
+    judge = g.add_mutually_exclusive_group()     # both say what a verdict means for the exit code
+    judge.add_argument("--expect", choices=choices(Expect),
                    help="this campaign is a control: clean (every iteration must pass) or loss (every iteration "
                         "must lose acked writes); a control that behaves so exits 0, and JUnit marks the "
                         "iterations that did not (default: no expectation; a loss exits 1)")
+    bisect_option(judge)
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
     g.add_argument("--json", action="store_true", help="print the summary (or the --dry-run plan) as JSON")
     g.add_argument("--dry-run", action="store_true", help="print the plan, boot nothing: the seeds and cut "
@@ -246,7 +250,8 @@ def _reproduce(sub: Sub) -> None:
                                    "and judge again; the verdict should match the recorded one.",
                        epilog="exit codes: 0 the recorded verdict again, a pass; 1 the recorded verdict again, a "
                               "loss (--rerun: a loss); 4 the verdict differs from the recorded one; 2 usage or "
-                              "configuration error; 5 infrastructure failure; 6 harness error; 130 interrupted")
+                              "configuration error; 5 infrastructure failure; 6 harness error; 130 interrupted; "
+                              + BISECT_HELP + " (with --rerun)")
     r.add_argument("iteration", metavar="RUN/iterations/iter-NNNN", help="an iteration directory")
     r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value, VerifyPath.BOTH.value),
                    help="re-verify by a full reboot of the stack, with the fast verifier VM, or both (default: "
@@ -264,6 +269,7 @@ def _reproduce(sub: Sub) -> None:
     o.kernel_options(g)
     g.add_argument("--stock", action="store_true",
                    help="rerun without the recorded run's own .debs and kernel file (the release's stock packages)")
+    bisect_option(g)
     r.set_defaults(func=c.cmd_reproduce)
 
 

@@ -60,6 +60,7 @@ def _project(tmp: Path) -> Path:
     (proj / ".gitlab-ci.yml").write_text(PIPELINE)
     git = ["git", "-c", "user.name=xdh", "-c", "user.email=xdh@localhost"]
     subprocess.run([*git, "init", "-q"], cwd=proj, check=True)
+    subprocess.run([*git, "remote", "add", "origin", "git@gitlab.example.com:xdh/nightly.git"], cwd=proj, check=True)
     subprocess.run([*git, "add", "-A"], cwd=proj, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "nightly"], cwd=proj, check=True)
     return proj

@@ -56,4 +56,4 @@ def test_rerun_uses_the_same_seed_and_cut_and_prints_both_verdicts(recorded, rel
 def test_release_without_rerun_is_a_usage_error(recorded, capsys):
     it, _ = recorded
     assert main(["reproduce", str(it.path), "--release", "trixie"]) == 2
-    assert "--domu-kernel and --stock apply to --rerun only" in capsys.readouterr().err
+    assert "--domu-kernel, --stock and --bisect apply to --rerun only" in capsys.readouterr().err
