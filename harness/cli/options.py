@@ -117,3 +117,9 @@ class Version(argparse.Action):
         where = f"data in {paths.INSTALLED}" if paths.source() == "installed" else f"checkout {paths.CHECKOUT}"
         print(f"xdh {__version__} ({paths.source()}; {where})")
         parser.exit()
+
+
+def bisect_option(g: Group) -> None:
+    g.add_argument("--bisect", action="store_true",
+                   help="exit codes for `git bisect run`: 0 clean, 1 loss, 125 when no verdict could be reached "
+                        "(this commit cannot be tested), 128 a bad command line")

@@ -160,12 +160,6 @@ examples:
 """
 
 
-def bisect_option(g: Group) -> None:
-    g.add_argument("--bisect", action="store_true",
-                   help="exit codes for `git bisect run`: 0 clean, 1 loss, 125 when no verdict could be reached "
-                        "(this commit cannot be tested), 128 a bad command line")
-
-
 def _torture(sub: Sub) -> None:
     t = sub.add_parser("torture", help="the main job: crash iterations with power cuts, each crash image verified",
                        description="Run crash iterations: restore (or boot) the stack, run an fsync workload in the "
@@ -208,7 +202,7 @@ def _torture(sub: Sub) -> None:
                    help="this campaign is a control: clean (every iteration must pass) or loss (every iteration "
                         "must lose acked writes); a control that behaves so exits 0, and JUnit marks the "
                         "iterations that did not (default: no expectation; a loss exits 1)")
-    bisect_option(judge)
+    o.bisect_option(judge)
     g.add_argument("--run-dir", help="output directory (default ./runs/torture-TIMESTAMP)")
     g.add_argument("--json", action="store_true", help="print the summary (or the --dry-run plan) as JSON")
     g.add_argument("--dry-run", action="store_true", help="print the plan, boot nothing: the seeds and cut "
@@ -269,7 +263,7 @@ def _reproduce(sub: Sub) -> None:
     o.kernel_options(g)
     g.add_argument("--stock", action="store_true",
                    help="rerun without the recorded run's own .debs and kernel file (the release's stock packages)")
-    bisect_option(g)
+    o.bisect_option(g)
     r.set_defaults(func=c.cmd_reproduce)
 
 

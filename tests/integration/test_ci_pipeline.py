@@ -6,7 +6,8 @@ again and it is killed (SIGTERM, as a job timeout or a cancelled pipeline does),
 job, run again on the artifacts the engine kept, goes red naming that shard.
 
 The project's own ``.venv`` is the runners' (a symlink in the job's checkout), so ``XDH_SETUP``
-is skipped; everything else is the template's, variables set as a user's pipeline sets them."""
+is skipped; everything else is the template's, variables set as a user's pipeline sets them,
+with a package lock of the images (``XDH_LOCK``) committed in the project."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ variables:
   XDH_CAMPAIGNS: "1"
   XDH_TORTURE_ARGS: "--no-canary --cut-acks 15-40"
   XDH_SETUP: "true"
+  XDH_LOCK: ci/packages.lock
 xdh-clean:
   rules:
     - when: never
@@ -58,6 +60,8 @@ def _project(tmp: Path) -> Path:
     subprocess.run(["rsync", "-a", "--from0", "--files-from=-", f"{ROOT}/", f"{proj}/"], input=files, check=True)
     (proj / ".venv").symlink_to(ROOT / ".venv")
     (proj / ".gitlab-ci.yml").write_text(PIPELINE)
+    # the project's lock: the versions of this cache's images (every runner would build these)
+    subprocess.run([str(ROOT / ".venv/bin/xdh"), "images", "lock", "-o", str(proj / "ci/packages.lock")], check=True)
     git = ["git", "-c", "user.name=xdh", "-c", "user.email=xdh@localhost"]
     subprocess.run([*git, "init", "-q"], cwd=proj, check=True)
     subprocess.run([*git, "remote", "add", "origin", "git@gitlab.example.com:xdh/nightly.git"], cwd=proj, check=True)
@@ -95,6 +99,7 @@ def test_the_gitlab_template_runs_green_and_a_killed_shard_turns_it_red(images, 
     proj = _project(tmp_path)
     green = _engine(proj)
     assert green.returncode == 0, green.stdout[-4000:] + green.stderr[-2000:]
+    assert green.stdout.count(", the locked packages)") == 4        # 2 shards x 2 images, built with --lock
     for job in ("xdh-loss: [1/2]", "xdh-loss: [2/2]", "xdh-merge"):
         assert f"PASS  {job}" in green.stdout.replace("PASS   ", "PASS  "), job
     merged = proj / ".gitlab-ci-local/artifacts"

@@ -64,7 +64,8 @@ def test_the_kubernetes_jobs_are_valid_jobs():
 SAMPLE = {"$JOB_COMPLETION_INDEX": "1", "${{ matrix.control.fault }}": "none", "${{ matrix.control.expect }}": "clean",
           "${{ github.run_number }}": "12", "${{ matrix.shard }}": "2", "$XDH_ITERATIONS": "40",
           "$XDH_SEED": "12", "$CI_NODE_INDEX": "2", "$(XDH_SEED)": "12", "$(JOB_COMPLETION_INDEX)": "1",
-          "$XDH_TORTURE_ARGS": "", '"$XDH_SHARDS"': "4", '"$XDH_CAMPAIGNS"': "2"}
+          "$XDH_TORTURE_ARGS": "", '${XDH_LOCK:+--lock "$XDH_LOCK"}': "--lock ci/packages.lock",
+          '"$XDH_SHARDS"': "4", '"$XDH_CAMPAIGNS"': "2"}
 
 
 def _xdh_commands() -> list[list[str]]:
