@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,16 +80,29 @@ def _engine(proj: Path, *jobs: str, timeout: float = 900) -> subprocess.Complete
     return out
 
 
+def _verdicts(out: str) -> dict[str, str]:
+    """The engine's closing lines: job name -> PASS or FAIL (``PASS  [  41 s] xdh-loss: [1/2]``)."""
+    return {m[2].strip(): m[1] for m in re.finditer(r"^ (PASS|FAIL)\s+\[[^]]*\]\s+(.+?)\s*$", out, re.M)}
+
+
+def _job_logs(proj: Path, job: str) -> str:
+    """What the engine kept of a job's output (both streams), all its parallel instances."""
+    return "".join(f.read_text() for f in sorted((proj / ".gitlab-ci-local/output").glob(f"{job}*.log")))
+
+
 def _kill_when_running(marker: str, stop: threading.Event, killed: list[int]) -> None:
-    """SIGTERM the xdh process whose argv holds ``marker``, once its run directory exists."""
+    """SIGTERM the xdh process whose argv holds ``marker``, once it has begun its campaign (written
+    its run directory's config.json: the job's directory may still hold the green run's)."""
+    since = time.time()
     while not stop.is_set():
         for pid in (p for p in os.listdir("/proc") if p.isdigit()):
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+                begun = b"torture" in argv and marker.encode() in argv and \
+                    (Path(os.readlink(f"/proc/{pid}/cwd")) / marker / "config.json").stat().st_mtime > since
             except OSError:
                 continue
-            if b"torture" in argv and marker.encode() in argv and (cwd / marker / "config.json").exists():
+            if begun:
                 os.kill(int(pid), signal.SIGTERM)
                 killed.append(int(pid))
                 return
@@ -99,9 +113,8 @@ def test_the_gitlab_template_runs_green_and_a_killed_shard_turns_it_red(images, 
     proj = _project(tmp_path)
     green = _engine(proj)
     assert green.returncode == 0, green.stdout[-4000:] + green.stderr[-2000:]
-    assert green.stdout.count(", the locked packages)") == 4        # 2 shards x 2 images, built with --lock
-    for job in ("xdh-loss: [1/2]", "xdh-loss: [2/2]", "xdh-merge"):
-        assert f"PASS  {job}" in green.stdout.replace("PASS   ", "PASS  "), job
+    assert _job_logs(proj, "xdh-loss").count(", the locked packages)") == 4     # 2 shards x 2 images, --lock
+    assert _verdicts(green.stdout) == {"xdh-loss: [1/2]": "PASS", "xdh-loss: [2/2]": "PASS", "xdh-merge": "PASS"}
     merged = proj / ".gitlab-ci-local/artifacts"
     summary = json.loads(next(merged.glob("xdh-merge*/merged/summary.json")).read_text())
     # both shards' single iteration lost acknowledged writes, as --expect loss requires
@@ -118,9 +131,10 @@ def test_the_gitlab_template_runs_green_and_a_killed_shard_turns_it_red(images, 
         stop.set()
         killer.join()
     assert killed, "the shard's xdh was never seen running"
-    assert "FAIL  xdh-loss: [2/2]" in shard.stdout.replace("FAIL   ", "FAIL  "), shard.stdout[-3000:]
+    assert _verdicts(shard.stdout) == {"xdh-loss: [2/2]": "FAIL"}, shard.stdout[-3000:]
     red = _engine(proj, "xdh-merge")
-    assert "FAIL  xdh-merge" in red.stdout.replace("FAIL   ", "FAIL  "), red.stdout[-3000:]
-    assert "shard 2/2" in red.stdout and "interrupted" in red.stdout, red.stdout[-3000:]
+    assert _verdicts(red.stdout) == {"xdh-merge": "FAIL"} and red.returncode != 0, red.stdout[-3000:]
+    bad = [ln for ln in _job_logs(proj, "xdh-merge").splitlines() if ln.startswith("xdh: bad shard:")]
+    assert len(bad) == 1 and "shard 2/2: interrupted: ended by SIG" in bad[0], bad
     junit = next(merged.glob("xdh-merge*/merged/junit.xml")).read_text()
     assert junit.count("<error") == 1 and "2/2" in junit
