@@ -71,7 +71,7 @@ def _own(shard: Shard, allow_shortfall: bool) -> list[MergeProblem]:
     if s is None:
         return [_problem(shard, "no summary.json: its campaign never finished (killed, or its job timed out)")]
     if s.ended_by:
-        return [_problem(shard, f"interrupted: ended by {s.ended_by} (exit {int(s.exit_code)})")]
+        return [_problem(shard, f"ended early: {s.ended_by} (exit {int(s.exit_code)})")]
     if not s.iterations:
         return [_problem(shard, f"ran no iteration (exit {int(s.exit_code)})")]
     if s.shortfall and not allow_shortfall:

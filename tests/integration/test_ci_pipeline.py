@@ -135,6 +135,6 @@ def test_the_gitlab_template_runs_green_and_a_killed_shard_turns_it_red(images, 
     red = _engine(proj, "xdh-merge")
     assert _verdicts(red.stdout) == {"xdh-merge": "FAIL"} and red.returncode != 0, red.stdout[-3000:]
     bad = [ln for ln in _job_logs(proj, "xdh-merge").splitlines() if ln.startswith("xdh: bad shard:")]
-    assert len(bad) == 1 and "shard 2/2: interrupted: ended by SIG" in bad[0], bad
+    assert len(bad) == 1 and "shard 2/2: ended early: interrupted by SIGTERM (exit 130)" in bad[0], bad
     junit = next(merged.glob("xdh-merge*/merged/junit.xml")).read_text()
     assert junit.count("<error") == 1 and "2/2" in junit

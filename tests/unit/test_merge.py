@@ -57,7 +57,7 @@ def test_a_complete_night_merges_green(tmp_path):
 @pytest.mark.parametrize("case, expected", [
     ("missing", "append/none on qdisk/bookworm cache=none shard 3/3: missing: no run directory of it was given"),
     ("duplicated", "shard 2/3: duplicates shard 2/3 (also "),
-    ("interrupted", "shard 2/3: interrupted: ended by SIGTERM (exit 130)"),
+    ("interrupted", "shard 2/3: ended early: interrupted by SIGTERM (exit 130)"),
     ("empty", "shard 2/3: ran no iteration (exit 0)"),
     ("crashed", "shard 2/3: failed outside its iterations (exit 6)"),
     ("killed", "shard 2/3: no summary.json: its campaign never finished (killed, or its job timed out)"),
@@ -73,7 +73,7 @@ def test_a_bad_shard_is_named_on_one_line_and_the_night_is_not_green(tmp_path, c
     second = {
         "missing": lambda: _shard(tmp_path, 2, 3),
         "duplicated": lambda: _shard(tmp_path, 2, 3),
-        "interrupted": lambda: _shard(tmp_path, 2, 3, ended_by="SIGTERM"),
+        "interrupted": lambda: _shard(tmp_path, 2, 3, ended_by="interrupted by SIGTERM"),
         "empty": lambda: _shard(tmp_path, 2, 3, iterations=4, ended_by="", exit_code=None),
         "crashed": lambda: _shard(tmp_path, 2, 3, exit_code=ExitCode.ERROR),
         "killed": lambda: _shard(tmp_path, 2, 3),
@@ -104,7 +104,7 @@ def test_a_bad_shard_is_named_on_one_line_and_the_night_is_not_green(tmp_path, c
 
 
 def test_a_loss_stays_a_loss_beside_a_bad_shard(tmp_path):
-    dirs = [_shard(tmp_path, 1, 2, status="loss"), _shard(tmp_path, 2, 2, ended_by="SIGTERM")]
+    dirs = [_shard(tmp_path, 1, 2, status="loss"), _shard(tmp_path, 2, 2, ended_by="interrupted by SIGTERM")]
     merged, lines, _ = _merge(tmp_path, dirs)
     assert merged.exit_code == ExitCode.LOSS and len(lines) == 1
 
@@ -130,13 +130,14 @@ def test_the_cli_skips_files_and_exits_by_the_shards(tmp_path, capsys):
     from harness.cli import main
     root = tmp_path / "runs"
     root.mkdir()
-    one, two = _shard(root, 1, 2), _shard(root, 2, 2, ended_by="SIGTERM")
+    one, two = _shard(root, 1, 2), _shard(root, 2, 2, ended_by="interrupted by SIGTERM")
     (root / "index.html").write_text("<html>a runs index</html>")
     code = main(["report", "merge", str(one), str(two), str(root / "index.html"), "-o", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code == ExitCode.INFRA
     assert f"skipped {root / 'index.html'}: not a run directory" in err
-    assert "xdh: bad shard: append/none on qdisk/bookworm cache=none shard 2/2: interrupted: ended by SIGTERM" in err
+    assert ("xdh: bad shard: append/none on qdisk/bookworm cache=none shard 2/2: ended early: interrupted by "
+            "SIGTERM") in err
     assert main(["report", "merge", str(tmp_path / "nope")]) == ExitCode.USAGE
     assert "does not exist" in capsys.readouterr().err
 
