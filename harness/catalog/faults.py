@@ -94,7 +94,7 @@ class Fault:
                               hint="use --backend qdisk, qdisk-direct or phy")
         if self.device_model and backend.backendtype != "qdisk":
             raise ConfigError(f"fault {self.name} needs a qdisk backend (it replaces dom0's device model)",
-                              hint="use --backend qdisk or qdisk-qcow2")
+                              hint="use a qdisk mode: qdisk, qdisk-direct, qdisk-direct-threads or qdisk-qcow2")
 
 
 FAULTS: Registry[Fault] = Registry("fault", (
