@@ -39,6 +39,7 @@ from harness.stack.boot import Restore
 from harness.stack.saved import Snapshot
 from harness.stack.snapshot import ensure_snapshot
 from harness.stack.xen import machine_identity
+from tests.integration import nightly
 
 SHARED_DIRS = ("images", "keys", "snapshots", "devmodel")
 SHARED_FILES = ("kvm-probe-*.json", ".*.lock")      # keyed probe results; locks of the shared parts
@@ -94,6 +95,15 @@ def warm_campaign(images: ImageStore, tmp_path_factory: pytest.TempPathFactory) 
     with Kit(cfg, tmp_path_factory.mktemp("warm-verifier"), images, images.pair(cfg.stack.components()), _say) as kit:
         assert kit.snapshot is not None and kit.fast is not None
         return kit.snapshot
+
+
+@pytest.fixture(scope="session")
+def gitlab_nightly(images: ImageStore, tmp_path_factory: pytest.TempPathFactory) -> nightly.Nightly:
+    """ci/gitlab/nightly.yml run green by gitlab-ci-local (tests/integration/nightly.py): 2 shards x
+    1 iteration of the positive control (drop-flush on append, fast path, ``--expect loss``) and the
+    merge job. test_ci_pipeline checks the engine's view of it; test_torture takes its merged
+    iterations as the positive control (the same experiment, which it once ran on its own)."""
+    return nightly.run(tmp_path_factory.mktemp("gitlab-nightly"))
 
 
 SavedBoot = tuple[Restore, ImagePair, Snapshot]
