@@ -17,7 +17,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +50,24 @@ class Bundle:
     client_pubkey: str
     images: tuple[ExportedImage, ...]
     created_at: str = ""
-    packages: dict[str, dict[str, str]] = field(default_factory=dict)   # image dir -> package versions
 
     def to_json(self) -> dict[str, Any]:
         return {"created_at": self.created_at, "client_pubkey": self.client_pubkey,
-                "images": [vars(i) for i in self.images], "packages": self.packages}
+                "images": [vars(i) for i in self.images]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Bundle:
         return cls(client_pubkey=d["client_pubkey"], created_at=d.get("created_at", ""),
-                   images=tuple(ExportedImage(**i) for i in d["images"]), packages=d.get("packages", {}))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+                   images=tuple(ExportedImage(**i) for i in d["images"]))
 
 
 def _hashes(d: Path) -> dict[str, str]:
-    return {p.name: _sha256(p) for p in sorted(d.iterdir()) if p.is_file()}
+    """SHA-256 of every file of an image directory (as debs.py hashes a .deb: streamed)."""
+    out = {}
+    for p in sorted(q for q in d.iterdir() if q.is_file()):
+        with open(p, "rb") as f:
+            out[p.name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
 
 
 def _tar(argv: list[str], what: str, hint: str = "") -> None:
@@ -89,8 +85,7 @@ def export(store: ImageStore, images: list[BuiltImage], out: Path, progress: Pro
     pub = store.client_pubkey()
     progress(f"hashing {len(images)} image(s)")
     bundle = Bundle(client_pubkey=pub, created_at=utc_stamp(),
-                    images=tuple(ExportedImage(i.name, i.release, i.digest, _hashes(i.dir)) for i in images),
-                    packages={f"{i.name}-{i.digest}": i.packages for i in images})
+                    images=tuple(ExportedImage(i.name, i.release, i.digest, _hashes(i.dir)) for i in images))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".xdh-export-") as tmp:
         write_json(Path(tmp) / INDEX, bundle.to_json())

@@ -108,16 +108,20 @@ def clean_snapshots(store: ImageStore, everything: bool = False) -> list[Path]:
     for d in sorted(root.iterdir()):
         if d.name.endswith(".lock"):
             continue
-        try:
-            used = Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
-        except (OSError, ValueError, TypeError):
-            used = {}     # incomplete or unreadable: remove
+        used = _images_used(d) or {}     # incomplete or unreadable: remove
         if not everything and used and all(dg in current for dg in used.values()):
             continue
         _remove(d)
         removed.append(d)
     return removed
 
+
+def _images_used(d: Path) -> dict[str, str] | None:
+    """The image digests a saved machine booted (by name), as its snapshot.json records them."""
+    try:
+        return Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def drop_snapshots_of(store: ImageStore, digests: set[str]) -> list[Path]:
@@ -129,11 +133,8 @@ def drop_snapshots_of(store: ImageStore, digests: set[str]) -> list[Path]:
     if not root.exists() or not digests:
         return removed
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            used = Snapshot.load(d).stack_info.get("versions", {}).get("images", {})
-        except (OSError, ValueError, TypeError):
-            continue        # incomplete: `images clean` removes it
-        if set(used.values()) & digests:
+        used = _images_used(d)      # None: incomplete, which `images clean` removes
+        if used and set(used.values()) & digests:
             _remove(d)
             removed.append(d)
     return removed
