@@ -22,6 +22,7 @@ from typing import Any
 from harness.campaign.checks import Checked
 from harness.catalog.workloads import Ack
 from harness.config import TortureConfig
+from harness.crash.ended import WorkloadEnd
 from harness.crash.files import CrashPaths
 from harness.crash.plan import CutPlan
 from harness.crash.run import CrashOutcome
@@ -62,9 +63,9 @@ def sigterm_self() -> None:
 
 
 # --- the crash run and its check --------------------------------------------------------------
-# What one fake crash run does. Verdicts: "pass", "loss". Failures raised in the crash run:
-# "guest-died" (GuestDied), "workload" (WorkloadError), "bug" (KeyError), "sigint" (KeyboardInterrupt),
-# "sigterm" (a real SIGTERM to this process).
+# What one fake crash run does. Verdicts: "pass", "loss", "ended" (a pass whose workload exited
+# after its acks). Failures raised in the crash run: "guest-died" (GuestDied), "workload"
+# (WorkloadError), "bug" (KeyError), "sigint" (KeyboardInterrupt), "sigterm" (a real SIGTERM).
 Action = str
 Script = Callable[[TortureConfig, str], Action]   # (the iteration's config, iteration name) -> action
 
@@ -116,13 +117,14 @@ class FakeCrashes:
             raise KeyboardInterrupt
         if action == "sigterm":
             sigterm_self()
-        assert action in ("pass", "loss"), action
+        assert action in ("pass", "loss", "ended"), action
         acks = tuple(Ack(str(i), 100.0 + i, 1000 + 10 * i) for i in range(self.acks))
         with open(paths.acks, "w") as f:
             for a in acks:
                 f.write(json.dumps({"id": a.ident, "t": a.t, "latency_us": a.latency_us}) + "\n")
+        ended = WorkloadEnd(self.acks, 1, "OSError: [Errno 5] Input/output error") if action == "ended" else None
         return CrashOutcome(acks=acks, cut_t=100.0 + self.acks, plan=plan, dut=paths.dut,
-                            seconds={"crash_run": 1.0})
+                            seconds={"crash_run": 1.0}, ended=ended)
 
     def check_outcome(self, plan: object, kit: object, it: Any, outcome: CrashOutcome,
                       say: Callable[[str], None]) -> Checked:

@@ -40,7 +40,14 @@ def load_plan(it: IterationDir) -> IterationPlan:
                          CutPlan.from_json(meta["cut"]))
 
 
-def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: ImageStore | None = None) -> Reverified:
+def _reset(plan: IterationPlan, reset: Reset | None) -> Reset:
+    """How a reboot verification brings the stack up: as the run did (its saved stack restored onto
+    the crash image, saved once if this machine has none; or a cold boot), unless ``reset`` says."""
+    return reset or plan.cfg.reset
+
+
+def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: ImageStore | None = None,
+             reset: Reset | None = None) -> Reverified:
     """Verify the iteration's kept crash image again by ``path`` into a new directory beside it."""
     plan = load_plan(it)
     image = it.crash_image()
@@ -48,10 +55,11 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: Imag
         raise ConfigError(f"no crash image in {it.path}",
                           hint="only failing iterations keep one; rerun with --keep-images, or use --rerun")
     out = it.path / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress(f"re-verifying the crash image of {plan.name} "
-             f"({'fresh stack' if path == VerifyPath.REBOOT else 'fast verifier'}; {out})")
-    # a kit without a snapshot: re-verification boots nothing but its verifier
-    cfg = dataclasses.replace(plan.cfg, canary=False, verify=path, reset=Reset.BOOT)
+    how = _reset(plan, reset)
+    progress(f"re-verifying the crash image of {plan.name} ({_by(path, how)}; {out})")
+    # the snapshot only for a reboot: the fast verifier needs none
+    cfg = dataclasses.replace(plan.cfg, canary=False, verify=path,
+                              reset=how if path == VerifyPath.REBOOT else Reset.BOOT)
     store = store or ImageStore()
     with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan), out,
@@ -62,8 +70,14 @@ def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: Imag
     return Reverified(plan.name, verdict, same, out)
 
 
+def _by(path: VerifyPath, reset: Reset) -> str:
+    if path == VerifyPath.FAST:
+        return "the fast verifier"
+    return "the saved stack restored onto it" if reset == Reset.SNAPSHOT else "a cold-booted stack"
+
+
 def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], progress: Progress,
-                   store: ImageStore | None = None) -> list[Reverified]:
+                   store: ImageStore | None = None, reset: Reset | None = None) -> list[Reverified]:
     """Rebuild one crash state of the volatile model from its recipe (the run's base disk and
     write log, ``states/states.json``) and verify it again by each of ``paths``; each verdict is
     compared with the recorded one."""
@@ -88,12 +102,13 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
     image = build(writelog.parse(it.write_log), base, state, out / "crash.img")
     progress(f"rebuilt crash state {name} of {plan.name} ({len(state.positions)} log entries) in {image}")
     acks = it.read_acks()[:state.required]
-    cfg = dataclasses.replace(plan.cfg, canary=False, verify=VerifyPath.FAST, reset=Reset.BOOT)
+    how = _reset(plan, reset) if VerifyPath.REBOOT in paths else Reset.BOOT
+    cfg = dataclasses.replace(plan.cfg, canary=False, verify=VerifyPath.FAST, reset=how)
     store = store or ImageStore()
     results = []
     with Kit(cfg, out / "verifier", store, store.pair(cfg.stack.components()), progress) as kit:
         for path in paths:
-            progress(f"verifying it by {'a full reboot' if path == VerifyPath.REBOOT else 'the fast verifier'}")
+            progress(f"verifying it by {_by(path, how)}")
             verdict = verify_image(kit.verifier(path, cfg.effective_stack()), image, job_for(plan),
                                    out / path.value, acks, it.read_cut().cut_t, it, issued=meta.get("issued"))
             # the same verdict: pass or loss, acked ops lost, kinds of violation (the text of a mount

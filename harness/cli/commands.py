@@ -15,7 +15,7 @@ from ..campaign import bench, compare, reproduce
 from ..campaign.campaign import run_campaign
 from ..catalog import backends, faults, workloads
 from ..components import Components
-from ..config import StackConfig, TortureConfig, VerifyPath
+from ..config import Reset, StackConfig, TortureConfig, VerifyPath
 from ..crash.ledger import attribute
 from ..errors import ConfigError, ImageError
 from ..images import IMAGE_NAMES, ImagePair, ImageStore, debs, devmodel, kernel, transfer
@@ -209,18 +209,22 @@ def cmd_reproduce(args: Args) -> int:
         raise ConfigError("--release, --dom0-deb, --domu-deb, --domu-kernel, --stock and --bisect apply to --rerun "
                           "only",
                           hint="add --rerun, or drop them")
+    if args.reset and args.rerun:
+        raise ConfigError("--reset applies to re-verification; --rerun runs the iteration as it was recorded",
+                          hint="drop --reset")
+    reset = Reset(args.reset) if args.reset else None
     if args.state and args.rerun:
         raise ConfigError("--state re-verifies one recorded crash state; --rerun runs the iteration again",
                           hint="use one of them")
     if args.state:
         mode = VerifyPath(args.verify or "both")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
-        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress, ImageStore()), it)
+        return _print_reverified(reproduce.reverify_state(it, args.state, paths, progress, ImageStore(), reset), it)
     if not args.rerun:
         mode = VerifyPath(args.verify or "reboot")
         paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
         store = ImageStore()
-        return _print_reverified([reproduce.reverify(it, p, progress, store) for p in paths], it)
+        return _print_reverified([reproduce.reverify(it, p, progress, store, reset) for p in paths], it)
     stack = reproduce.other_stack(reproduce.load_plan(it).cfg.stack, args.release, debs.absolute(args.dom0_deb),
                                   debs.absolute(args.domu_deb), kernel.resolve(args.domu_kernel),
                                   kernel.resolve(args.domu_initrd), args.stock)
@@ -232,7 +236,8 @@ def _rerun(it: IterationDir, stack: StackConfig) -> int:
     print(f"{r.record.name} (seed {r.record.seed}, the same cut plan):")
     for what, st, rec in (("recorded", r.recorded_stack, r.recorded), ("rerun", r.stack, r.record)):
         text = "-" if rec is None else (f"{rec.status.upper():10} acked={rec.acked} lost={rec.lost_acked}"
-                                        + (f": {rec.error}" if rec.error else ""))
+                                        + (f": {rec.error}" if rec.error else "")
+                                        + (f"; {rec.workload_error.line()}" if rec.workload_error else ""))
         print(f"  {what:8} {text}\n           on {reproduce.describe(st)}")
     if r.record.flush is not None:
         print(f"    flush ledger: {r.record.flush.text}")
@@ -245,6 +250,9 @@ def _print_reverified(results: list[reproduce.Reverified], it: IterationDir) -> 
     ledger = it.read_ledger_or_none()
     if ledger is not None:
         print(f"flush ledger of the recorded crash run: {attribute(ledger).text}")
+    ended = it.read_result().workload_error if it.result.exists() else None
+    if ended is not None:
+        print(f"in the recorded crash run, {ended.line()}")
     codes = []
     for r in results:
         v = r.verdict

@@ -240,7 +240,8 @@ def _speed(t: argparse.ArgumentParser) -> None:
 
 def _reproduce(sub: Sub) -> None:
     r = sub.add_parser("reproduce", help="re-verify a saved crash image on a fresh stack (or --rerun it)",
-                       description="Boot a fresh stack on an overlay of the iteration's saved crash image, verify "
+                       description="Bring a fresh stack up on an overlay of the iteration's saved crash image (the "
+                                   "saved stack restored onto it, or a cold boot: as the run did, or --reset), verify "
                                    "and judge again; the verdict should match the recorded one.",
                        epilog="exit codes: 0 the recorded verdict again, a pass; 1 the recorded verdict again, a "
                               "loss (--rerun: a loss); 4 the verdict differs from the recorded one; 2 usage or "
@@ -250,6 +251,10 @@ def _reproduce(sub: Sub) -> None:
     r.add_argument("--verify", choices=(VerifyPath.REBOOT.value, VerifyPath.FAST.value, VerifyPath.BOTH.value),
                    help="re-verify by a full reboot of the stack, with the fast verifier VM, or both (default: "
                         "reboot; with --state both)")
+    r.add_argument("--reset", choices=choices(Reset),
+                   help="how a reboot verification brings the stack up: snapshot (the saved stack restored onto the "
+                        "crash image, in seconds; saved once on a machine without it) or boot (a cold boot, minutes); "
+                        "default: as the recorded run did")
     r.add_argument("--state", metavar="NAME",
                    help="volatile model: rebuild this crash state (e.g. flush-62+1, from states/states.json) from "
                         "the run's base disk and write log, and verify it alone")

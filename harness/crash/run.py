@@ -31,6 +31,7 @@ from ..vm.machine import Machines
 from ..vm.ssh import Stream
 from . import writelog
 from .counters import Recorder
+from .ended import WorkloadEnd, last_words
 from .files import CrashPaths, ack_line
 from .ledger import Ledger
 from .plan import CutPlan
@@ -51,6 +52,10 @@ class CrashOutcome:
     base_dut: Path | None = None      # the disk under test it started from (None: a blank one)
     reset: Reset = Reset.BOOT         # how its stack came up (a restore of the saved stack, or a boot)
     ledger: Ledger | None = None      # every layer's flush counters over the run (crash.ledger)
+    ended: WorkloadEnd | None = None  # the workload ended before the cut (its acks are judged as usual)
+
+
+EXIT_STATUS_WAIT = 3.0     # seconds an exit status may trail the end of the workload's output
 
 
 class AckReader:
@@ -85,6 +90,14 @@ class AckReader:
                 self._other.write(f"# stream ended: {exc}\n")
         finally:
             self.ended.set()
+
+    def exit_status(self) -> int | None:
+        """The remote program's exit status once its output ended (None: the channel died without
+        one, e.g. with the guest); the status may trail the end of the output a little."""
+        deadline = time.monotonic() + EXIT_STATUS_WAIT
+        while (status := self.stream.exit_status()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return status
 
     def finish(self, timeout: float = 15.0) -> None:
         """Drain what the SSH channel still holds after the cut, then close the files."""
@@ -179,6 +192,7 @@ class CrashRun:
         self.start_entry = 0
         self.cut_t = 0.0
         self._t_start = 0.0
+        self.ended: WorkloadEnd | None = None
 
     @property
     def log(self) -> Path | None:
@@ -201,10 +215,14 @@ class CrashRun:
         self._t_start = time.monotonic()
 
     def wait_for(self, plan: CutPlan) -> None:
+        """Until the cut point, or until the workload ended on its own (``self.ended``)."""
         assert self.reader is not None
         during = (during_point(self.seed), lambda: self.steps.run(faults.When.DURING)) \
             if self.fault.at(faults.When.DURING) else None
-        _wait_for_cut(self.reader, plan, self.cfg.ack_timeout, self._t_start, self.stack, self.paths.output, during)
+        self.ended = _wait_for_cut(self.reader, plan, self.cfg.ack_timeout, self._t_start, self.stack,
+                                   self.paths.output, during)
+        if self.ended is not None:
+            self.say(f"{self.ended.line()}: the power is cut now, its acks are judged")
 
     def cut(self) -> None:
         """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
@@ -226,7 +244,7 @@ class CrashRun:
         ledger = self.ledger.ledger(self.paths.kmsg_domu, self.paths.kmsg_dom0, self.log, self.start_entry)
         return CrashOutcome(acks, self.cut_t, plan, self.paths.dut, self.log, self.start_entry,
                             "; ".join(a for a in self.steps.applied if a), self.seconds, self.boot.frozen_dut,
-                            Reset.BOOT if self.boot.frozen_dut is None else Reset.SNAPSHOT, ledger)
+                            Reset.BOOT if self.boot.frozen_dut is None else Reset.SNAPSHOT, ledger, self.ended)
 
 
 def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPaths, images: ImagePair,
@@ -245,9 +263,23 @@ def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPath
     return outcome
 
 
+def _ended_early(reader: AckReader, n: int, output: Path) -> WorkloadEnd:
+    """The workload's output ended before the cut: a program that exited after acking is judged on
+    its acks (WorkloadEnd); one that never acked, or a channel that died without an exit status, is
+    not a run that can be judged (WorkloadError)."""
+    status = reader.exit_status()
+    out = output.read_text()[-2000:] if output.exists() else ""
+    words = last_words(reader.stream.stderr_tail(), out)
+    if status is None or n == 0:
+        how = "its output stopped without an exit status" if status is None else f"exit {status}"
+        raise WorkloadError(f"the workload ended before the cut after {n} acks ({how}): {words}")
+    return WorkloadEnd(n, status, words)
+
+
 def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start: float, stack: XenStack,
-                  output: Path, during: tuple[float, Callable[[], None]] | None = None) -> None:
-    """Until the planned cut point; runs ``during`` (a fraction of the way there, an action) once."""
+                  output: Path, during: tuple[float, Callable[[], None]] | None = None) -> WorkloadEnd | None:
+    """Until the planned cut point (None), or the workload's own end after some acks; runs
+    ``during`` (a fraction of the way there, an action) once."""
     last_n, last_change = 0, time.monotonic()
     while True:
         n = len(reader.acks)
@@ -257,16 +289,15 @@ def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start:
             during[1]()
             during = None
         if plan.mode == CutMode.ACKS and n >= (plan.after_acks or 0):
-            return
+            return None
         if plan.mode == CutMode.TIME and now - t_start >= (plan.after_seconds or 0):
-            return
+            return None
         if n != last_n:
             last_n, last_change = n, now
         if reader.ended.is_set() and reader.error is not None:
             raise reader.error
         if reader.ended.is_set():
-            out = output.read_text()[-300:] if output.exists() else ""
-            raise WorkloadError(f"the workload ended before the cut after {n} acks: {out.strip()}")
+            return _ended_early(reader, n, output)
         if now - last_change > ack_timeout:
             raise WorkloadError(f"no ack from the workload for {ack_timeout:.0f} s (after {n} acks)")
         stack.alive()

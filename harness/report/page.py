@@ -83,6 +83,8 @@ def _iteration(it: IterationRecord, run_dir: Path) -> tuple[str, list[int]]:
             + (f"; fault applied: {esc(it.fault_applied)}" if it.fault_applied else "") + "</p>"]
     if it.error:
         body.append(f"<pre>{esc(it.error)}</pre>")
+    if it.workload_error is not None:
+        body.append(f'<p class="workload-error">{esc(it.workload_error.line())}</p>')
     if it.violations:
         body.append("<p>violations:</p><pre>" + esc("\n".join(v.line() for v in it.violations)) + "</pre>")
     ledger = d.read_ledger_or_none()

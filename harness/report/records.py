@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import DiskCache, Reset, VerifyPath
+from ..crash.ended import WorkloadEnd
 from ..crash.ledger import Attribution, Kind
 from ..crash.plan import CutPlan
 from ..status import ExitCode, Expect, Status, campaign_exit
@@ -77,6 +78,7 @@ class IterationRecord:
     expect: Expect | None = None   # in a merge: its run's --expect (None: the summary's own)
     flush: Attribution | None = None    # where the flush died, by the ledger (flushes.json), if one was kept
     flush_per_op: dict[str, float | None] = field(default_factory=dict)   # flushes per durable op per layer
+    workload_error: WorkloadEnd | None = None   # the workload ended before the cut; its acks were judged
 
     @property
     def total_seconds(self) -> float:
@@ -91,7 +93,10 @@ class IterationRecord:
         if self.error:
             return self.error
         died = f" [{self.flush.text}]" if self.flush and self.flush.kind != Kind.NONE else ""
-        return (self.violations[0].line() + died) if self.violations else ""
+        said = [self.violations[0].line() + died] if self.violations else []
+        if self.workload_error is not None:
+            said.append(self.workload_error.line())
+        return "; ".join(said)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,6 +119,8 @@ class IterationRecord:
             data["expect"] = Expect(data["expect"])
         if data.get("flush"):
             data["flush"] = Attribution.from_json(data["flush"])
+        if data.get("workload_error"):
+            data["workload_error"] = WorkloadEnd.from_json(data["workload_error"])
         return cls(**data)
 
 

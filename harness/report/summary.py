@@ -38,6 +38,8 @@ def table(summary: CampaignSummary) -> str:
                               + (" ..." if len(it.violations) > 2 else ""))
         if it.flush is not None and not it.error:      # where the flush died (or the path that held)
             detail = f"{it.flush.text}; {detail}" if detail else it.flush.text
+        if it.workload_error is not None and not it.error:
+            detail = f"{it.workload_error.line()}; {detail}" if detail else it.workload_error.line()
         rows.append(f"{it.name:11} {it.seed:17d} {it.cut.describe():>10} {it.acked:6d} {it.lost_acked:5d} "
                     f"{it.status.upper():10} {it.total_seconds:6.0f}  {detail[:100]}")
     c = summary.counts()
@@ -125,11 +127,13 @@ def _case(suite: ET.Element, summary: CampaignSummary, it: IterationRecord) -> N
         if it.flush is not None and it.status == Status.LOSS:
             msg += f" ({it.flush.text})"
         fail = ET.SubElement(case, "failure", type=f"expected-{want}", message=msg)
-        fail.text = "\n".join([*([f"where the flush died: {it.flush.text}"] if it.flush else []), *lines,
+        fail.text = "\n".join([*([f"where the flush died: {it.flush.text}"] if it.flush else []),
+                               *([it.workload_error.line()] if it.workload_error else []), *lines,
                                *(["kernel evidence:"] + evidence if evidence else [])])
     out = [f"{it.name}: {it.status} ({it.acked} acked, {it.lost_acked} lost, {it.crash_states} crash states)"]
     out += [f"fault applied: {it.fault_applied}"] if it.fault_applied else []
     out += [f"flush ledger: {it.flush.text}"] if it.flush else []
+    out += [it.workload_error.line()] if it.workload_error else []
     out += lines + ([it.error] if it.error else []) + evidence
     out += [f"logs: {p}" for p in sorted(str(x) for x in d.path.glob("*.log"))] if d.path.exists() else []
     ET.SubElement(case, "system-out").text = "\n".join(out)

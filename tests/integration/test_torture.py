@@ -44,8 +44,8 @@ def positive(gitlab_nightly):
 
 def test_negative_control_reports_nothing_and_both_verifiers_agree(images, tmp_path):
     """A fast path crash run; its crash image verified by the fast verifier and by the Xen stack
-    brought up on it (the saved stack restored onto the crash image; the cold-booted reboot
-    verifier is test_reproduce_gives_the_same_verdict[reboot]'s). One iteration: a second only
+    brought up on it (the saved stack restored onto the crash image; a cold boot is
+    test_baseline_path_catches_the_positive_control's). One iteration: a second only
     repeated the reboot (the verifier's reuse across crash images is proven by the positive
     control's two iterations and test_volatile's)."""
     s = _campaign(tmp_path, "neg", workload="append", fault="none", verify="both", iterations=1)
@@ -84,8 +84,10 @@ def test_positive_control_is_caught(positive, gitlab_nightly):
 
 @pytest.mark.parametrize("path", ["reboot", "fast"])
 def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
-    """The kept crash image is standalone (no snapshot needed) and gives the recorded verdict on
-    a cold-booted stack and in a fresh fast verifier."""
+    """The kept crash image is standalone (no backing file) and gives the recorded verdict on a
+    fresh stack brought up as the run did (the saved stack restored onto it; a cold boot is
+    ``--reset boot``, the boot test_baseline_path_catches_the_positive_control runs) and in a
+    fresh fast verifier."""
     first = next(it for it in positive["iterations"] if it["name"] == "iter-0000")    # shard 1's
     it_dir = Path(first["crash_image"]).parent
     crash = Path(first["crash_image"])
@@ -94,7 +96,7 @@ def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
     recorded = json.loads((it_dir / "verdict.json").read_text())
     r = reverify(IterationDir(it_dir), VerifyPath(path), lambda m: print(m, flush=True))
     if path == "reboot":
-        assert not json.loads((r.out_dir / "stack.json").read_text()).get("snapshot")     # booted cold
+        assert json.loads((r.out_dir / "stack.json").read_text()).get("snapshot")     # restored, as the run was
     again = r.verdict
     assert r.same and not list(r.out_dir.rglob("*.qcow2"))
     assert [(v.kind, v.what, v.found) for v in again.violations] == \
@@ -104,9 +106,9 @@ def test_reproduce_gives_the_same_verdict(positive, tmp_path, path):
 
 def test_baseline_path_catches_the_positive_control(images, tmp_path):
     """The path without a saved stack (a cold boot per crash run) stays available and correct. Its
-    crash image is verified by the fast verifier: a cold boot per verification is what
-    test_reproduce_gives_the_same_verdict[reboot] runs (a kept crash image on a fresh stack), and
-    the reboot verifier's verdict is compared with the fast one's in the negative control."""
+    crash image is verified by the fast verifier: the reboot verifier's verdict is compared with the
+    fast one's in the negative control, and a cold boot on a crash image (``reproduce --reset boot``,
+    ``--verify reboot`` with ``--reset boot``) is this boot with another disk under test."""
     s = _campaign(tmp_path, "base", workload="append", fault="drop-flush", iterations=1, reset="boot",
                   verify="fast")
     assert s["counts"]["loss"] == 1, _table(s)

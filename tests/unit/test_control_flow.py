@@ -260,6 +260,7 @@ def _one_iteration(fake_stages, tmp_path, action: str) -> tuple[IterationRecord,
     ("loss", Status.LOSS, "", False),
     ("guest-died", Status.GUEST_DIED, "QEMU exited unexpectedly (exit code 1)", False),
     ("workload", Status.ERROR, "the workload ended before the cut", False),
+    ("ended", Status.PASS, "", False),      # its run exited after acking: judged, not an error
     ("bug", Status.ERROR, "KeyError: 'no-such-key' (a bug in xdh)", True),
 ])
 def test_iteration_status_follows_what_failed(fake_stages, tmp_path, action, status, error, traceback):
@@ -272,6 +273,10 @@ def test_iteration_status_follows_what_failed(fake_stages, tmp_path, action, sta
     if traceback:
         assert "KeyError: 'no-such-key'" in (it.path / "traceback.txt").read_text()
     assert rec.lost_acked == (2 if action == "loss" else 0)
+    assert (rec.workload_error is not None) == (action == "ended")
+    if action == "ended":
+        assert saved["workload_error"] == {"after_acks": 5, "exit_status": 1,
+                                           "message": "OSError: [Errno 5] Input/output error"}
 
 
 @pytest.mark.parametrize("action, counts, code", [

@@ -35,6 +35,7 @@ from harness.campaign.compare import Cell, CompareConfig
 from harness.catalog import backends, faults
 from harness.catalog.workloads import Ack
 from harness.config import Accel, CutMode, DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
+from harness.crash.ended import WorkloadEnd
 from harness.crash.files import ack_line
 from harness.crash.ledger import Attribution, Kind, Layer
 from harness.crash.plan import CutPlan
@@ -250,7 +251,7 @@ def _run_a() -> tuple[TortureConfig, IterationRecord | None, list[IterationRecor
 
 
 def _run_b() -> tuple[TortureConfig, IterationRecord | None, list[IterationRecord], float]:
-    """phy with the volatile disk-cache model: crash states beyond the cut."""
+    """phy with the volatile disk-cache model: crash states beyond the cut; a workload that ended early."""
     cfg = TortureConfig(seed=99, iterations=2, disk_cache="volatile", stack=StackConfig(backend="phy"))
     canary = _rec(-1, 55555555555555, Status.LOSS, name="canary", fault="drop-flush", backend="phy", acked=40,
                   lost_acked=40, violations=[_lost(0, 39, 40)], disk_cache="volatile",
@@ -259,7 +260,8 @@ def _run_b() -> tuple[TortureConfig, IterationRecord | None, list[IterationRecor
         _rec(1, 66666666666666, Status.LOSS, backend="phy", acked=61, lost_acked=1, disk_cache="volatile",
              crash_states=6, violations=[_lost(60, 60, 61, state="subset-2")], seconds={"total": 44.0}),
         _rec(0, 77777777777777, Status.PASS, backend="phy", acked=77, disk_cache="volatile", crash_states=6,
-             seconds={"total": 40.0}),
+             seconds={"total": 40.0},     # its fsync failed: judged on its 77 acks, the failure shown
+             workload_error=WorkloadEnd(77, 1, "OSError: [Errno 5] Input/output error")),
     ]
     return cfg, canary, its, 150.0
 

@@ -11,10 +11,11 @@ from harness.cli import main
 from harness.config import StackConfig, TortureConfig
 from harness.crash.plan import IterationPlan
 from harness.images import ImageStore
-from harness.report.records import IterationRecord
-from harness.report.rundir import RunDir
+from harness.jsonio import write_json
+from harness.report.records import CutRecord, IterationRecord
+from harness.report.rundir import IterationDir, RunDir
 from harness.status import Status
-from harness.verify.oracle import Violation
+from harness.verify.oracle import Verdict, Violation
 
 
 @pytest.fixture
@@ -57,3 +58,51 @@ def test_release_without_rerun_is_a_usage_error(recorded, capsys):
     it, _ = recorded
     assert main(["reproduce", str(it.path), "--release", "trixie"]) == 2
     assert "--domu-kernel, --stock and --bisect apply to --rerun only" in capsys.readouterr().err
+
+
+class _Kit:
+    """The kit a re-verification asks for: its config is what this fake keeps."""
+    made: list[TortureConfig] = []
+
+    def __init__(self, cfg, *a, **k):
+        self.cfg = cfg
+        _Kit.made.append(cfg)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def verifier(self, path, stack):
+        return path
+
+
+@pytest.mark.parametrize(("argv", "reset"), [([], "snapshot"), (["--reset", "boot"], "boot"),
+                                             (["--verify", "fast"], "boot")])
+def test_reverify_brings_the_stack_up_as_the_run_did_unless_told(recorded, argv, reset, monkeypatch, capsys):
+    """The recorded run restored its saved stack, so a reboot verification restores it onto the
+    crash image; ``--reset boot`` boots cold; the fast verifier needs no saved stack."""
+    it, plan = recorded
+    (it.path / "dut.img").write_bytes(b"\0")
+    write_json(it.verdict, Verdict("append", 80, [Violation("lost", "records 0..79", "zero", 80,
+                                                            ranges=[(0, 79)])]).to_json())
+    _Kit.made = []
+    monkeypatch.setattr("harness.campaign.reproduce.Kit", _Kit)
+    monkeypatch.setattr(ImageStore, "pair", lambda self, spec="bookworm": ("images of", spec))
+    monkeypatch.setattr(IterationDir, "read_cut", lambda self: CutRecord(1.0, 80, plan.cut))
+    monkeypatch.setattr("harness.campaign.reproduce.verify_image", lambda v, *a, **k: Verdict(
+        "append", 80, [Violation("lost", "records 0..79", "zero", 80, ranges=[(0, 79)])]))
+    assert main(["reproduce", str(it.path), *argv]) == 1      # the recorded loss again
+    (cfg,) = _Kit.made
+    assert cfg.reset.value == reset and not cfg.canary
+    out = capsys.readouterr()
+    assert "same verdict as recorded: yes" in out.out
+    assert ("the saved stack restored onto it" if reset == "snapshot" else
+            "the fast verifier" if argv == ["--verify", "fast"] else "a cold-booted stack") in out.err
+
+
+def test_reset_with_rerun_is_a_usage_error(recorded, capsys):
+    it, _ = recorded
+    assert main(["reproduce", str(it.path), "--rerun", "--reset", "boot"]) == 2
+    assert "--reset applies to re-verification" in capsys.readouterr().err
