@@ -73,6 +73,7 @@ class Fault:
     summary: str
     # the outer machine: the disk under test's block graph
     outer_blkdebug: str | None = None   # blkdebug rules under the format node
+    outer_blkdebug_at: When | None = None   # None: from the boot on; DURING: inserted over QMP at the during point
     outer_no_flush: bool = False        # the outer disk acknowledges flushes without doing them
     # dom0
     device_model: str = ""              # qdisk modes: run dom0's device model through this wrapper
@@ -83,6 +84,10 @@ class Fault:
 
     def at(self, when: When) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.when == when)
+
+    def acts_during(self) -> bool:
+        """Something happens at the seeded ``during`` point: a step, or the outer filter's insertion."""
+        return bool(self.at(When.DURING)) or self.outer_blkdebug_at == When.DURING
 
     def check(self, backend: Backend, workload: Workload) -> None:
         """Raise ConfigError if this fault cannot act on ``backend`` with ``workload``."""
@@ -108,6 +113,9 @@ FAULTS: Registry[Fault] = Registry("fault", (
     Fault("flush-eio", "the outer disk fails the first flush with EIO (QEMU blkdebug); Linux 6.1 blkfront "
           "turns a failed empty flush into success and turns flushing off",
           outer_blkdebug=BLKDEBUG_FLUSH_EIO),
+    Fault("flush-eio-during", "as flush-eio, once the workload runs: the blkdebug filter is inserted over QMP at "
+          "a seeded point before the cut, so mkfs and mount flush normally (a fixed blkfront fails that fsync)",
+          outer_blkdebug=BLKDEBUG_FLUSH_EIO, outer_blkdebug_at=When.DURING),
     Fault("disk-lies", "the outer disk acknowledges flushes and does nothing (QEMU cache.no-flush=on on the disk "
           "under test); visible only with --disk-cache volatile", outer_no_flush=True),
     Fault("backend-lies", "qdisk's fdatasync does nothing: dom0's device model runs under eatmydata "

@@ -139,6 +139,11 @@ class FaultSteps:
         if when in self._done:
             return
         self._done.add(when)
+        if when == self.fault.outer_blkdebug_at:
+            node = self.stack.insert_blkdebug()
+            self.applied.append(f"outer disk: blkdebug {node} inserted under the format node")
+            self.last_step = time.monotonic()
+            self.say(f"fault {self.fault.name} (outer disk, {when.value}): blkdebug {node} inserted")
         for step in self.fault.at(when):
             shell = self.stack.dom0 if step.where == faults.Where.DOM0 else self.stack.domu
             assert shell is not None and self.stack.dom0 is not None
@@ -218,7 +223,7 @@ class CrashRun:
         """Until the cut point, or until the workload ended on its own (``self.ended``)."""
         assert self.reader is not None
         during = (during_point(self.seed), lambda: self.steps.run(faults.When.DURING)) \
-            if self.fault.at(faults.When.DURING) else None
+            if self.fault.acts_during() else None
         self.ended = _wait_for_cut(self.reader, plan, self.cfg.ack_timeout, self._t_start, self.stack,
                                    self.paths.output, during)
         if self.ended is not None:

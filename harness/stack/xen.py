@@ -58,7 +58,10 @@ def dut_drive(path: Path, write_log: Path | None = None, fault: Fault | None = N
         rules_dir.mkdir(parents=True, exist_ok=True)
         rules = rules_dir / "blkdebug.conf"
         rules.write_text(fault.outer_blkdebug)
-        drive = dataclasses.replace(drive, blkdebug=rules)
+        if fault.outer_blkdebug_at is None:
+            drive = dataclasses.replace(drive, blkdebug=rules)
+        else:       # inserted over QMP while it runs (XenStack.insert_blkdebug)
+            drive = dataclasses.replace(drive, later_blkdebug=rules)
     if fault is not None and fault.outer_no_flush:
         drive = dataclasses.replace(drive, no_flush=True)
     return drive
@@ -295,6 +298,14 @@ class XenStack(Lifecycle):
     def alive(self) -> None:
         """Raise GuestDied if QEMU exited or a layer panicked."""
         self.machine.check_alive()
+
+    def insert_blkdebug(self) -> str:
+        """Put the disk under test's later blkdebug filter (a fault's, at its ``during`` point) under
+        its format node over QMP; returns the filter's node name."""
+        cmds = self.dut.insert_blkdebug()
+        for cmd, args in cmds:
+            self.machine.qmp(cmd, **args)
+        return str(cmds[0][1]["node-name"])
 
     def save(self, state: Path) -> tuple[float, dict[str, Any]]:
         """Save the running stack (snapshot): drop guest caches, close SSH, write the machine

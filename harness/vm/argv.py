@@ -30,6 +30,23 @@ class Drive:
     blkdebug: Path | None = None   # blkdebug rules file: a fault-injecting filter under the format node
     write_log: Path | None = None  # record every write and flush here (blklogwrites, dm-log-writes format)
     no_flush: bool = False         # the disk acknowledges flushes without doing them (cache.no-flush=on)
+    later_blkdebug: Path | None = None   # blkdebug rules inserted under the format node while it runs
+
+    @property
+    def format_node(self) -> str:
+        return f"{self.node}-fmt" if self.write_log is not None else self.node
+
+    def insert_blkdebug(self) -> list[tuple[str, dict[str, object]]]:
+        """The QMP commands that put ``later_blkdebug``'s filter between the format node and its
+        file child of a running machine: a new blkdebug node over the child, then the format node
+        reopened onto it (its options are the ones ``args`` gave it, so nothing else changes)."""
+        assert self.later_blkdebug is not None
+        child = f"{self.node}-dbg" if self.blkdebug is not None else f"{self.node}-file"
+        node = f"{self.node}-dbg-later"
+        return [("blockdev-add", {"driver": "blkdebug", "node-name": node, "config": str(self.later_blkdebug),
+                                  "image": child}),
+                ("blockdev-reopen", {"options": [{"driver": self.fmt, "node-name": self.format_node, "file": node,
+                                                  "read-only": self.readonly}]})]
 
     def args(self) -> list[str]:
         logged = self.write_log is not None
@@ -43,7 +60,7 @@ class Drive:
             args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
                                   f"config={quote_optarg(str(self.blkdebug))},image={child}"]
             child = f"{self.node}-dbg"
-        fmt_name = f"{self.node}-fmt" if logged else self.node
+        fmt_name = self.format_node
         fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={child},"
                     f"read-only={'on' if self.readonly else 'off'}")
         args += ["-blockdev", fmt_node]

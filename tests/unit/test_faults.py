@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from harness.vm.argv import Drive
 
 
 def test_registry():
-    assert set(faults.FAULTS) == {"none", "drop-flush", "nobarrier", "flush-eio", "disk-lies", "backend-lies"}
+    assert set(faults.FAULTS) == {"none", "drop-flush", "nobarrier", "flush-eio", "flush-eio-during", "disk-lies",
+                                  "backend-lies"}
     assert "write through" in faults.get("drop-flush").steps[0].argv[-1]
     assert faults.get("nobarrier").needs_fs and "barrier=0" in faults.get("nobarrier").steps[0].argv[-1]
 
@@ -86,3 +88,51 @@ def test_volatile_model_is_validated():
     TortureConfig(disk_cache="volatile").validate()
     with pytest.raises(ConfigError, match="disk cache"):
         TortureConfig(disk_cache="writeback").validate()
+
+
+def test_flush_eio_during_inserts_its_filter_while_the_machine_runs(tmp_path):
+    """flush-eio-during: no filter at the start (mkfs and mount flush normally); at the during point
+    the same rules go under the format node over QMP. The commands are pure; their effect on a real
+    QEMU is checked in the next test."""
+    f = faults.get("flush-eio-during")
+    assert f.acts_during() and not faults.get("flush-eio").acts_during() and not faults.get("drop-flush").acts_during()
+    plain = Drive("dut", tmp_path / "dut.img", "raw", later_blkdebug=tmp_path / "bd.conf")
+    assert [b["driver"] for b in _blockdevs(plain.args())] == ["file", "raw"]      # nothing at boot
+    (add, a), (reopen, r) = plain.insert_blkdebug()
+    assert (add, a) == ("blockdev-add", {"driver": "blkdebug", "node-name": "dut-dbg-later",
+                                         "config": str(tmp_path / "bd.conf"), "image": "dut-file"})
+    assert (reopen, r) == ("blockdev-reopen", {"options": [{"driver": "raw", "node-name": "dut",
+                                                            "file": "dut-dbg-later", "read-only": False}]})
+    logged = Drive("dut", tmp_path / "dut.qcow2", "qcow2", write_log=tmp_path / "w.log", later_blkdebug=tmp_path / "b")
+    assert logged.insert_blkdebug()[1][1]["options"][0]["node-name"] == "dut-fmt"   # under the log, above the file
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU not installed")
+def test_the_filter_goes_in_on_a_running_qemu(tmp_path):
+    import asyncio
+
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+    asyncio.set_event_loop(asyncio.new_event_loop())     # an earlier test may have closed the default one
+    img, conf, sock = tmp_path / "dut.img", tmp_path / "bd.conf", tmp_path / "qmp.sock"
+    img.write_bytes(b"\0" * (1 << 20))
+    conf.write_text(faults.get("flush-eio-during").outer_blkdebug)
+    drive = Drive("dut", img, "raw", later_blkdebug=conf)
+    qemu = subprocess.Popen(["qemu-system-x86_64", "-machine", "q35", "-nodefaults", "-S", "-display", "none",
+                             "-qmp", f"unix:{sock},server=on,wait=on", *drive.args()], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        qmp = QEMUMonitorProtocol(str(sock))
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        qmp.connect()
+        for cmd, args in drive.insert_blkdebug():
+            assert qmp.cmd(cmd, **args) == {}
+        nodes = {n["node-name"]: n for n in qmp.cmd("query-named-block-nodes", flat=True)}
+        assert nodes["dut-dbg-later"]["drv"] == "blkdebug"
+        assert nodes["dut"]["image"]["filename"].startswith(f"blkdebug:{conf}:")     # the format node reads through it
+        qmp.close()
+    finally:
+        qemu.kill()
+        qemu.wait()
