@@ -21,6 +21,7 @@ from harness.report.rundir import IterationDir
 from harness.status import ExitCode
 
 pytestmark = pytest.mark.stack
+GIVES_UP = Path(__file__).resolve().parent / "workloads" / "gives-up" / "workload.toml"
 
 
 def _campaign(tmp_path, name, **kw):
@@ -108,9 +109,20 @@ def test_baseline_path_catches_the_positive_control(images, tmp_path):
     """The path without a saved stack (a cold boot per crash run) stays available and correct. Its
     crash image is verified by the fast verifier: the reboot verifier's verdict is compared with the
     fast one's in the negative control, and a cold boot on a crash image (``reproduce --reset boot``,
-    ``--verify reboot`` with ``--reset boot``) is this boot with another disk under test."""
-    s = _campaign(tmp_path, "base", workload="append", fault="drop-flush", iterations=1, reset="boot",
+    ``--verify reboot`` with ``--reset boot``) is this boot with another disk under test.
+
+    The workload is a manifest workload that gives up before the cut (acks 12 fsynced records,
+    then exits 1 as after a failed fsync): the workload-error contract on the real stack. Its acks
+    are judged (the dropped flushes lose them: a LOSS, not a harness error) and how it ended is
+    recorded and shown (docs/workloads.md)."""
+    s = _campaign(tmp_path, "base", workload=str(GIVES_UP), fault="drop-flush", iterations=1, reset="boot",
                   verify="fast")
     assert s["counts"]["loss"] == 1, _table(s)
     it = s["iterations"][0]
     assert (it["reset"], it["verify"]) == ("boot", "fast") and it["lost_acked"] > 0
+    assert (it["acked"], it["error"]) == (12, ""), it
+    assert it["workload_error"] == {"after_acks": 12, "exit_status": 1, "message":
+                                    "gives-up: fsync of record 12: [Errno 5] Input/output error (as told)"}
+    said = "the workload ended before the cut (exit 1 after 12 acks): gives-up: fsync of record 12"
+    assert said in (tmp_path / "base" / "summary.txt").read_text()
+    assert said in (tmp_path / "base" / "junit.xml").read_text()       # the failure text of the loss

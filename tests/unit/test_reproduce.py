@@ -9,6 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.config import StackConfig, TortureConfig
+from harness.crash.ended import WorkloadEnd
 from harness.crash.plan import IterationPlan
 from harness.images import ImageStore
 from harness.jsonio import write_json
@@ -27,7 +28,8 @@ def recorded(tmp_path):
     it.write_meta(plan.index, plan.seed, plan.name, plan.cut.to_json(), cfg.to_json())
     it.write_result(IterationRecord(3, plan.seed, plan.name, Status.LOSS, "append", "drop-flush", "qdisk",
                                     plan.cut, acked=80, lost_acked=80,
-                                    violations=[Violation("lost", "records 0..79", "zero", 80, ranges=[(0, 79)])]))
+                                    violations=[Violation("lost", "records 0..79", "zero", 80, ranges=[(0, 79)])],
+                                    workload_error=WorkloadEnd(80, 1, "OSError: [Errno 5] Input/output error")))
     return it, plan
 
 
@@ -52,6 +54,8 @@ def test_rerun_uses_the_same_seed_and_cut_and_prints_both_verdicts(recorded, rel
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:3] == ["recorded", "LOSS", "acked=80"] and out[2].split() == ["on", "bookworm"]
     assert out[3].split()[:3] == ["rerun", "PASS", "acked=79"] and out[4].split() == ["on", release or "bookworm"]
+    assert out[1].endswith("; the workload ended before the cut (exit 1 after 80 acks): OSError: [Errno 5] "
+                           "Input/output error")
 
 
 def test_release_without_rerun_is_a_usage_error(recorded, capsys):
@@ -98,6 +102,7 @@ def test_reverify_brings_the_stack_up_as_the_run_did_unless_told(recorded, argv,
     assert cfg.reset.value == reset and not cfg.canary
     out = capsys.readouterr()
     assert "same verdict as recorded: yes" in out.out
+    assert "in the recorded crash run, the workload ended before the cut (exit 1 after 80 acks): OSError" in out.out
     assert ("the saved stack restored onto it" if reset == "snapshot" else
             "the fast verifier" if argv == ["--verify", "fast"] else "a cold-booted stack") in out.err
 
