@@ -31,7 +31,7 @@ from ..images import ImagePair, ImageStore, kernel
 from ..jsonio import without_paths, write_json
 from ..progress import Progress
 from ..vm import accel as accel_mod
-from ..vm.argv import Drive, MachineSpec, quote_optarg
+from ..vm.argv import Drive, MachineSpec, backing_child, quote_optarg
 from ..vm.disks import QEMU_BINARY, qemu_version
 from ..vm.lifecycle import Lifecycle
 from ..vm.machine import Machines, QemuMachine, launch_on_free_port
@@ -302,7 +302,8 @@ class XenStack(Lifecycle):
     def insert_blkdebug(self) -> str:
         """Put the disk under test's later blkdebug filter (a fault's, at its ``during`` point) under
         its format node over QMP; returns the filter's node name."""
-        cmds = self.dut.insert_blkdebug()
+        backing = backing_child(self.machine.qmp("x-debug-query-block-graph"), self.dut.format_node)
+        cmds = self.dut.insert_blkdebug(backing)
         for cmd, args in cmds:
             self.machine.qmp(cmd, **args)
         return str(cmds[0][1]["node-name"])

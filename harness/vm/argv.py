@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .accel import AccelChoice
 from .disks import QEMU_BINARY
@@ -17,6 +18,14 @@ from .disks import QEMU_BINARY
 def quote_optarg(value: str) -> str:
     """QEMU option values escape a comma by doubling it."""
     return value.replace(",", ",,")
+
+
+def backing_child(graph: dict[str, Any], node: str) -> str | None:
+    """The node name of ``node``'s backing child in ``x-debug-query-block-graph``'s reply (None:
+    it has none)."""
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    parent = next((i for i, name in names.items() if name == node), None)
+    return next((names[e["child"]] for e in graph["edges"] if e["parent"] == parent and e["name"] == "backing"), None)
 
 
 @dataclass(frozen=True)
@@ -36,17 +45,22 @@ class Drive:
     def format_node(self) -> str:
         return f"{self.node}-fmt" if self.write_log is not None else self.node
 
-    def insert_blkdebug(self) -> list[tuple[str, dict[str, object]]]:
+    def insert_blkdebug(self, backing: str | None = None) -> list[tuple[str, dict[str, object]]]:
         """The QMP commands that put ``later_blkdebug``'s filter between the format node and its
         file child of a running machine: a new blkdebug node over the child, then the format node
-        reopened onto it (its options are the ones ``args`` gave it, so nothing else changes)."""
+        reopened onto it with the options ``args`` gave it, so nothing else changes. A reopen
+        resets what it does not name: a qcow2 overlay's ``backing`` (the node QEMU opened from
+        the image's header, ``backing_child``) must be named."""
         assert self.later_blkdebug is not None
         child = f"{self.node}-dbg" if self.blkdebug is not None else f"{self.node}-file"
         node = f"{self.node}-dbg-later"
+        options: dict[str, object] = {"driver": self.fmt, "node-name": self.format_node, "file": node,
+                                      "read-only": self.readonly}
+        if backing is not None:
+            options["backing"] = backing
         return [("blockdev-add", {"driver": "blkdebug", "node-name": node, "config": str(self.later_blkdebug),
                                   "image": child}),
-                ("blockdev-reopen", {"options": [{"driver": self.fmt, "node-name": self.format_node, "file": node,
-                                                  "read-only": self.readonly}]})]
+                ("blockdev-reopen", {"options": [options]})]
 
     def args(self) -> list[str]:
         logged = self.write_log is not None

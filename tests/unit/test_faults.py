@@ -11,7 +11,7 @@ from harness.campaign.campaign import canary_config
 from harness.catalog import faults
 from harness.config import StackConfig, TortureConfig
 from harness.errors import ConfigError
-from harness.vm.argv import Drive
+from harness.vm.argv import Drive, backing_child
 
 
 def test_registry():
@@ -108,15 +108,23 @@ def test_flush_eio_during_inserts_its_filter_while_the_machine_runs(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU not installed")
-def test_the_filter_goes_in_on_a_running_qemu(tmp_path):
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_the_filter_goes_in_on_a_running_qemu(tmp_path, fmt):
+    """On a qcow2 overlay (a restored stack's disk under test) the reopen names the backing node,
+    which QEMU opened from the image's header: without it the reopen fails ("backing is missing")."""
     import asyncio
 
     from qemu.qmp.legacy import QEMUMonitorProtocol
     asyncio.set_event_loop(asyncio.new_event_loop())     # an earlier test may have closed the default one
-    img, conf, sock = tmp_path / "dut.img", tmp_path / "bd.conf", tmp_path / "qmp.sock"
-    img.write_bytes(b"\0" * (1 << 20))
+    img, conf, sock = tmp_path / f"dut.{fmt}", tmp_path / "bd.conf", tmp_path / "qmp.sock"
+    if fmt == "raw":
+        img.write_bytes(b"\0" * (1 << 20))
+    else:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "base.qcow2"), "1M"], check=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(tmp_path / "base.qcow2"), "-F", "qcow2",
+                        str(img)], check=True)
     conf.write_text(faults.get("flush-eio-during").outer_blkdebug)
-    drive = Drive("dut", img, "raw", later_blkdebug=conf)
+    drive = Drive("dut", img, fmt, later_blkdebug=conf)
     qemu = subprocess.Popen(["qemu-system-x86_64", "-machine", "q35", "-nodefaults", "-S", "-display", "none",
                              "-qmp", f"unix:{sock},server=on,wait=on", *drive.args()], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -127,9 +135,12 @@ def test_the_filter_goes_in_on_a_running_qemu(tmp_path):
                 break
             time.sleep(0.05)
         qmp.connect()
-        for cmd, args in drive.insert_blkdebug():
+        backing = backing_child(qmp.cmd("x-debug-query-block-graph"), "dut")
+        assert (backing is None) == (fmt == "raw")
+        for cmd, args in drive.insert_blkdebug(backing):
             assert qmp.cmd(cmd, **args) == {}
         nodes = {n["node-name"]: n for n in qmp.cmd("query-named-block-nodes", flat=True)}
+        assert backing_child(qmp.cmd("x-debug-query-block-graph"), "dut") == backing     # kept
         assert nodes["dut-dbg-later"]["drv"] == "blkdebug"
         assert nodes["dut"]["image"]["filename"].startswith(f"blkdebug:{conf}:")     # the format node reads through it
         qmp.close()
