@@ -44,6 +44,7 @@ class Kind(StrEnum):
 
 
 WRITE_THROUGH = "write through"
+DOMU_DUT = "xvdb"      # the disk under test in the domU, as its kernel names it
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Evidence:
     dom0_errors: int = 0            # dom0: I/O errors on its device of the disk under test
     log_flushes: int | None = None  # the write log's flush entries after the workload started (volatile)
     eatmydata: bool = False         # qdisk: the device model runs with libeatmydata (fdatasync a no-op)
+    domu_errors: int = 0            # domU: I/O errors on the disk under test (a failed flush passed up)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Evidence:
@@ -190,7 +192,13 @@ def attribute(g: Ledger) -> Attribution:
     acks = g.delta("acks") or 0
     if acks <= 0:
         return Attribution(Kind.UNKNOWN, None, "no durable op was acked: nothing to attribute")
-    if g.evidence.blkfront_failed or g.evidence.blkfront_disabled or _below_failed(g):
+    if g.evidence.blkfront_failed or g.evidence.blkfront_disabled:
+        return _masked(g, acks)
+    if _below_failed(g):
+        if g.evidence.domu_errors and g.end.domu_write_cache != WRITE_THROUGH:
+            return Attribution(Kind.NONE, None, "flush path intact: a flush failed below and the error reached "
+                               f"the guest ({'; '.join(_below_failed(g))}; the domU logged "
+                               f"{g.evidence.domu_errors} I/O error(s) on {DOMU_DUT}); blkfront masked none")
         return _masked(g, acks)
     d, v, o = (g.delta(n) or 0 for n in ("domu_flushes", "dom0_flushes", "outer_flushes"))
     ring = g.delta("backend_flushes")
@@ -266,5 +274,6 @@ def evidence(kmsg_domu: str, kmsg_dom0: str, dom0_dev: str) -> Evidence:
     """What the kernel logs of the crash run say about flushes (blkfront's masking, dom0's errors)."""
     return Evidence(blkfront_failed=kmsg_domu.count("empty flush op failed"),
                     blkfront_disabled="barrier or flush: disabled" in kmsg_domu,
+                    domu_errors=kmsg_domu.count(f"I/O error, dev {DOMU_DUT}"),
                     dom0_errors=sum(1 for line in kmsg_dom0.splitlines()
                                     if dom0_dev and "I/O error" in line and f"dev {dom0_dev}" in line))

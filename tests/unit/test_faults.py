@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,7 +117,8 @@ def test_the_filter_goes_in_on_a_running_qemu(tmp_path, fmt):
 
     from qemu.qmp.legacy import QEMUMonitorProtocol
     asyncio.set_event_loop(asyncio.new_event_loop())     # an earlier test may have closed the default one
-    img, conf, sock = tmp_path / f"dut.{fmt}", tmp_path / "bd.conf", tmp_path / "qmp.sock"
+    img, conf = tmp_path / f"dut.{fmt}", tmp_path / "bd.conf"
+    sock = Path(tempfile.mkdtemp(prefix="xdh-qmp-", dir="/tmp")) / "qmp.sock"     # AF_UNIX paths end at 108 bytes
     if fmt == "raw":
         img.write_bytes(b"\0" * (1 << 20))
     else:
@@ -147,3 +149,4 @@ def test_the_filter_goes_in_on_a_running_qemu(tmp_path, fmt):
     finally:
         qemu.kill()
         qemu.wait()
+        shutil.rmtree(sock.parent, ignore_errors=True)

@@ -57,6 +57,13 @@ CASES = {
     "flush-eio-6.12": (_ledger(domu_flushes=90, backend_flushes=6, backend_failed=1, dom0_flushes=45,
                                outer_flushes=56, outer_failed=1, ev=Evidence(blkfront_failed=1)),
                        Kind.MASK, Layer.BLKFRONT),
+    # a blkfront that passes the error up (examples/kernel/blkfront-flush-error.patch): no mask line,
+    # flushing stays on, the domU's block layer logs the failed flush: nothing died, the guest was told
+    "flush-eio-reported": (_ledger(backend_failed=1, outer_failed=1, ev=Evidence(dom0_errors=1, domu_errors=1)),
+                           Kind.NONE, None),
+    # failed below, and nothing in the domU says so: still a mask (the conservative reading)
+    "flush-eio-unseen": (_ledger(backend_failed=1, outer_failed=1, ev=Evidence(dom0_errors=1)),
+                         Kind.MASK, Layer.BLKFRONT),
     "flush-eio-phy": (_ledger("f_req", backend_failed=None, outer_failed=1, ev=Evidence(blkfront_failed=1)),
                       Kind.MASK, Layer.BLKFRONT),
     "backend-lies": (_ledger(backend_flushes=0, dom0_flushes=40, outer_flushes=50, ev=Evidence(eatmydata=True)),
@@ -137,7 +144,12 @@ def test_evidence_from_the_kernel_logs():
             "[  10.2] blkfront: xvdb: barrier or flush: disabled; persistent grants: enabled\n")
     dom0 = "[ 9.9] I/O error, dev vdc, sector 0 op 0x2:(FLUSH) flags 0x800\n[ 9.9] I/O error, dev vda, sector 8\n"
     ev = evidence(domu, dom0, "vdc")
-    assert (ev.blkfront_failed, ev.blkfront_disabled, ev.dom0_errors) == (1, True, 1)
+    assert (ev.blkfront_failed, ev.blkfront_disabled, ev.dom0_errors, ev.domu_errors) == (1, True, 1, 0)
+    # the patched blkfront (examples/kernel): the failed flush passed up, as 6.1.187-xdh-patched logged it
+    patched = ("[ 28.1] blkfront: xvdb: flush op failed: I/O error\n"
+               "[ 28.1] I/O error, dev xvdb, sector 0 op 0x1:(WRITE) flags 0x800 phys_seg 0 prio class 2\n")
+    ev = evidence(patched, dom0, "vdc")
+    assert (ev.blkfront_failed, ev.blkfront_disabled, ev.domu_errors) == (0, False, 1)
 
 
 def test_the_device_models_failed_fdatasyncs_are_counted():
