@@ -134,6 +134,9 @@ class FaultSteps:
         self._dom0_dut = ""
         self._done: set[faults.When] = set()
 
+    def ran(self, when: faults.When) -> bool:
+        return when in self._done
+
     def run(self, when: faults.When) -> None:
         """The steps of ``when``, once (a ``during`` step not run by the cut point runs before the cut)."""
         if when in self._done:
@@ -231,8 +234,13 @@ class CrashRun:
 
     def cut(self) -> None:
         """The power cut; with the volatile model it must not flush the disk (QemuMachine.cut_power).
-        A fault's ``during`` steps that no cut plan reached (a cut by hand) run first."""
-        self.steps.run(faults.When.DURING)
+        A fault's ``during`` steps that no cut plan reached (a cut by hand) run first; not after the
+        workload ended on its own (the fault would act on nothing and be reported as applied)."""
+        if self.ended is None:
+            self.steps.run(faults.When.DURING)
+        elif self.fault.acts_during() and not self.steps.ran(faults.When.DURING):
+            self.steps.applied.append("fault not reached: the workload ended before its during point")
+            self.say(f"fault {self.fault.name}: not reached (the workload ended before its during point)")
         self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0, self.steps.last_step)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
@@ -301,7 +309,11 @@ def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start:
             last_n, last_change = n, now
         if reader.ended.is_set() and reader.error is not None:
             raise reader.error
-        if reader.ended.is_set():
+        if reader.ended.is_set():        # the last acks may have come in since n was read
+            n = len(reader.acks)
+            if plan.mode == CutMode.ACKS and n >= (plan.after_acks or 0):
+                return None
+            stack.alive()                # a stream that ended with the machine is the machine's death
             return _ended_early(reader, n, output)
         if now - last_change > ack_timeout:
             raise WorkloadError(f"no ack from the workload for {ack_timeout:.0f} s (after {n} acks)")

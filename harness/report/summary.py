@@ -49,6 +49,9 @@ def table(summary: CampaignSummary) -> str:
                 f"{summary.acked_total} acked, {summary.lost_acked_total} acked writes lost; "
                 f"{summary.wall_seconds:.0f} s wall, "
                 + (f"{rate} iterations/hour" if rate else "no iterations ran"))
+    ended = sum(1 for it in summary.iterations if it.workload_error is not None)
+    rows += [f"the workload ended before the cut in {ended} of {len(summary.iterations)} iterations (their acks "
+             "judged as usual; how it ended is in each detail)"] if ended else []
     rows += [f"stopped early: {summary.shortfall}"] if summary.shortfall else []
     rows += [f"bad shard: {p.line()}" for p in summary.merge_problems]
     states = summary.crash_states_total

@@ -266,7 +266,12 @@ class Stream:
             self._buf += data
 
     def exit_status(self) -> int | None:
-        return self.chan.recv_exit_status() if self.chan.exit_status_ready() else None
+        """The command's exit status; None until it is known, and for a channel that closed
+        without one or a command killed by a signal (paramiko says -1 for both)."""
+        if not self.chan.exit_status_ready():
+            return None
+        status = self.chan.recv_exit_status()
+        return None if status < 0 else status
 
     def stderr_tail(self, limit: int = 2000) -> str:
         """What the command wrote to stderr so far (the end of it)."""

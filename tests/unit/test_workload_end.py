@@ -85,3 +85,56 @@ def test_a_channel_that_dies_without_an_exit_status_is_an_error(tmp_path, monkey
 ])
 def test_last_words_are_the_last_line_that_says_why(stderr, stdout, said):
     assert last_words(stderr, stdout) == said
+
+
+class _Chan:
+    def __init__(self, status: int):
+        self.status = status
+
+    def exit_status_ready(self) -> bool:
+        return True
+
+    def recv_exit_status(self) -> int:
+        return self.status
+
+
+@pytest.mark.parametrize(("paramiko_says", "status"), [(0, 0), (1, 1), (-1, None)])
+def test_a_channel_closed_without_a_status_has_none(paramiko_says, status):
+    """paramiko reports -1 for a channel that closed without an exit status (the guest died) and
+    for a command killed by a signal: neither is a workload that ended on its own."""
+    from harness.vm.ssh import Stream as SshStream
+    assert SshStream(_Chan(paramiko_says)).exit_status() == status
+
+
+def _crash_run(fault: str, ended: WorkloadEnd | None) -> tuple[run_mod.CrashRun, list[str]]:
+    """A CrashRun at its cut, with only what ``cut`` touches (no machine)."""
+    from harness.catalog import faults
+    calls: list[str] = []
+
+    class St:
+        def insert_blkdebug(self) -> str:
+            calls.append("insert")
+            return "dut-dbg-later"
+
+        def cut(self, how: str) -> None:
+            calls.append("cut")
+
+    class NoLedger:
+        def at_cut(self, *args: object) -> None:
+            pass
+
+    run = object.__new__(run_mod.CrashRun)
+    run.fault, run.stack, run.ended, run.reader, run.ledger = faults.get(fault), St(), ended, None, NoLedger()
+    run.steps = run_mod.FaultSteps(run.fault, run.stack, lambda m: None)
+    run.volatile, run.say, run.seconds, run._t_start = False, lambda m: None, {}, 0.0
+    return run, calls
+
+
+def test_a_during_fault_is_not_applied_after_the_workload_ended_on_its_own():
+    run, calls = _crash_run("flush-eio-during", WorkloadEnd(3, 1, "OSError"))
+    run.cut()
+    assert calls == ["cut"]
+    assert run.steps.applied == ["fault not reached: the workload ended before its during point"]
+    run, calls = _crash_run("flush-eio-during", None)      # a cut by hand before the point: it runs first
+    run.cut()
+    assert calls == ["insert", "cut"]
