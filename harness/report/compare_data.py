@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..crash.ledger import Attribution, Kind
+from ..crash.ledger import Attribution, Kind, attribute
 from ..errors import ConfigError
 from ..releases import DEFAULT_RELEASE
 from ..stats import percentile
 from ..status import Status
+from .records import IterationRecord
 from .rundir import RunDir
 
 
@@ -161,8 +162,15 @@ def _measured(row: CellRow, cell: RunDir) -> CellRow:
         wall_seconds=s.wall_seconds,
         sample_violation=next((v.line() for it in its for v in it.violations), ""),
         flush_per_op=_median_per_op([it.flush_per_op for it in its if it.flush_per_op]),
-        flush_blamed=_blamed([it.flush for it in its if it.flush is not None]),
+        flush_blamed=_blamed([b for it in its if (b := _attribution(cell, it)) is not None]),
     )
+
+
+def _attribution(cell: RunDir, it: IterationRecord) -> Attribution | None:
+    """Where the flush died, from the iteration's ledger (flushes.json) by today's rules, so a
+    report made later reads older runs as the current code would; else what the run recorded."""
+    ledger = cell.iteration_named(it.name).read_ledger_or_none()
+    return attribute(ledger) if ledger is not None else it.flush
 
 
 def _median_per_op(per_ops: list[dict[str, float | None]]) -> dict[str, float | None]:

@@ -72,6 +72,11 @@ CASES = {
                                      Sample(acks=80, domu_flushes=None, domu_write_cache=WB, backend_flushes=78,
                                             dom0_flushes=120, dom0_write_cache=WB, outer_flushes=131)),
                               Kind.NONE, None),
+    # trixie's qdisk-direct (QEMU 10 with linux-aio): the device model flushes with io_submit
+    # (IOCB_CMD_FDSYNC), not fdatasync(2), so that counter stays 0 while dom0's device gets them all
+    "clean-qdisk-direct-fdsync": (_ledger(backend_flushes=0, dom0_flushes=200), Kind.NONE, None),
+    "disk-lies-qdisk-direct-fdsync": (_ledger(backend_flushes=0, dom0_flushes=200, outer_no_flush=True,
+                                              ev=Evidence(log_flushes=0)), Kind.LIE, Layer.OUTER_DISK),
     "backend-lies-uncounted": (_ledger("", backend_flushes=None, dom0_flushes=40, outer_flushes=50,
                                        ev=Evidence(eatmydata=True)), Kind.LIE, Layer.BACKEND),
     "dom0-write-through": (_ledger(dom0_flushes=40, dom0_write_cache=WT, outer_flushes=50),
