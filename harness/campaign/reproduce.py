@@ -40,22 +40,18 @@ def load_plan(it: IterationDir) -> IterationPlan:
                          CutPlan.from_json(meta["cut"]))
 
 
-def _reset(plan: IterationPlan, reset: Reset | None) -> Reset:
-    """How a reboot verification brings the stack up: as the run did (its saved stack restored onto
-    the crash image, saved once if this machine has none; or a cold boot), unless ``reset`` says."""
-    return reset or plan.cfg.reset
-
-
 def reverify(it: IterationDir, path: VerifyPath, progress: Progress, store: ImageStore | None = None,
              reset: Reset | None = None) -> Reverified:
-    """Verify the iteration's kept crash image again by ``path`` into a new directory beside it."""
+    """Verify the iteration's kept crash image again by ``path`` into a new directory beside it. A
+    reboot brings the stack up as the run did (its saved stack restored onto the crash image, saved
+    once on a machine without it; or a cold boot), unless ``reset`` says."""
     plan = load_plan(it)
     image = it.crash_image()
     if image is None:
         raise ConfigError(f"no crash image in {it.path}",
                           hint="only failing iterations keep one; rerun with --keep-images, or use --rerun")
     out = it.path / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
-    how = _reset(plan, reset)
+    how = reset or plan.cfg.reset
     progress(f"re-verifying the crash image of {plan.name} ({_by(path, how)}; {out})")
     # the snapshot only for a reboot: the fast verifier needs none
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=path,
@@ -102,7 +98,7 @@ def reverify_state(it: IterationDir, name: str, paths: tuple[VerifyPath, ...], p
     image = build(writelog.parse(it.write_log), base, state, out / "crash.img")
     progress(f"rebuilt crash state {name} of {plan.name} ({len(state.positions)} log entries) in {image}")
     acks = it.read_acks()[:state.required]
-    how = _reset(plan, reset) if VerifyPath.REBOOT in paths else Reset.BOOT
+    how = (reset or plan.cfg.reset) if VerifyPath.REBOOT in paths else Reset.BOOT
     cfg = dataclasses.replace(plan.cfg, canary=False, verify=VerifyPath.FAST, reset=how)
     store = store or ImageStore()
     results = []

@@ -194,10 +194,11 @@ def attribute(g: Ledger) -> Attribution:
         return Attribution(Kind.UNKNOWN, None, "no durable op was acked: nothing to attribute")
     if g.evidence.blkfront_failed or g.evidence.blkfront_disabled:
         return _masked(g, acks)
-    if _below_failed(g):
+    below = _below_failed(g)
+    if below:
         if g.evidence.domu_errors and g.end.domu_write_cache != WRITE_THROUGH:
             return Attribution(Kind.NONE, None, "flush path intact: a flush failed below and the error reached "
-                               f"the guest ({'; '.join(_below_failed(g))}; the domU logged "
+                               f"the guest ({'; '.join(below)}; the domU logged "
                                f"{g.evidence.domu_errors} I/O error(s) on {DOMU_DUT}); blkfront masked none")
         return _masked(g, acks)
     d, v, o = (g.delta(n) or 0 for n in ("domu_flushes", "dom0_flushes", "outer_flushes"))

@@ -134,8 +134,15 @@ class FaultSteps:
         self._dom0_dut = ""
         self._done: set[faults.When] = set()
 
-    def ran(self, when: faults.When) -> bool:
-        return when in self._done
+    def not_reached(self, when: faults.When) -> None:
+        """The crash run ended before ``when`` (the workload stopped on its own): nothing is applied
+        after it, and the iteration says so if the fault acts there."""
+        if when in self._done:
+            return
+        self._done.add(when)
+        if self.fault.at(when) or when == self.fault.outer_blkdebug_at:
+            self.applied.append(f"fault not reached: the workload ended before its {when.value} point")
+            self.say(f"fault {self.fault.name}: not reached (the workload ended before its {when.value} point)")
 
     def run(self, when: faults.When) -> None:
         """The steps of ``when``, once (a ``during`` step not run by the cut point runs before the cut)."""
@@ -238,9 +245,8 @@ class CrashRun:
         workload ended on its own (the fault would act on nothing and be reported as applied)."""
         if self.ended is None:
             self.steps.run(faults.When.DURING)
-        elif self.fault.acts_during() and not self.steps.ran(faults.When.DURING):
-            self.steps.applied.append("fault not reached: the workload ended before its during point")
-            self.say(f"fault {self.fault.name}: not reached (the workload ended before its during point)")
+        else:
+            self.steps.not_reached(faults.When.DURING)
         self.ledger.at_cut(len(self.reader.acks) if self.reader is not None else 0, self.steps.last_step)
         self.cut_t = time.time()
         self.stack.cut("sigkill" if self.volatile else "kill")
@@ -276,6 +282,13 @@ def run_until_cut(cfg: TortureConfig, seed: int, plan: CutPlan, paths: CrashPath
     return outcome
 
 
+def _reached(plan: CutPlan, acks: int, seconds: float) -> bool:
+    """Whether the planned cut point is reached after ``acks`` acks and ``seconds`` of workload."""
+    if plan.mode == CutMode.ACKS:
+        return acks >= (plan.after_acks or 0)
+    return seconds >= (plan.after_seconds or 0)
+
+
 def _ended_early(reader: AckReader, n: int, output: Path) -> WorkloadEnd:
     """The workload's output ended before the cut: a program that exited after acking is judged on
     its acks (WorkloadEnd); one that never acked, or a channel that died without an exit status, is
@@ -301,9 +314,7 @@ def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start:
                                    else now - t_start >= during[0] * (plan.after_seconds or 0)):
             during[1]()
             during = None
-        if plan.mode == CutMode.ACKS and n >= (plan.after_acks or 0):
-            return None
-        if plan.mode == CutMode.TIME and now - t_start >= (plan.after_seconds or 0):
+        if _reached(plan, n, now - t_start):
             return None
         if n != last_n:
             last_n, last_change = n, now
@@ -311,7 +322,7 @@ def _wait_for_cut(reader: AckReader, plan: CutPlan, ack_timeout: float, t_start:
             raise reader.error
         if reader.ended.is_set():        # the last acks may have come in since n was read
             n = len(reader.acks)
-            if plan.mode == CutMode.ACKS and n >= (plan.after_acks or 0):
+            if _reached(plan, n, time.monotonic() - t_start):
                 return None
             stack.alive()                # a stream that ended with the machine is the machine's death
             return _ended_early(reader, n, output)

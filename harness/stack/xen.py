@@ -303,10 +303,9 @@ class XenStack(Lifecycle):
         """Put the disk under test's later blkdebug filter (a fault's, at its ``during`` point) under
         its format node over QMP; returns the filter's node name."""
         backing = backing_child(self.machine.qmp("x-debug-query-block-graph"), self.dut.format_node)
-        cmds = self.dut.insert_blkdebug(backing)
-        for cmd, args in cmds:
+        for cmd, args in self.dut.insert_blkdebug(backing):
             self.machine.qmp(cmd, **args)
-        return str(cmds[0][1]["node-name"])
+        return self.dut.later_node
 
     def save(self, state: Path) -> tuple[float, dict[str, Any]]:
         """Save the running stack (snapshot): drop guest caches, close SSH, write the machine

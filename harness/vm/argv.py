@@ -45,6 +45,16 @@ class Drive:
     def format_node(self) -> str:
         return f"{self.node}-fmt" if self.write_log is not None else self.node
 
+    @property
+    def format_child(self) -> str:
+        """The node under the format node as ``args`` builds it: the boot-time blkdebug, or the file."""
+        return f"{self.node}-dbg" if self.blkdebug is not None else f"{self.node}-file"
+
+    @property
+    def later_node(self) -> str:
+        """The node name of ``later_blkdebug``'s filter once inserted."""
+        return f"{self.node}-dbg-later"
+
     def insert_blkdebug(self, backing: str | None = None) -> list[tuple[str, dict[str, object]]]:
         """The QMP commands that put ``later_blkdebug``'s filter between the format node and its
         file child of a running machine: a new blkdebug node over the child, then the format node
@@ -52,14 +62,12 @@ class Drive:
         resets what it does not name: a qcow2 overlay's ``backing`` (the node QEMU opened from
         the image's header, ``backing_child``) must be named."""
         assert self.later_blkdebug is not None
-        child = f"{self.node}-dbg" if self.blkdebug is not None else f"{self.node}-file"
-        node = f"{self.node}-dbg-later"
-        options: dict[str, object] = {"driver": self.fmt, "node-name": self.format_node, "file": node,
+        options: dict[str, object] = {"driver": self.fmt, "node-name": self.format_node, "file": self.later_node,
                                       "read-only": self.readonly}
         if backing is not None:
             options["backing"] = backing
-        return [("blockdev-add", {"driver": "blkdebug", "node-name": node, "config": str(self.later_blkdebug),
-                                  "image": child}),
+        return [("blockdev-add", {"driver": "blkdebug", "node-name": self.later_node,
+                                  "config": str(self.later_blkdebug), "image": self.format_child}),
                 ("blockdev-reopen", {"options": [options]})]
 
     def args(self) -> list[str]:
@@ -69,13 +77,11 @@ class Drive:
         file_no_flush = "on" if self.no_flush and not logged else "off"
         file_node = f"file,node-name={self.node}-file,filename={quote_optarg(str(self.path))}"
         args = ["-blockdev", "driver=" + file_node + f",cache.direct=off,cache.no-flush={file_no_flush}"]
-        child = f"{self.node}-file"
         if self.blkdebug is not None:
-            args += ["-blockdev", f"driver=blkdebug,node-name={self.node}-dbg,"
-                                  f"config={quote_optarg(str(self.blkdebug))},image={child}"]
-            child = f"{self.node}-dbg"
+            args += ["-blockdev", f"driver=blkdebug,node-name={self.format_child},"
+                                  f"config={quote_optarg(str(self.blkdebug))},image={self.node}-file"]
         fmt_name = self.format_node
-        fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={child},"
+        fmt_node = (f"driver={self.fmt},node-name={fmt_name},file={self.format_child},"
                     f"read-only={'on' if self.readonly else 'off'}")
         args += ["-blockdev", fmt_node]
         if logged:
