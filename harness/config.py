@@ -128,6 +128,9 @@ class StackConfig:
         return asdict(self)
 
 
+MAX_EXHAUSTIVE_K = 12      # 4094 subsets of one epoch
+
+
 @dataclass(frozen=True)
 class TortureConfig:
     """One campaign. Every random choice derives from ``seed``."""
@@ -152,6 +155,10 @@ class TortureConfig:
     disk_cache_auto: bool = False   # the model was the backend's own (auto): chosen again for another backend
     crash_subsets: int = 3      # volatile: random subsets of each epoch's unflushed writes (crash.states)
     flush_points: int = -1      # volatile: flush states per iteration (-1: every flush of the workload)
+    exhaustive_k: int = 4       # volatile: every subset of an epoch of at most K writes (crash.states)
+    atomic_write: int = 0       # volatile: bytes a disk writes atomically; larger writes may tear (0: none tear)
+    states_budget: int = 0      # volatile: distinct states verified per iteration, flush states first (0: all)
+    resident_verify: bool = True    # a manifest's verify-many mode where it has one (off: a process per state)
     verify: VerifyPath = VerifyPath.AUTO
     jobs: int = 1               # lanes, each with its own stack and fast verifier (campaign.run_lanes)
     time_budget: float = 0.0    # seconds; no iteration starts that would not end in time (campaign.budget); 0: none
@@ -217,6 +224,15 @@ class TortureConfig:
         if self.flush_points < -1:
             raise ConfigError(f"--flush-points {self.flush_points}: must be -1 (all) or more",
                               hint="use N >= 0, or -1 for every flush point")
+        if not 0 <= self.exhaustive_k <= MAX_EXHAUSTIVE_K:
+            raise ConfigError(f"--exhaustive-k {self.exhaustive_k}: must be 0..{MAX_EXHAUSTIVE_K}",
+                              hint=f"an epoch of K writes has 2**K - 2 subsets; use K <= {MAX_EXHAUSTIVE_K}")
+        a = self.atomic_write
+        if a and (a < 512 or a & (a - 1) or a > 1 << 20):
+            raise ConfigError(f"--atomic-write {a}: must be 0 or a power of two from 512 to 1048576",
+                              hint="use the disk's atomic write unit, e.g. --atomic-write 4096")
+        if self.states_budget < 0:
+            raise ConfigError(f"--states-budget {self.states_budget}: must be 0 (all) or more", hint="use N >= 0")
         if not 1 <= self.jobs <= 64:
             raise ConfigError(f"--jobs {self.jobs}: must be 1..64", hint="use about one lane per two cores")
         if self.time_budget < 0:

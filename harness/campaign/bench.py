@@ -3,10 +3,14 @@
   - ``baseline``: a full boot per crash run, a full reboot per verification (one state each);
   - ``fast``: snapshot reset and the fast verifier (one state each: the crash image);
   - ``states``: the fast path with the volatile disk-cache model: every flush of the write log
-    a crash state, plus subsets of each epoch, deduplicated, verified in one batch per run.
+    a crash state, plus subsets of each epoch, deduplicated, verified in one batch per run;
+  - ``states-process`` (not a default): ``states`` with a manifest workload's verify started
+    once per crash state, even where it has a resident verify-many mode.
 
-Prints, per mode, iterations per hour and distinct verified crash states per hour, and the
-ratios (fast over baseline, states over fast); writes bench.json and bench.md.
+Prints, per mode, iterations per hour and distinct verified crash states per hour, where a
+crash state's time goes in the verifier (apply, snapshot, mount, verify, umount), and the
+ratios (fast over baseline, states over fast, states over states-process); writes bench.json
+and bench.md.
 
 Rates are over the campaign's wall time minus its one-time setup (saving a snapshot,
 starting the verifier): a campaign overlaps the crash run of one iteration with the
@@ -35,7 +39,10 @@ MODES: dict[str, tuple[Reset, VerifyPath, DiskCache]] = {
     "baseline": (Reset.BOOT, VerifyPath.REBOOT, DiskCache.NONE),
     "fast": (Reset.SNAPSHOT, VerifyPath.FAST, DiskCache.NONE),
     "states": (Reset.SNAPSHOT, VerifyPath.FAST, DiskCache.VOLATILE),
+    "states-process": (Reset.SNAPSHOT, VerifyPath.FAST, DiskCache.VOLATILE),
 }
+PROCESS_PER_STATE = {"states-process"}       # modes without the resident verify
+PHASES = ("apply", "snapshot", "mount", "verify", "umount")
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class BenchConfig:
             raise ConfigError("no bench mode given", hint="use --modes baseline,fast,states")
         for m in self.modes:
             if m not in MODES:
-                raise ConfigError(f"unknown bench mode {m!r}", hint="use baseline, fast and/or states")
+                raise ConfigError(f"unknown bench mode {m!r}", hint="use " + ", ".join(MODES))
         for m in self.modes:
             self.torture(m).validate()
 
@@ -64,7 +71,7 @@ class BenchConfig:
         reset, verify, cache = MODES[mode]
         return TortureConfig(workload=self.workload, fault=self.fault, iterations=self.iterations, seed=self.seed,
                              cut_acks=self.cut_acks, canary=False, stack=self.stack, reset=reset, verify=verify,
-                             disk_cache=cache, jobs=self.jobs)
+                             disk_cache=cache, jobs=self.jobs, resident_verify=mode not in PROCESS_PER_STATE)
 
 
 def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
@@ -74,6 +81,11 @@ def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
     setup = sum(summary.setup_seconds.values())
     steady = max(wall - setup, 1e-9)
     states = sum(i.crash_states for i in verified)
+    in_guest: dict[str, float] = {}
+    for i in verified:
+        for k, v in (i.depth.phase_seconds if i.depth else {}).items():
+            in_guest[k] = in_guest.get(k, 0.0) + v
+    batched = sum(i.crash_states - 1 for i in verified if i.depth)      # the batch's states (not the cut)
     phases: dict[str, float] = {}
     for i in its:
         for k, v in i.seconds.items():
@@ -91,6 +103,8 @@ def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
         "phase_mean_seconds": {k: round(v / len(its), 1) for k, v in phases.items()} if its else {},
         "iterations_per_hour": round(len(its) * 3600 / steady, 1) if its else 0.0,
         "verified_states_per_hour": round(states * 3600 / steady, 1),
+        "state_ms": {k: round(v * 1000 / batched, 1) for k, v in sorted(in_guest.items())} if batched else {},
+        "verify": sorted({i.depth.verify for i in verified if i.depth}),
         "iterations_per_hour_incl_setup": round(len(its) * 3600 / wall, 1) if wall else 0.0,
         "verified_states_per_hour_incl_setup": round(states * 3600 / wall, 1) if wall else 0.0,
     }
@@ -103,7 +117,7 @@ def _ratio(a: float, b: float) -> float | None:
 def ratios(figs: dict[str, Any]) -> dict[str, Any]:
     """fast over baseline (iterations per hour), states over fast (verified states per hour)."""
     out: dict[str, Any] = {}
-    b, f, s = figs.get("baseline"), figs.get("fast"), figs.get("states")
+    b, f, s, sp = figs.get("baseline"), figs.get("fast"), figs.get("states"), figs.get("states-process")
     if b and f:
         out["fast/baseline"] = {"steady": _ratio(f["iterations_per_hour"], b["iterations_per_hour"]),
                                 "incl_setup": _ratio(f["iterations_per_hour_incl_setup"],
@@ -112,6 +126,12 @@ def ratios(figs: dict[str, Any]) -> dict[str, Any]:
         out["states/fast"] = {"steady": _ratio(s["verified_states_per_hour"], f["verified_states_per_hour"]),
                               "incl_setup": _ratio(s["verified_states_per_hour_incl_setup"],
                                                    f["verified_states_per_hour_incl_setup"])}
+    if s and sp:
+        ms = sum(s["state_ms"].values())
+        out["states/states-process"] = {"steady": _ratio(s["verified_states_per_hour"], sp["verified_states_per_hour"]),
+                                        "incl_setup": _ratio(s["verified_states_per_hour_incl_setup"],
+                                                             sp["verified_states_per_hour_incl_setup"]),
+                                        "per_state": _ratio(sum(sp["state_ms"].values()), ms) if ms else None}
     return out
 
 
@@ -124,10 +144,18 @@ def table(result: dict[str, Any]) -> str:
                     f"{f['seconds_per_iteration']:7.1f} {f['iterations_per_hour']:7.0f} {f['states_verified']:7d} "
                     f"{f['verified_states_per_hour']:9.0f} {f['verified_states_per_hour_incl_setup']:21.0f}  "
                     + " ".join(f["statuses"]))
-    what = {"fast/baseline": "iterations per hour", "states/fast": "distinct verified crash states per hour"}
+    for mode, f in result["modes"].items():
+        if f.get("state_ms"):
+            ms = f["state_ms"]
+            rows.append(f"{mode}: one crash state in the verifier {sum(ms.values()):.0f} ms = "
+                        + " + ".join(f"{k} {ms[k]:.0f}" for k in (*PHASES, *sorted(set(ms) - set(PHASES))) if k in ms)
+                        + f" (verify: {', '.join(f['verify'])})")
+    what = {"fast/baseline": "iterations per hour", "states/fast": "distinct verified crash states per hour",
+            "states/states-process": "distinct verified crash states per hour (resident verify over a process "
+                                     "per state)"}
     for name, r in result.get("ratio", {}).items():
         rows.append(f"ratio {name}: {r['steady']}x {what[name]} (steady state), {r['incl_setup']}x including "
-                    "one-time setup")
+                    "one-time setup" + (f"; {r['per_state']}x per state in the verifier" if r.get("per_state") else ""))
     if result.get("same_verdicts") is not None:
         rows.append(f"same verdict per seed in every mode: {'yes' if result['same_verdicts'] else 'NO'}")
     return "\n".join(rows)

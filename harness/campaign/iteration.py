@@ -191,4 +191,4 @@ def build_record(plan: IterationPlan, it: IterationDir, outcome: CrashOutcome | 
         states_generated=checked.states_generated if checked else 1, states=checked.states if checked else [],
         release=cfg.stack.release, flush=attribute(outcome.ledger) if outcome and outcome.ledger else None,
         flush_per_op=outcome.ledger.per_op() if outcome and outcome.ledger else {},
-        workload_error=outcome.ended if outcome else None)
+        workload_error=outcome.ended if outcome else None, depth=checked.depth if checked else None)

@@ -65,7 +65,8 @@ def strings(where: str, data: dict[str, Any], key: str, pattern: re.Pattern[str]
 def flag(where: str, data: dict[str, Any], key: str, default: bool) -> bool:
     value = data.get(key, default)
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false")
+        raise ConfigError(f"{where}: {key} must be true or false",
+                          hint=f"write {key} = true or {key} = false, a TOML boolean without quotes")
     return value
 
 

@@ -1,7 +1,8 @@
 """Workloads, host side: what runs in the domU, how it is set up and verified, and which oracle
 model judges it. The built-in ones are a registry over guests/xdh-workload; your own come from a
-manifest (``load``): a program with the same ``setup``/``run``/``verify`` modes and ack lines,
-copied into the guest at run time. See docs/workloads.md for the contract."""
+manifest (``load``): a program with the same ``setup``/``run``/``verify`` modes and ack lines
+(and, with ``verify_many``, a resident ``verify-many``), copied into the guest at run time.
+See docs/workloads.md for the contract."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class Workload:
     given: tuple[tuple[str, str], ...] = ()  # a manifest's [params]
     source: str = ""                         # manifest workloads: the program file on the host
     manifest: str = ""                       # ... and the manifest itself
+    verify_many: bool = False                # its program has a verify-many mode: one process per batch
 
     @property
     def program(self) -> str:
@@ -115,7 +117,7 @@ WORKLOADS: Registry[Workload] = Registry("workload", (
     Workload("sqlite", "one-row transactions, journal WAL (synchronous=FULL) or DELETE (synchronous=EXTRA)",
              options=("journal",)),
 ))
-MANIFEST_KEYS = {"name", "summary", "program", "model", "needs_fs", "setup", "packages", "params"}
+MANIFEST_KEYS = {"name", "summary", "program", "model", "needs_fs", "setup", "packages", "params", "verify_many"}
 
 
 def get(name: str) -> Workload:
@@ -133,6 +135,7 @@ def load(path_text: str) -> Workload:
                     needs_fs=manifest.flag(where, data, "needs_fs", True),
                     model=manifest.choice(where, data, "model", MODELS),
                     setup=manifest.flag(where, data, "setup", False),
+                    verify_many=manifest.flag(where, data, "verify_many", False),
                     packages=manifest.strings(where, data, "packages", manifest.PACKAGE),
                     given=manifest.params(where, data), source=str(prog), manifest=str(path))
 

@@ -175,6 +175,8 @@ def _torture_config(args: Args) -> TortureConfig:
                         ledger=not args.no_ledger, sync=args.sync, journal=args.journal, reset=args.reset,
                         verify=args.verify,
                         disk_cache=args.disk_cache, crash_subsets=args.crash_subsets, flush_points=args.flush_points,
+                        exhaustive_k=args.exhaustive_k, atomic_write=args.atomic_write,
+                        states_budget=args.states_budget, resident_verify=not args.no_resident_verify,
                         jobs=args.jobs, expect=args.expect, time_budget=args.time_budget, stack=stack_config(args))
     cfg.validate()
     return cfg.resolved()

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from ..campaign.bench import BenchConfig
 from ..campaign.compare import CompareConfig
 from ..catalog import backends
-from ..config import Accel, StackConfig, TortureConfig, choices
+from ..config import MAX_EXHAUSTIVE_K, Accel, StackConfig, TortureConfig, choices
 from ..crash.plan import PER_IMAGE_FLUSH_POINTS
 from ..releases import DEFAULT_RELEASE, RELEASES
 from ..status import ExitCode
@@ -107,6 +107,24 @@ def state_options(g: Group, cfg: type[TortureConfig | CompareConfig]) -> None:
                    help="volatile: flush states per iteration, each with the acks it must hold; -1 for every "
                         "flush of the workload (default %(default)s; batched in the fast verifier; a reboot or "
                         f"qdisk-qcow2 verifies {PER_IMAGE_FLUSH_POINTS} unless given)")
+
+
+def depth_options(g: Group, cfg: type[TortureConfig]) -> None:
+    """How deep and how fast the volatile model's crash states go (torture only)."""
+    g.add_argument("--exhaustive-k", type=at_least(0), default=cfg.exhaustive_k, metavar="K",
+                   help="volatile: every subset of an epoch (the writes between two flushes) of at most K writes, "
+                        f"seeded --crash-subsets samples above (default %(default)s, at most {MAX_EXHAUSTIVE_K}; "
+                        "0: samples only)")
+    g.add_argument("--atomic-write", type=at_least(0), default=cfg.atomic_write, metavar="BYTES",
+                   help="volatile: the disk writes BYTES atomically (e.g. 4096); a larger write may be torn at the "
+                        "cut, and seeded torn states (flush-P~K) apply some of its units (default %(default)s: "
+                        "writes are whole)")
+    g.add_argument("--states-budget", type=at_least(0), default=cfg.states_budget, metavar="N",
+                   help="volatile: verify at most N distinct crash states per iteration: every flush state first, "
+                        "then seeded subsets; the rest are counted as skipped (default %(default)s: all)")
+    g.add_argument("--no-resident-verify", action="store_true",
+                   help="start a manifest workload's verify once per crash state even if it has a verify-many mode "
+                        "(to measure what the resident mode saves)")
 
 
 class Version(argparse.Action):

@@ -215,6 +215,7 @@ def _torture(sub: Sub) -> None:
                         "hold, seeded subsets of each epoch's writes; built and verified in one batch in the fast "
                         "verifier (default %(default)s)")
     o.state_options(d, TORTURE)
+    o.depth_options(d, TORTURE)
     _speed(t)
     o.stack_options(t)
     t.set_defaults(func=c.cmd_torture)
@@ -286,7 +287,9 @@ def _bench(sub: Sub) -> None:
                     type=named_or_file(faults.FAULTS.names(), "fault"), help="fault (default %(default)s)")
     o.sample_options(bn, BENCH, "campaign seed, the same for every mode (default %(default)s)")
     bn.add_argument("--modes", type=comma_list, default=BENCH.modes, metavar="LIST",
-                    help="comma-separated: baseline, fast, states (default " + ",".join(BENCH.modes) + ")")
+                    help="comma-separated: baseline, fast, states, states-process (states with a manifest "
+                         "workload's verify started per crash state, to measure its resident verify-many mode; "
+                         "default " + ",".join(BENCH.modes) + ")")
     bn.add_argument("--jobs", type=at_least(1), default=BENCH.jobs, metavar="N",
                     help="lanes per campaign, as in torture (default %(default)s)")
     o.run_dir(bn, "bench")

@@ -47,6 +47,7 @@ def describe_workload(w: Workload) -> str:
     where = "a filesystem at /mnt/dut" if w.needs_fs else "the raw /dev/xvdb"
     return (f"workload {w.name}: program {w.program}, model {w.model}, params {params}, packages "
             f"{', '.join(w.packages) or '-'}; on {where}{', with setup' if w.setup else ''}"
+            f"{', verify-many' if w.verify_many else ''}"
             + (f' ("{w.summary}")' if w.summary else ""))
 
 
@@ -94,6 +95,8 @@ class CampaignPlan:
         points = space.flush_points(cfg)
         return {"disk_cache": "volatile", "flush_points": "every flush of the write log" if points < 0
                 else f"{points} sampled flush states (and the last)", "crash_subsets": cfg.crash_subsets,
+                "exhaustive_k": cfg.exhaustive_k, "atomic_write": cfg.atomic_write or None,
+                "states_budget": cfg.states_budget or None,
                 "verified": "in one batch in the fast verifier" if space.states_batched(cfg)
                 else "one image at a time", "states": "the crash image at the cut, then the disk at each flush "
                 "point with the acks it must hold, and seeded subsets of each epoch's unflushed writes"}
@@ -156,7 +159,10 @@ def render(plan: CampaignPlan, run_dir: Path) -> str:
                    f"must be caught; verified {_verified(c.cfg)}")
     out += [f"  {p.name:9} seed {p.seed:<17} cut after {p.cut.describe()}" for p in plan.iterations]
     st = plan.states()
-    model = (f"volatile: {st['states']}; {st['flush_points']}, {st['crash_subsets']} subsets per epoch, "
+    depth = (f"every subset of epochs of up to {cfg.exhaustive_k} writes, " if cfg.exhaustive_k else "") + \
+        (f"torn writes at {cfg.atomic_write} bytes, " if cfg.atomic_write else "") + \
+        (f"at most {cfg.states_budget} distinct states per iteration, " if cfg.states_budget else "")
+    model = (f"volatile: {st['states']}; {st['flush_points']}, {st['crash_subsets']} subsets per epoch, {depth}"
              f"verified {st['verified']}" if cfg.disk_cache == DiskCache.VOLATILE else f"none: {st['states']}")
     probe = run_dir
     while not probe.exists() and probe != probe.parent:

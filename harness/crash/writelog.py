@@ -27,6 +27,7 @@ exist at a cut: they are read too, up to the first empty slot.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +167,25 @@ def apply(log: WriteLog, image: Path, positions: list[int]) -> int:
                 dst.write(chunk)
                 remaining -= len(chunk)
             written += e.data_len
+    return written
+
+
+def apply_pieces(log: WriteLog, image: Path, pieces: Sequence[tuple[int, int, int]]) -> int:
+    """Write parts of entries into a raw ``image``: (entry position, first log sector in the
+    entry, sectors), a torn write's units that reached the disk; returns bytes written."""
+    ss, written = log.sectorsize, 0
+    with open(log.path, "rb") as src, open(image, "r+b") as dst:
+        for i, first, n in pieces:
+            e = log.entries[i]
+            if not e.is_write or first < 0 or first + n > e.nr_sectors:
+                raise LogError(f"{log.path}: entry {i} has no sectors {first}..{first + n - 1} to apply")
+            src.seek(e.data_offset + first * ss)
+            data = src.read(n * ss)
+            if len(data) != n * ss:
+                raise LogError(f"{log.path}: short data for entry {i}")
+            dst.seek((e.sector + first) * ss)
+            dst.write(data)
+            written += len(data)
     return written
 
 

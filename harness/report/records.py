@@ -9,11 +9,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import DiskCache, Reset, VerifyPath
+from ..crash.coverage import Coverage
 from ..crash.ended import WorkloadEnd
 from ..crash.ledger import Attribution, Kind
 from ..crash.plan import CutPlan
 from ..status import ExitCode, Expect, Status, campaign_exit
 from ..verify.oracle import Violation
+from ..verify.tightness import Slack
 
 MAX_STORED_VIOLATIONS = 5     # per crash state in a record (all of them: states/states.json)
 
@@ -44,6 +46,27 @@ class StateRecord:
         data = _known(cls, d)
         data["violations"] = [Violation.from_json(v) for v in d.get("violations", [])]
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class StatesDepth:
+    """The volatile model's crash states of one iteration in depth: how much of the space was
+    covered (and what a budget skipped), how tight the oracle was, and where the batch's time
+    went in the verifier (seconds summed over the states, by phase)."""
+
+    coverage: Coverage = field(default_factory=Coverage)
+    slack: Slack = field(default_factory=Slack)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    verify: str = ""            # how the workload's verify ran: in-process, resident, or a process per state
+
+    def to_json(self) -> dict[str, Any]:
+        return {"coverage": self.coverage.to_json(), "slack": self.slack.to_json(),
+                "phase_seconds": self.phase_seconds, "verify": self.verify}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StatesDepth:
+        return cls(Coverage.from_json(d.get("coverage", {})), Slack.from_json(d.get("slack", {})),
+                   dict(d.get("phase_seconds", {})), d.get("verify", ""))
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,7 @@ class IterationRecord:
     flush: Attribution | None = None    # where the flush died, by the ledger (flushes.json), if one was kept
     flush_per_op: dict[str, float | None] = field(default_factory=dict)   # flushes per durable op per layer
     workload_error: WorkloadEnd | None = None   # the workload ended before the cut; its acks were judged
+    depth: StatesDepth | None = None    # volatile: coverage, the oracle's slack, the batch's time by phase
 
     @property
     def total_seconds(self) -> float:
@@ -103,6 +127,7 @@ class IterationRecord:
         d["cut"] = self.cut.to_json()
         d["violations"] = [v.to_json() for v in self.violations]
         d["states"] = [s.to_json() for s in self.states]
+        d["depth"] = self.depth.to_json() if self.depth else None
         return d
 
     @classmethod
@@ -121,6 +146,8 @@ class IterationRecord:
             data["flush"] = Attribution.from_json(data["flush"])
         if data.get("workload_error"):
             data["workload_error"] = WorkloadEnd.from_json(data["workload_error"])
+        if data.get("depth"):
+            data["depth"] = StatesDepth.from_json(data["depth"])
         return cls(**data)
 
 

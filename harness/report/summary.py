@@ -59,11 +59,47 @@ def table(summary: CampaignSummary) -> str:
         per_hour = round(states * 3600 / summary.wall_seconds) if summary.wall_seconds else 0
         rows.append(f"crash states verified: {states} distinct of {summary.states_generated_total} judged (the cuts, "
                     f"plus every flush state of the volatile disk-cache model); {per_hour} per hour of wall time")
+    rows += depth_lines(summary.iterations)
     if summary.disk_cache:
         rows.append(f"disk cache model: {summary.disk_cache}")
     if summary.canary:
         rows.append(f"canary (drop-flush on append): {canary_said(summary.canary)}")
     return "\n".join(rows)
+
+
+def depth_lines(iterations: list[IterationRecord]) -> list[str]:
+    """The volatile model's depth over the iterations that reached verdicts: coverage, torn and
+    skipped states, the oracle's slack, and one state's time in the verifier by phase."""
+    ds = [i.depth for i in iterations if i.depth is not None and i.status in (Status.PASS, Status.LOSS)]
+    if not ds:
+        return []
+    cov = [d.coverage for d in ds]
+    choice = sum(c.choice_epochs for c in cov)
+    mean = sum(c.mean_fraction * c.choice_epochs for c in cov) / choice if choice else 1.0
+    rows = [f"crash-state coverage: {sum(c.epochs for c in cov)} epochs, {choice} with writes to choose from, every "
+            f"subset in {sum(c.exhaustive_epochs for c in cov)} (mean fraction of the subset space "
+            f"{mean:.3f}, largest epoch {max(c.largest_epoch for c in cov)} writes); {sum(c.subsets for c in cov)} "
+            f"subset states, {sum(c.torn for c in cov)} torn-write states"
+            + (f"; {sum(c.skipped for c in cov)} distinct states skipped over --states-budget"
+               if any(c.skipped for c in cov) else "")]
+    slack = [d.slack for d in ds if d.slack.states]
+    if slack:
+        n = sum(x.states for x in slack)
+        rows.append(f"oracle slack in {n} passing flush states: {sum(x.tight for x in slack)} tight; acks found but "
+                    f"not required: median {max(x.acks_median for x in slack):g} (largest iteration median), max "
+                    f"{max(x.acks_max for x in slack)}; in flushes: median {max(x.flushes_median for x in slack):g}, "
+                    f"max {max(x.flushes_max for x in slack)}")
+    phases: dict[str, float] = {}
+    for d in ds:
+        for k, v in d.phase_seconds.items():
+            phases[k] = phases.get(k, 0.0) + v
+    batched = sum(i.crash_states - 1 for i in iterations if i.depth is not None and i.status in (Status.PASS,
+                                                                                                   Status.LOSS))
+    if phases and batched:
+        rows.append(f"one crash state in the verifier: {sum(phases.values()) * 1000 / batched:.0f} ms ("
+                    + ", ".join(f"{k} {v * 1000 / batched:.0f}" for k, v in phases.items())
+                    + f"; verify {', '.join(sorted({d.verify for d in ds}))})")
+    return rows
 
 
 def canary_said(canary: IterationRecord) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,12 @@ class LogView:
 
 @dataclass(frozen=True)
 class StateJob:
-    """One state to build: every entry up to position ``upto``, plus ``extra``."""
+    """One state to build: every entry up to position ``upto``, plus ``extra``, plus the
+    ``torn`` parts (entry position, first log sector in it, sectors) of one write."""
 
     upto: int
     extra: tuple[int, ...] = ()
+    torn: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,29 +50,36 @@ class StateResult:
     index: int                  # into the jobs given
     report: dict[str, Any]
     seconds: float              # in the guest: build, mount, verify, unmount
+    phases: dict[str, float] = field(default_factory=dict)   # those seconds by phase (xdh-replay's Phases)
 
 
 def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[StateJob], job: VerifyJob,
-                  out_dir: Path, idle_timeout: float = 300.0) -> Iterator[StateResult]:
+                  out_dir: Path, idle_timeout: float = 300.0, resident: bool = True) -> Iterator[StateResult]:
     """Yield each state's verify report as the guest finishes it (in the order of ``jobs``,
-    which must be sorted by ``upto``)."""
+    which must be sorted by ``upto``). ``resident``: a manifest workload with ``verify_many``
+    runs one ``verify-many`` process for the batch (False: a ``verify`` process per state)."""
     if job.layout != "raw":
         raise VerifyError(f"batched verification reads raw disks, not {job.layout}")
     if not jobs:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    last = max(j.upto if not j.extra else max(j.upto, *j.extra) for j in jobs)
+    last = max(max((j.upto, *j.extra, *(p[0] for p in j.torn))) for j in jobs)
     # a verifier that is gone (stopped by xdh as the run ends, or dead) fails the batch saying so
     with (explained(fv), fv.plugged(base, out_dir, "base") as base_dev,
           fv.plugged(log.path, out_dir, "log") as log_dev):
         assert fv.shell is not None
         plan = {"base": base_dev, "log": log_dev, "sectorsize": log.sectorsize, "entries": log.entries[:last + 1],
-                "states": [{"id": n, "upto": j.upto, "extra": list(j.extra)} for n, j in enumerate(jobs)],
+                "states": [{"id": n, "upto": j.upto, "extra": list(j.extra), "torn": [list(p) for p in j.torn]}
+                           for n, j in enumerate(jobs)],
                 "verify_argv": [] if job.workload.source else job.workload.argv("verify", job.seed, job.params)[1:],
                 "needs_fs": job.workload.needs_fs}
-        if job.workload.source:   # a manifest workload: its own verify program, run per state
+        if job.workload.source:   # a manifest workload: its own verify program, resident or run per state
             install_program(fv.shell, job.workload)
-            plan["verify_command"] = job.workload.argv("verify", job.seed, job.params | {"device": "{device}"})
+            if job.workload.verify_many and resident:
+                device = {} if job.workload.needs_fs else {"device": "{device}"}
+                plan["verify_many_command"] = job.workload.argv("verify-many", job.seed, job.params | device)
+            else:
+                plan["verify_command"] = job.workload.argv("verify", job.seed, job.params | {"device": "{device}"})
         fv.shell.put_bytes(json.dumps(plan).encode(), PLAN)
         stream = fv.shell.stream([PROGRAM, PLAN])
         got = 0
@@ -83,7 +92,7 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
                 if "verify_error" in d["report"]:
                     raise VerifyError(f"the workload's verify failed on crash state {d['id']}: "
                                       f"{d['report']['verify_error']}")
-                yield StateResult(d["id"], d["report"], d["seconds"])
+                yield StateResult(d["id"], d["report"], d["seconds"], d.get("phases", {}))
             if got < len(jobs):
                 if fv.machine is not None:
                     fv.machine.check_alive()       # a dead verifier says so, with its console

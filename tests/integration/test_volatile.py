@@ -45,12 +45,17 @@ def _states(summary, it) -> dict:
     return json.loads(Path(summary["run_dir"], "iterations", it["name"], "states", "states.json").read_text())
 
 
+TORN = Path(__file__).resolve().parent / "workloads" / "torn-record" / "workload.toml"
+KV = Path(__file__).resolve().parents[2] / "examples" / "kvstore" / "workload.toml"
+
+
 @pytest.fixture(scope="module")
 def clean(images, tmp_path_factory):
-    """A clean iteration, every flush point checked; the images kept for the tamper test (the
-    verifier's reuse across iterations is test_torture's positive control's)."""
+    """A clean iteration, every flush point checked, every subset of the small epochs, torn writes
+    at 4 KiB; the images kept for the tamper test (the verifier's reuse across iterations is
+    test_torture's positive control's)."""
     return _campaign(tmp_path_factory.mktemp("volatile"), "neg", workload="append", fault="none",
-                     disk_cache="volatile", keep_images=True)
+                     disk_cache="volatile", keep_images=True, atomic_write=4096)
 
 
 def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
@@ -59,7 +64,7 @@ def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
     for it in s["iterations"]:
         st = _states(s, it)
         log = st["log"]
-        flush_states = [x for x in st["states"] if "+" not in x["name"]]
+        flush_states = [x for x in st["states"] if "+" not in x["name"] and "~" not in x["name"]]
         # one state per flush of the workload (each fsync flushes at least once), plus the one before it
         assert len(flush_states) > it["acked"] and flush_states[0]["name"].startswith("flush-")
         assert log["generated"] == len(st["states"]) and log["distinct"] <= log["generated"]
@@ -68,6 +73,14 @@ def test_every_flush_is_a_state_and_a_clean_stack_passes_them_all(clean):
         required = [x["recipe"]["required"] for x in flush_states]
         assert required == sorted(required) and required[0] == 0 and required[-1] == it["acked"]
         assert any(0 < r < it["acked"] for r in required)      # earlier flushes require earlier acks
+        depth = it["depth"]
+        cov, slack = depth["coverage"], depth["slack"]
+        print(f"{it['name']}: coverage {cov}; slack {slack}; phases {depth['phase_seconds']}")
+        assert cov["torn"] == sum("~" in x["name"] for x in st["states"]) > 0     # torn at 4 KiB: all passed
+        assert cov["exhaustive_epochs"] > 0 and cov["subsets"] == sum("+" in x["name"] for x in st["states"])
+        assert slack["states"] == len(flush_states) and slack["acks_max"] >= slack["acks_median"] >= 0
+        assert {"apply", "snapshot", "mount", "verify", "umount"} <= set(depth["phase_seconds"])
+        assert depth["verify"] == "in-process"
 
 
 def test_the_ledger_agrees_with_independent_counts(clean):
@@ -91,11 +104,38 @@ def test_the_ledger_agrees_with_independent_counts(clean):
 def test_other_workloads_batch_every_flush_state_and_pass_clean(workload, images, tmp_path):
     """sqlite's verify opens a database (closed before the unmount, in the same process); direct
     verifies the raw snapshot device: both in the batch, every state judged."""
-    s = _campaign(tmp_path, workload, workload=workload, fault="none", disk_cache="volatile", cut_acks=(10, 25))
+    s = _campaign(tmp_path, workload, workload=workload, fault="none", disk_cache="volatile", cut_acks=(10, 25),
+                  atomic_write=4096)
     assert s["counts"]["pass"] == 1, _table(s)
     it = s["iterations"][0]
     st = _states(s, it)
     assert it["crash_states"] == 1 + st["log"]["distinct"] > it["acked"] and all(x["ok"] for x in st["states"])
+    assert it["depth"]["coverage"]["torn"] > 0      # and every torn state passed: no false alarm
+
+
+def test_a_torn_write_is_caught_only_by_a_torn_state(images, tmp_path):
+    """Positive control of --atomic-write: an 8 KiB record overwritten in place (checksummed) on a
+    disk that writes 4 KiB atomically. Every whole-write state of the run passes (the model without
+    torn writes cannot see it); a state with one unit of the overwrite must lose the acked version."""
+    s = _campaign(tmp_path, "torn", workload=str(TORN), fault="none", disk_cache="volatile", atomic_write=4096,
+                  cut_acks=(10, 20))
+    assert s["counts"]["loss"] == 1, _table(s)
+    st = _states(s, s["iterations"][0])
+    failing = [x for x in st["states"] if not x["ok"]]
+    assert failing and all("~" in x["name"] for x in failing), [x["name"] for x in failing]
+    assert all(x["ok"] for x in st["states"] if "~" not in x["name"])
+    assert {v["kind"] for x in failing for v in x["violations"]} <= {"corrupt", "missing"}
+
+
+def test_your_workload_s_resident_verify_checks_every_state(images, tmp_path):
+    """The key-value example's verify-many mode: started once for the batch, one state per line,
+    every flush state (and torn ones) judged: a clean stack passes them all."""
+    s = _campaign(tmp_path, "kv", workload=str(KV), fault="none", disk_cache="volatile", cut_acks=(10, 25),
+                  atomic_write=4096)
+    assert s["counts"]["pass"] == 1, _table(s)
+    it = s["iterations"][0]
+    assert it["depth"]["verify"] == "resident" and it["crash_states"] > it["acked"]
+    assert all(x["ok"] for x in _states(s, it)["states"])
 
 
 def test_a_state_missing_the_workload_writes_fails_at_its_flush(clean, images, tmp_path):

@@ -133,7 +133,7 @@ def test_check_prints_one_line_per_manifest(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and ": ok: " in lines[0]
     assert lines[1] == f"{bad}: error: workload manifest {bad}: unknown keys ['modle'] (allowed: model, name, " \
-                       "needs_fs, packages, params, program, setup, summary)"
+                       "needs_fs, packages, params, program, setup, summary, verify_many)"
     assert lines[2].startswith(f"{tmp_path / 'none.toml'}: error: workload manifest") and "not found" in lines[2]
 
 

@@ -68,6 +68,7 @@ def test_packages_make_another_domu_image():
     ('model = "set"\npackages = ["Bad Name"]\n', "packages has bad entries"),
     ('model = "set"\n[params]\nx = [1]\n', "must be a name with a scalar value"),
     ('model = "set"\nneeds_fs = "yes"\n', "needs_fs must be true or false"),
+    ('model = "set"\nverify_many = "yes"\n', "verify_many must be true or false"),
 ])
 def test_bad_manifests_say_what_is_wrong(tmp_path, body, error):
     path = _workload(tmp_path, body, name="bad")
@@ -75,6 +76,19 @@ def test_bad_manifests_say_what_is_wrong(tmp_path, body, error):
     path.write_text(text)
     with pytest.raises(ConfigError, match=error):
         workloads.load(str(path))
+
+
+def test_verify_many_is_a_flag_of_the_manifest(tmp_path):
+    """Off unless the manifest says so (a verify process per crash state); the examples have it."""
+    from harness import paths
+    assert not workloads.load(str(_workload(tmp_path, 'model = "set"\n', "one"))).verify_many
+    assert workloads.load(str(_workload(tmp_path, 'model = "set"\nverify_many = true\n', "many"))).verify_many
+    for example in ("kvstore", "postgres"):
+        assert workloads.load(str(paths.EXAMPLES_DIR / example / "workload.toml")).verify_many
+    with pytest.raises(ConfigError) as err:
+        workloads.load(str(_workload(tmp_path, 'model = "set"\nverify_many = 1\n', "bad")))
+    assert err.value.oneline().endswith(": verify_many must be true or false (write verify_many = true or "
+                                        "verify_many = false, a TOML boolean without quotes)")
 
 
 # --- the generic oracle models: positive and negative controls --------------------------
