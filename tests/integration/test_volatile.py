@@ -170,6 +170,35 @@ def test_a_state_missing_the_workload_writes_fails_at_its_flush(clean, images, t
     assert not reports["gutted"].ok and reports["gutted"].lost_acked == mid.required
 
 
+def test_a_state_verified_in_a_batch_reads_as_it_does_alone(clean, images, tmp_path):
+    """No state leaks into the next: the batch empties one snapshot per state (a new table, its
+    cached pages dropped) instead of making a device per state. States of every kind (flush,
+    subset, torn) verified one after another in one batch report exactly what each reports alone."""
+    it_rec = clean["iterations"][0]
+    it = IterationDir(Path(clean["run_dir"], "iterations", it_rec["name"]))
+    log = writelog.parse(it.write_log)
+    start = json.loads((it.path / "cut.json").read_text())["workload_start_entry"]
+    plan = plan_states(log, load_acks(it.acks), 1, 3, -1, start, 4, 4096)
+    picked = [plan.distinct[0], next(s for s in plan.distinct if "~" in s.name),
+              next(s for s in reversed(plan.distinct) if "+" in s.name), plan.distinct[-1]]
+    picked.sort(key=lambda s: s.flush)
+    job = VerifyJob(workloads.get("append"), it.read_meta()["seed"], {"record_size": 512, "sync": "fsync"})
+    base = tmp_path / "base.img"
+    recorded_base = _states(clean, it_rec)["log"]["base"]
+    if recorded_base == "blank":
+        make_dut(base, StackConfig().dut_size_mib)
+    else:
+        base = Path(recorded_base)
+    view = LogView(log.path, log.sectorsize, log.rows())
+    jobs = [StateJob(s.flush, s.extra, s.torn) for s in picked]
+    with FastVerifier(tmp_path / "verifier", images.pair().domu, images) as fv:
+        together = [r.report for r in verify_states(fv, base, view, jobs, job, tmp_path / "batch")]
+        alone = [next(iter(verify_states(fv, base, view, [j], job, tmp_path / f"alone{n}"))).report
+                 for n, j in enumerate(jobs)]
+    assert together == alone, [s.name for s in picked]
+    assert len({json.dumps(r, sort_keys=True) for r in alone}) > 1      # different states, different reports
+
+
 def test_a_lying_disk_is_caught_only_with_the_volatile_model_and_its_state_reproduces(images, tmp_path):
     plain = _campaign(tmp_path, "plain", workload="append", fault="disk-lies", disk_cache="none")
     assert plain["counts"]["pass"] == 1, _table(plain)      # the host kept every write: invisible

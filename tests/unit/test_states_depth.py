@@ -127,3 +127,37 @@ def test_the_most_recent_required_ack_is_caught_and_later_ones_are_slack(tmp_pat
     found = found_prefix(lambda k: judge("append", acks[:k], report).ok, st.required, len(acks))
     bounds = st_mod.ack_bounds(log, acks)
     assert (found - st.required, flush_lag(log.flushes(), st.flush, bounds[found - 1])) == (1, 1)
+
+
+def _depth_summary(phases: dict[str, float], verify: str, states: int = 101):
+    from harness.config import CutMode
+    from harness.crash.coverage import Coverage
+    from harness.crash.plan import CutPlan
+    from harness.report.records import CampaignSummary, IterationRecord, StatesDepth
+    from harness.status import Status
+    depth = StatesDepth(Coverage(10, 6, 5, 0.9, 0.4, 7, 20, 4, 9, 0), Slack.of([(0, 0), (1, 1), (3, 2)]), phases,
+                        verify)
+    it = IterationRecord(index=0, seed=1, name="iter-0000", status=Status.PASS, workload="append", fault="none",
+                         backend="qdisk", cut=CutPlan(CutMode.ACKS, 20), seconds={"total": 100.0},
+                         crash_states=states, states_generated=states + 20, depth=depth)
+    return CampaignSummary.make("run", {}, 1, None, [it], 100.0)
+
+
+def test_depth_goes_to_disk_and_back_and_into_summary_and_bench():
+    from harness.campaign import bench
+    from harness.report.records import CampaignSummary
+    from harness.report.summary import depth_lines
+    s = _depth_summary({"apply": 1.0, "snapshot": 2.0, "mount": 4.0, "verify": 3.0, "umount": 1.0}, "in-process")
+    again = CampaignSummary.from_json(s.to_json())
+    assert again.iterations[0].depth == s.iterations[0].depth
+    lines = "\n".join(depth_lines(again.iterations))
+    assert "6 with writes to choose from, every subset in 5" in lines and "4 torn-write states" in lines
+    assert "oracle slack in 3 passing flush states: 1 tight" in lines and "max 3; in flushes" in lines
+    assert "one crash state in the verifier: 110 ms (apply 10, snapshot 20, mount 40, verify 30, umount 10" in lines
+    fast = bench.mode_figures(s, wall=100.0)
+    slow = bench.mode_figures(_depth_summary({"apply": 1.0, "verify": 43.0}, "process per state"), wall=100.0)
+    assert fast["state_ms"]["mount"] == 40.0 and fast["verify"] == ["in-process"]
+    r = bench.ratios({"states": fast, "states-process": slow})
+    assert r["states/states-process"]["per_state"] == 4.0
+    assert "one crash state in the verifier 110 ms = apply 10 + snapshot 20 + mount 40 + verify 30 + umount 10" in \
+        bench.table({"modes": {"states": fast, "states-process": slow}, "ratio": r})
