@@ -276,5 +276,6 @@ class TortureConfig:
         for key in ("cut_acks", "cut_seconds", "shard"):
             if key in d:
                 d[key] = tuple(d[key])
+        d.setdefault("exhaustive_k", 0)     # recorded before --exhaustive-k: every epoch was sampled
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -47,6 +47,7 @@ STATE_S = 0.13                    # one crash state in the batch (fast verifier,
 PER_IMAGE_STATE_S = 3.0           # one crash state built on the host and hot-plugged alone (qdisk-qcow2)
 STATES_PER_ACK = 475 / 110        # the volatile model: 475 states for a mean of 110 acks (append, 3 subsets)
 FLUSH_STATES_PER_ACK = 2          # each fsync: ext4's journal write, then its commit
+TORN_FACTOR = 222 / 137           # --atomic-write 4096 on append: 85 torn states beside 137 others
 ONCE_S = {"snapshot": 90.0, "verifier": 30.0}   # saved once per configuration / domU image, then cached
 
 
@@ -69,10 +70,12 @@ def iteration_seconds(cfg: TortureConfig, cut: CutPlan) -> float:
     paths = (VerifyPath.FAST, VerifyPath.REBOOT) if mode == VerifyPath.BOTH else (mode,)
     seconds = CRASH_RUN_S[cfg.reset] + workload + sum(VERIFY_S[p] for p in paths)
     if cfg.disk_cache == DiskCache.VOLATILE:
-        states = STATES_PER_ACK * acks * (1 + cfg.crash_subsets) / 4
+        states = STATES_PER_ACK * acks * (1 + cfg.crash_subsets) / 4 * (TORN_FACTOR if cfg.atomic_write else 1)
         points = flush_points(cfg)
         if 0 <= points < FLUSH_STATES_PER_ACK * acks:
             states *= (points + 1) / (FLUSH_STATES_PER_ACK * acks)
+        if cfg.states_budget:
+            states = min(states, cfg.states_budget)
         per = STATE_S if states_batched(cfg) else (VERIFY_S[paths[0]] if paths[0] == VerifyPath.REBOOT
                                                       else PER_IMAGE_STATE_S)
         seconds += states * per
