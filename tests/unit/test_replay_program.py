@@ -36,6 +36,19 @@ def test_dm_ioctl_structures_have_the_kernel_sizes():
     assert replay._ioc(replay.DM_DEV_CREATE) == 0xC138FD03                  # DM_DEV_CREATE as dmsetup issues it
 
 
+def guest_build(guest_log, base, st, out) -> bytes:
+    """A crash state as ``xdh-replay`` builds it (its ``Log``), on a copy of ``base``."""
+    out.write_bytes(base.read_bytes())
+    fd = os.open(out, os.O_RDWR)
+    try:
+        guest_log.apply(fd, range(st.flush + 1))
+        guest_log.apply(fd, st.extra)
+        guest_log.apply_pieces(fd, [list(p) for p in st.torn])
+    finally:
+        os.close(fd)
+    return out.read_bytes()
+
+
 def test_the_guest_applies_a_log_like_the_host_builder(tmp_path):
     replay = _load("xdh-replay")
     p = tmp_path / "log.bin"
@@ -45,19 +58,10 @@ def test_the_guest_applies_a_log_like_the_host_builder(tmp_path):
     log = writelog.parse(p)
     base = tmp_path / "base.img"
     base.write_bytes(b"\xee" * 64 * SS)
-    entries = log.rows()
-    guest_log = replay.Log(str(p), SS, entries)
+    guest_log = replay.Log(str(p), SS, log.rows())
     for st in states.plan_states(log, [], 4, 3, -1).states:
         host = states.build(log, base, st, tmp_path / "host.img").read_bytes()
-        guest = tmp_path / "guest.img"
-        guest.write_bytes(base.read_bytes())
-        fd = os.open(guest, os.O_RDWR)
-        try:
-            guest_log.apply(fd, range(st.flush + 1))
-            guest_log.apply(fd, st.extra)
-        finally:
-            os.close(fd)
-        assert guest.read_bytes() == host, st.name
+        assert guest_build(guest_log, base, st, tmp_path / "guest.img") == host, st.name
 
 
 def test_the_guest_runs_the_workloads_own_verify(tmp_path):

@@ -4,8 +4,6 @@ the coverage figures, and the oracle's slack with its positive control."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from harness.catalog.workloads import Ack
@@ -14,7 +12,7 @@ from harness.crash import writelog as wl
 from harness.verify.oracle import judge
 from harness.verify.tightness import Slack, flush_lag, found_prefix
 
-from .test_replay_program import _load
+from .test_replay_program import _load, guest_build
 
 SS = 512
 
@@ -70,16 +68,7 @@ def test_torn_states_apply_part_of_one_write_alike_on_host_and_guest(tmp_path):
         got = img[e.sector * SS:(e.sector + e.nr_sectors) * SS]
         new = bytes([got[first * SS]]) * SS
         assert new != b"\xee" * SS and got.count(new * 8) == sum(p[2] for p in st.torn) // 8   # whole units only
-        guest = tmp_path / "guest.img"
-        guest.write_bytes(base.read_bytes())
-        fd = os.open(guest, os.O_RDWR)
-        try:
-            guest_log.apply(fd, range(st.flush + 1))
-            guest_log.apply(fd, st.extra)
-            guest_log.apply_pieces(fd, [list(p) for p in st.torn])
-        finally:
-            os.close(fd)
-        assert guest.read_bytes() == img, st.name
+        assert guest_build(guest_log, base, st, tmp_path / "guest.img") == img, st.name
         assert st_mod.CrashState.from_recipe(st.recipe()) == st
     keys = {s.key for s in plan.states}
     assert len(keys) == len(plan.distinct)        # a torn state's key is its content's
