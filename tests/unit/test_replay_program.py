@@ -184,3 +184,26 @@ def test_kv_fsyncs_verify_many_reports_as_its_verify_does(tmp_path, replay, monk
         got.append(resident(_state(n)))
     resident.close()
     assert got == expected and resident.proc.returncode == 0
+
+
+def test_create_fsyncs_verify_many_reports_as_its_verify_does(tmp_path, replay, monkeypatch):
+    cf = _load("create-fsync", "examples/createfile")
+    seed, prog = 4, str(ROOT / "examples" / "createfile" / "create-fsync")
+    dirs = {"empty": {}, "two": {0: True, 1: True}, "torn": {0: True, 1: True, 2: False}}
+    for name, files in dirs.items():
+        (tmp_path / name).mkdir()
+        for n, whole in files.items():
+            data = cf.content(seed, n, 3000)
+            (tmp_path / name / f"f{n}").write_bytes(data if whole else data[:1])
+    expected = [json.loads(subprocess.run([sys.executable, prog, "verify", "--seed", str(seed), "--dir",
+                                           str(tmp_path / name)], capture_output=True, check=True).stdout)
+                for name in dirs]
+    assert [(e["present"], e["corrupt"]) for e in expected] == [([], []), (["f0", "f1"], []),
+                                                                (["f0", "f1"], ["f2"])]
+    resident = replay.Resident([prog, "verify-many", "--seed", str(seed), "--dir", "/mnt/dut"], True)
+    got = []
+    for n, name in enumerate(dirs):
+        monkeypatch.setattr(replay, "MOUNT", str(tmp_path / name))
+        got.append(resident(_state(n)))
+    resident.close()
+    assert got == expected and resident.proc.returncode == 0
