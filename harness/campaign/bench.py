@@ -30,7 +30,7 @@ from ..config import DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError
 from ..images import ImageStore
 from ..progress import Progress
-from ..report.records import CampaignSummary
+from ..report.records import CampaignSummary, in_order
 from ..report.rundir import RunDir
 from ..status import Status
 from .campaign import run_campaign
@@ -42,7 +42,6 @@ MODES: dict[str, tuple[Reset, VerifyPath, DiskCache]] = {
     "states-process": (Reset.SNAPSHOT, VerifyPath.FAST, DiskCache.VOLATILE),
 }
 PROCESS_PER_STATE = {"states-process"}       # modes without the resident verify
-PHASES = ("apply", "snapshot", "mount", "verify", "umount")
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ def table(result: dict[str, Any]) -> str:
         if f.get("state_ms"):
             ms = f["state_ms"]
             rows.append(f"{mode}: one crash state in the verifier {sum(ms.values()):.0f} ms = "
-                        + " + ".join(f"{k} {ms[k]:.0f}" for k in (*PHASES, *sorted(set(ms) - set(PHASES))) if k in ms)
+                        + " + ".join(f"{k} {v:.0f}" for k, v in in_order(ms))
                         + f" (verify: {', '.join(f['verify'])})")
     what = {"fast/baseline": "iterations per hour", "states/fast": "distinct verified crash states per hour",
             "states/states-process": "distinct verified crash states per hour (resident verify over a process "

@@ -48,6 +48,14 @@ class StateRecord:
         return cls(**data)
 
 
+PHASES = ("apply", "snapshot", "mount", "verify", "umount")     # a crash state's steps in the verifier, in order
+
+
+def in_order(phases: dict[str, float]) -> list[tuple[str, float]]:
+    """A state's phases in the order they run (any unknown one after)."""
+    return sorted(phases.items(), key=lambda kv: (PHASES.index(kv[0]) if kv[0] in PHASES else len(PHASES), kv[0]))
+
+
 @dataclass(frozen=True)
 class StatesDepth:
     """The volatile model's crash states of one iteration in depth: how much of the space was

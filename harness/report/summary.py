@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..jsonio import read_json, utc_stamp
 from ..status import ExitCode, Expect, Status, expected
 from . import page
-from .records import CampaignSummary, IterationRecord
+from .records import CampaignSummary, IterationRecord, in_order
 from .rundir import IterationDir, RunDir, ensure_dir
 from .shards import Shard, check
 
@@ -97,7 +97,7 @@ def depth_lines(iterations: list[IterationRecord]) -> list[str]:
                                                                                                    Status.LOSS))
     if phases and batched:
         rows.append(f"one crash state in the verifier: {sum(phases.values()) * 1000 / batched:.0f} ms ("
-                    + ", ".join(f"{k} {v * 1000 / batched:.0f}" for k, v in phases.items())
+                    + ", ".join(f"{k} {v * 1000 / batched:.0f}" for k, v in in_order(phases))
                     + f"; verify {', '.join(sorted({d.verify for d in ds}))})")
     return rows
 
