@@ -114,11 +114,13 @@ def test_other_workloads_batch_every_flush_state_and_pass_clean(workload, images
 def test_a_torn_write_is_caught_only_by_a_torn_state(images, tmp_path):
     """Positive control of --atomic-write: an 8 KiB record overwritten in place (checksummed) on a
     disk that writes 4 KiB atomically. Every whole-write state of the run passes (the model without
-    torn writes cannot see it); a state with one unit of the overwrite must lose the acked version."""
+    torn writes cannot see it); a state with one unit of the overwrite must lose the acked version.
+    Its verify is resident (verify-many on the raw device: one request line per state)."""
     s = _campaign(tmp_path, "torn", workload=str(TORN), fault="none", disk_cache="volatile", atomic_write=4096,
                   cut_acks=(10, 20))
     assert s["counts"]["loss"] == 1, _table(s)
     st = _states(s, s["iterations"][0])
+    assert s["iterations"][0]["depth"]["verify"] == "resident"
     failing = [x for x in st["states"] if not x["ok"]]
     assert failing and all("~" in x["name"] for x in failing), [x["name"] for x in failing]
     assert all(x["ok"] for x in st["states"] if "~" not in x["name"])
