@@ -207,3 +207,23 @@ def test_create_fsyncs_verify_many_reports_as_its_verify_does(tmp_path, replay, 
         got.append(resident(_state(n)))
     resident.close()
     assert got == expected and resident.proc.returncode == 0
+
+
+def test_the_torn_record_control_tells_a_torn_record_from_a_whole_one(tmp_path, replay):
+    """The integration test's torn-write workload (tests/integration/workloads/torn-record), on
+    files standing in for the raw device: whole versions read back, a record with one 4 KiB unit
+    of the next version on it does not; its verify-many answers as its verify does."""
+    tr = _load("torn-record", "tests/integration/workloads/torn-record")
+    disks = {"blank": b"", "v3": tr.record(3), "torn": tr.record(3)[:4096] + tr.record(2)[4096:]}
+    for name, rec in disks.items():
+        with open(tmp_path / name, "wb") as f:
+            f.truncate(tr.OFFSET + tr.SIZE)
+            f.seek(tr.OFFSET)
+            f.write(rec)
+    expected = [tr.verify(str(tmp_path / name)) for name in disks]
+    assert [e["value"] for e in expected] == [None, 3, None] and "torn" in expected[2]["error"]
+    prog = str(ROOT / "tests/integration/workloads/torn-record/torn-record")
+    resident = replay.Resident([prog, "verify-many", "--seed", "1", "--device", "{device}"], False)
+    got = [resident(_state(n, str(tmp_path / name))) for n, name in enumerate(disks)]
+    resident.close()
+    assert got == expected and resident.proc.returncode == 0
