@@ -135,11 +135,11 @@ def ratios(figs: dict[str, Any]) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [f"{'mode':9} {'iters':>5} {'wall s':>7} {'setup s':>8} {'s/iter':>7} {'iter/h':>7} {'states':>7} "
+    rows = [f"{'mode':14} {'iters':>5} {'wall s':>7} {'setup s':>8} {'s/iter':>7} {'iter/h':>7} {'states':>7} "
             f"{'states/h':>9} {'states/h incl. setup':>21}  verdicts"]
     for mode, f in result["modes"].items():
         setup = sum(f["setup_seconds"].values())
-        rows.append(f"{mode:9} {f['iterations']:5d} {f['wall_seconds']:7.0f} {setup:8.0f} "
+        rows.append(f"{mode:14} {f['iterations']:5d} {f['wall_seconds']:7.0f} {setup:8.0f} "
                     f"{f['seconds_per_iteration']:7.1f} {f['iterations_per_hour']:7.0f} {f['states_verified']:7d} "
                     f"{f['verified_states_per_hour']:9.0f} {f['verified_states_per_hour_incl_setup']:21.0f}  "
                     + " ".join(f["statuses"]))
