@@ -37,7 +37,7 @@ from typing import Any
 from ..catalog.workloads import Ack
 from ..vm.disks import copy_raw
 from .coverage import Coverage
-from .writelog import DISCARD, WriteLog, apply, apply_pieces
+from .writelog import DISCARD, Entry, WriteLog, apply, apply_pieces
 
 MOD = 1 << 128
 Piece = tuple[int, int, int]     # a torn write's part on the disk: (entry position, first log sector in it, sectors)
@@ -176,15 +176,22 @@ def _subsets(epoch: list[int], rng: random.Random, samples: int, exhaustive_k: i
     return out
 
 
+def _overlap(a: Entry, b: Entry) -> bool:
+    return a.sector < b.sector + b.nr_sectors and b.sector < a.sector + a.nr_sectors
+
+
 def _torn(log: WriteLog, epoch: list[int], rng: random.Random, samples: int,
           atomic: int) -> list[tuple[tuple[int, ...], tuple[Piece, ...]]]:
-    """Seeded torn states of an epoch: a subset of its other writes whole, and a non-empty proper
-    subset of the units of one write that spans several (repeats dropped)."""
+    """Seeded torn states of an epoch: a subset of its other writes whole (none that comes later
+    over the same sectors), and a non-empty proper subset of the units of one write that spans
+    several (repeats dropped)."""
     tearable = {i: u for i in epoch if len(u := units(log, i, atomic)) > 1}
     out: list[tuple[tuple[int, ...], tuple[Piece, ...]]] = []
     for _ in range(samples if tearable else 0):
         w = rng.choice(sorted(tearable))
-        others = [i for i in epoch if i != w]
+        # whole: writes before it, or after it elsewhere on the disk. The pieces go on last (keys,
+        # host, guest), which is log order only if no later write covers the same sectors.
+        others = [i for i in epoch if i < w or (i > w and not _overlap(log.entries[i], log.entries[w]))]
         whole = tuple(sorted(rng.sample(others, rng.randint(0, len(others)))))
         us = tearable[w]
         part = sorted(rng.sample(range(len(us)), rng.randint(1, len(us) - 1)))
@@ -257,8 +264,9 @@ def within_budget(plan: StatePlan, budget: int, seed: int) -> StatePlan:
     if budget <= 0 or len(plan.distinct) <= budget:
         return plan
     rng = random.Random(f"xdh-statesbudget:{seed}")
-    flush = [s for s in plan.distinct if s.is_flush_state]
-    rest = [s for s in plan.distinct if not s.is_flush_state]
+    at_flush = {s.key for s in plan.states if s.is_flush_state}      # a subset may share a flush state's content
+    flush = [s for s in plan.distinct if s.key in at_flush]
+    rest = [s for s in plan.distinct if s.key not in at_flush]
     if len(flush) >= budget:
         step = len(flush) / budget
         keep = {flush[min(len(flush) - 1, round((k + 1) * step) - 1)].key for k in range(budget)}

@@ -23,6 +23,7 @@ from .guest import VerifyJob
 
 PLAN = "/tmp/xdh-replay-plan.json"
 PROGRAM = "xdh-replay"
+PROGRAM_VERIFY_S = 900.0    # xdh-replay's limit for a manifest's verify (a process, or one verify-many answer)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
             else:
                 plan["verify_command"] = job.workload.argv("verify", job.seed, job.params | {"device": "{device}"})
         fv.shell.put_bytes(json.dumps(plan).encode(), PLAN)
+        if job.workload.source:   # the guest's own limit on the program says why first, with its stderr
+            idle_timeout = max(idle_timeout, PROGRAM_VERIFY_S + 60)
         stream = fv.shell.stream([PROGRAM, PLAN])
         got = 0
         try:

@@ -150,3 +150,31 @@ def test_depth_goes_to_disk_and_back_and_into_summary_and_bench():
     assert r["states/states-process"]["per_state"] == 4.0
     assert "one crash state in the verifier 110 ms = apply 10 + snapshot 20 + mount 40 + verify 30 + umount 10" in \
         bench.table({"modes": {"states": fast, "states-process": slow}, "ratio": r})
+
+
+def test_a_torn_write_never_lands_over_a_later_write_to_the_same_sectors(tmp_path):
+    """The pieces go on last: a later write over them would then read older than it is, a state
+    no disk can reach. Later writes elsewhere, and earlier ones anywhere, may be whole."""
+    log = _log(tmp_path, [("write", 100, b"Z" * SS), ("flush", 0, b""), ("write", 0, b"w" * 2 * 4096),
+                          ("write", 0, b"X" * 4096), ("write", 64, b"Y" * SS)])
+    plan = st_mod.plan_states(log, [], 5, subsets=40, flush_points=-1, exhaustive_k=4, atomic_write=4096)
+    torn = [s for s in plan.states if s.torn]
+    assert torn and all(s.torn[0][0] == 2 for s in torn)
+    assert all(3 not in s.extra for s in torn) and any(4 in s.extra for s in torn)
+
+
+def test_the_budget_keeps_a_flush_state_whose_content_a_subset_had_first(tmp_path):
+    """Two writes of the same data to one place: the subset {second} before the next flush has
+    the next flush state's content and comes first in the plan; the budget still counts it as a
+    flush state's content, kept before any other."""
+    ops = [("write", 100, b"Z" * SS), ("flush", 0, b"")]
+    for k in range(4):
+        ops += [("write", 8, bytes([k + 1]) * SS), ("write", 8, bytes([k + 1]) * SS), ("write", 20 + k, b"q" * SS),
+                ("flush", 0, b"")]
+    log = _log(tmp_path, ops)
+    full = st_mod.plan_states(log, [], 2, subsets=3, flush_points=-1, exhaustive_k=4)
+    flush_keys = {s.key for s in full.states if s.is_flush_state}
+    assert any(s.key in flush_keys and not s.is_flush_state for s in full.distinct)    # the case at hand
+    kept = st_mod.within_budget(full, len(flush_keys), 2)
+    assert {s.key for s in kept.distinct} == flush_keys
+    assert {s.name for s in kept.states if s.is_flush_state} == {s.name for s in full.states if s.is_flush_state}
