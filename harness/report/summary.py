@@ -58,7 +58,8 @@ def table(summary: CampaignSummary) -> str:
     if states > len(summary.iterations):
         per_hour = round(states * 3600 / summary.wall_seconds) if summary.wall_seconds else 0
         rows.append(f"crash states verified: {states} distinct of {summary.states_generated_total} generated "
-                    f"(the cuts, plus every flush state of the volatile disk-cache model); {per_hour} per hour of wall time")
+                    f"(the cuts, plus every flush state of the volatile disk-cache model); {per_hour} per hour of "
+                    "wall time")
     rows += depth_lines(summary.iterations)
     if summary.disk_cache:
         rows.append(f"disk cache model: {summary.disk_cache}")
