@@ -6,6 +6,7 @@ through here too, so that one format holds everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,13 @@ from typing import Any
 from .errors import ConfigError
 
 SCHEMA = 2     # 2: violations, cut plans and enums stored as structured records (1 is still read)
+
+
+def known_fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``d`` that are fields of dataclass ``cls``: a record written by a newer or older
+    xdh reads back with what this one knows."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

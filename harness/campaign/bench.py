@@ -30,7 +30,7 @@ from ..config import DiskCache, Reset, StackConfig, TortureConfig, VerifyPath
 from ..errors import ConfigError
 from ..images import ImageStore
 from ..progress import Progress
-from ..report.records import CampaignSummary, in_order
+from ..report.records import CampaignSummary, state_ms
 from ..report.rundir import RunDir
 from ..status import Status
 from .campaign import run_campaign
@@ -80,11 +80,6 @@ def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
     setup = sum(summary.setup_seconds.values())
     steady = max(wall - setup, 1e-9)
     states = sum(i.crash_states for i in verified)
-    in_guest: dict[str, float] = {}
-    for i in verified:
-        for k, v in (i.depth.phase_seconds if i.depth else {}).items():
-            in_guest[k] = in_guest.get(k, 0.0) + v
-    batched = sum(i.crash_states - 1 for i in verified if i.depth)      # the batch's states (not the cut)
     phases: dict[str, float] = {}
     for i in its:
         for k, v in i.seconds.items():
@@ -102,7 +97,7 @@ def mode_figures(summary: CampaignSummary, wall: float) -> dict[str, Any]:
         "phase_mean_seconds": {k: round(v / len(its), 1) for k, v in phases.items()} if its else {},
         "iterations_per_hour": round(len(its) * 3600 / steady, 1) if its else 0.0,
         "verified_states_per_hour": round(states * 3600 / steady, 1),
-        "state_ms": {k: round(v * 1000 / batched, 1) for k, v in sorted(in_guest.items())} if batched else {},
+        "state_ms": state_ms(its),
         "verify": sorted({i.depth.verify for i in verified if i.depth}),
         "iterations_per_hour_incl_setup": round(len(its) * 3600 / wall, 1) if wall else 0.0,
         "verified_states_per_hour_incl_setup": round(states * 3600 / wall, 1) if wall else 0.0,
@@ -147,7 +142,7 @@ def table(result: dict[str, Any]) -> str:
         if f.get("state_ms"):
             ms = f["state_ms"]
             rows.append(f"{mode}: one crash state in the verifier {sum(ms.values()):.0f} ms = "
-                        + " + ".join(f"{k} {v:.0f}" for k, v in in_order(ms))
+                        + " + ".join(f"{k} {v:.0f}" for k, v in ms.items())
                         + f" (verify: {', '.join(f['verify'])})")
     what = {"fast/baseline": "iterations per hour", "states/fast": "distinct verified crash states per hour",
             "states/states-process": "distinct verified crash states per hour (resident verify over a process "

@@ -22,7 +22,7 @@ from ..progress import Progress
 from ..report.records import StateRecord, StatesDepth
 from ..report.rundir import IterationDir
 from ..status import Status
-from ..verify.batch import LogView, StateJob, verify_states
+from ..verify.batch import LogView, StateJob, verify_kind, verify_states
 from ..verify.fast import FastVerifier
 from ..verify.guest import Verifier, VerifyJob
 from ..verify.oracle import Verdict, Violation, judge
@@ -112,14 +112,6 @@ def check_outcome(plan: IterationPlan, kit: Kit, it: IterationDir, outcome: Cras
 
 
 STATES_PROGRESS_SECONDS = 30.0   # a line about a long batch at most this often
-
-
-def verify_kind(job: VerifyJob, resident: bool) -> str:
-    """How the batch runs the workload's verify: imported into the batch (built-ins), the
-    manifest program's resident verify-many mode, or a process per state."""
-    if not job.workload.source:
-        return "in-process"
-    return "resident" if resident and job.workload.verify_many else "process per state"
 
 
 @dataclass

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..jsonio import known_fields
+
 
 @dataclass(frozen=True)
 class Coverage:
@@ -29,5 +31,4 @@ class Coverage:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Coverage:
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**known_fields(cls, d))

@@ -13,16 +13,12 @@ from ..crash.coverage import Coverage
 from ..crash.ended import WorkloadEnd
 from ..crash.ledger import Attribution, Kind
 from ..crash.plan import CutPlan
+from ..jsonio import known_fields
 from ..status import ExitCode, Expect, Status, campaign_exit
 from ..verify.oracle import Violation
 from ..verify.tightness import Slack
 
 MAX_STORED_VIOLATIONS = 5     # per crash state in a record (all of them: states/states.json)
-
-
-def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class StateRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> StateRecord:
-        data = _known(cls, d)
+        data = known_fields(cls, d)
         data["violations"] = [Violation.from_json(v) for v in d.get("violations", [])]
         return cls(**data)
 
@@ -54,6 +50,19 @@ PHASES = ("apply", "snapshot", "mount", "verify", "umount")     # a crash state'
 def in_order(phases: dict[str, float]) -> list[tuple[str, float]]:
     """A state's phases in the order they run (any unknown one after)."""
     return sorted(phases.items(), key=lambda kv: (PHASES.index(kv[0]) if kv[0] in PHASES else len(PHASES), kv[0]))
+
+
+def state_ms(iterations: list[IterationRecord]) -> dict[str, float]:
+    """One batched crash state's milliseconds in the verifier, by phase in the order they run, over
+    the iterations that reached verdicts (their crash states but the cut's own image)."""
+    judged = [i for i in iterations if i.depth is not None and i.status in (Status.PASS, Status.LOSS)]
+    batched = sum(i.crash_states - 1 for i in judged)
+    total: dict[str, float] = {}
+    for i in judged:
+        assert i.depth is not None
+        for k, v in i.depth.phase_seconds.items():
+            total[k] = total.get(k, 0.0) + v
+    return {k: round(v * 1000 / batched, 1) for k, v in in_order(total)} if batched else {}
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class IterationRecord:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IterationRecord:
-        data = _known(cls, d)
+        data = known_fields(cls, d)
         data["status"] = Status(data["status"])
         data["cut"] = CutPlan.from_json(d["cut"])
         data["violations"] = [Violation.from_json(v) for v in d.get("violations", [])]
@@ -193,7 +202,7 @@ class MergeProblem:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MergeProblem:
-        return cls(**_known(cls, d))
+        return cls(**known_fields(cls, d))
 
 
 @dataclass(frozen=True)
@@ -282,7 +291,7 @@ class CampaignSummary:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CampaignSummary:
-        data = _known(cls, d)
+        data = known_fields(cls, d)
         data["canary"] = IterationRecord.from_json(d["canary"]) if d.get("canary") else None
         data["iterations"] = [IterationRecord.from_json(i) for i in d.get("iterations", [])]
         data["exit_code"] = ExitCode(d["exit_code"])

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..jsonio import read_json, utc_stamp
 from ..status import ExitCode, Expect, Status, expected
 from . import page
-from .records import CampaignSummary, IterationRecord, in_order
+from .records import CampaignSummary, IterationRecord, state_ms
 from .rundir import IterationDir, RunDir, ensure_dir
 from .shards import Shard, check
 
@@ -90,15 +90,10 @@ def depth_lines(iterations: list[IterationRecord]) -> list[str]:
                     f"not required: median {max(x.acks_median for x in slack):g} (largest iteration median), max "
                     f"{max(x.acks_max for x in slack)}; in flushes: median {max(x.flushes_median for x in slack):g}, "
                     f"max {max(x.flushes_max for x in slack)}")
-    phases: dict[str, float] = {}
-    for d in ds:
-        for k, v in d.phase_seconds.items():
-            phases[k] = phases.get(k, 0.0) + v
-    batched = sum(i.crash_states - 1 for i in iterations if i.depth is not None and i.status in (Status.PASS,
-                                                                                                   Status.LOSS))
-    if phases and batched:
-        rows.append(f"one crash state in the verifier: {sum(phases.values()) * 1000 / batched:.0f} ms ("
-                    + ", ".join(f"{k} {v * 1000 / batched:.0f}" for k, v in in_order(phases))
+    ms = state_ms(iterations)
+    if ms:
+        rows.append(f"one crash state in the verifier: {sum(ms.values()):.0f} ms ("
+                    + ", ".join(f"{k} {v:.0f}" for k, v in ms.items())
                     + f"; verify {', '.join(sorted({d.verify for d in ds}))})")
     return rows
 

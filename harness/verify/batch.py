@@ -54,6 +54,14 @@ class StateResult:
     phases: dict[str, float] = field(default_factory=dict)   # those seconds by phase (xdh-replay's Phases)
 
 
+def verify_kind(job: VerifyJob, resident: bool) -> str:
+    """How the batch runs the workload's verify: imported into the batch (built-ins), the
+    manifest program's resident verify-many mode, or a process per state."""
+    if not job.workload.source:
+        return "in-process"
+    return "resident" if resident and job.workload.verify_many else "process per state"
+
+
 def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[StateJob], job: VerifyJob,
                   out_dir: Path, idle_timeout: float = 300.0, resident: bool = True) -> Iterator[StateResult]:
     """Yield each state's verify report as the guest finishes it (in the order of ``jobs``,
@@ -76,7 +84,7 @@ def verify_states(fv: FastVerifier, base: Path, log: LogView, jobs: Sequence[Sta
                 "needs_fs": job.workload.needs_fs}
         if job.workload.source:   # a manifest workload: its own verify program, resident or run per state
             install_program(fv.shell, job.workload)
-            if job.workload.verify_many and resident:
+            if verify_kind(job, resident) == "resident":
                 device = {} if job.workload.needs_fs else {"device": "{device}"}
                 plan["verify_many_command"] = job.workload.argv("verify-many", job.seed, job.params | device)
             else:

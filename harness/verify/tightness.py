@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..jsonio import known_fields
 from ..stats import percentile
 
 
@@ -62,4 +63,4 @@ class Slack:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Slack:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        return cls(**known_fields(cls, d))
